@@ -1,0 +1,668 @@
+"""Properties of infra/template.yaml and infra/storage.yaml that a later edit must not quietly break.
+
+Each property is a `check_*` function returning a list of violations (empty means it holds). Every
+check runs twice: on the real templates, where it must find nothing, and on a copy broken on
+purpose by a matching entry of MUTATIONS, where it must find something. The second run is what
+proves the check can fail; a new check needs a new mutation.
+
+Templates are parsed with cfn-lint's YAML decoder, so CloudFormation's short-form tags (!Ref,
+!GetAtt, !Sub, !If, ...) arrive in their long form ({"Ref": ...}, {"Fn::GetAtt": [...]}, ...).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import pathlib
+import re
+from typing import Any, Callable, Iterator
+
+import pytest
+from cfnlint.decode import cfn_yaml
+
+INFRA = pathlib.Path(__file__).resolve().parent.parent
+REPO = INFRA.parent
+
+# The only actions that may be granted on Resource "*": they have no resource type in IAM.
+RESOURCELESS_ACTIONS = {"rekognition:DetectLabels"}
+
+# Topics allowed to stay unencrypted, with the reason (repeated in the template's checkov skip).
+UNENCRYPTED_TOPICS = {
+    "AlarmTopic": "alarm notifications only; CloudWatch cannot publish to an aws/sns-encrypted topic",
+}
+
+WORKER = "WorkerFunction"
+
+# What each binary reads from its environment (the Rust side's contract; infra/README.md).
+REQUIRED_ENV = {
+    "RequestHandlerFunction": {"LABELQ_TABLE", "LABELQ_BUCKET", "LABELQ_TOPIC_ARN"},
+    "StatusApiFunction": {"LABELQ_TABLE", "LABELQ_BUCKET"},
+    WORKER: {"LABELQ_TABLE", "LABELQ_BUCKET", "LABELQ_QUEUE_URL", "LABELQ_MAX_RECEIVE_COUNT", "LABEL_DETECTOR"},
+}
+BINARIES = {"RequestHandlerFunction": "request-handler", "StatusApiFunction": "status-api", WORKER: "worker"}
+ROUTES = {
+    ("POST", "/v1/images"): "RequestHandlerFunction",
+    ("GET", "/v1/images"): "StatusApiFunction",
+    ("GET", "/v1/images/{id}"): "StatusApiFunction",
+    ("DELETE", "/v1/images/{id}"): "StatusApiFunction",
+}
+
+Template = dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading templates
+# --------------------------------------------------------------------------------------------------
+
+
+def load(name: str) -> Template:
+    """The template as plain dicts, lists and scalars (the decoder's node types carry positions)."""
+    return json.loads(json.dumps(cfn_yaml.load(str(INFRA / name))))
+
+
+@pytest.fixture(scope="module")
+def templates() -> dict[str, Template]:
+    return {"template": load("template.yaml"), "storage": load("storage.yaml")}
+
+
+def resources(t: Template, *types: str) -> dict[str, dict]:
+    return {n: r for n, r in t.get("Resources", {}).items() if not types or r.get("Type") in types}
+
+
+def props(resource: dict) -> dict:
+    return resource.get("Properties") or {}
+
+
+def as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def is_true(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def branches(value: Any) -> Iterator[Any]:
+    """Every value an expression can take under some condition: both arms of Fn::If, no NoValue."""
+    if isinstance(value, dict) and set(value) == {"Fn::If"}:
+        for arm in value["Fn::If"][1:]:
+            yield from branches(arm)
+    elif value == {"Ref": "AWS::NoValue"}:
+        return
+    else:
+        yield value
+
+
+def render(value: Any) -> str:
+    """An expression as the ARN-like string it stands for, e.g. {"Fn::GetAtt": ["B", "Arn"]} -> ${B.Arn}."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        (fn, arg), = value.items()
+        if fn == "Ref":
+            return "${%s}" % arg
+        if fn == "Fn::GetAtt":
+            return "${%s}" % (arg if isinstance(arg, str) else ".".join(arg))
+        if fn == "Fn::Sub":
+            text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+            for name, expr in variables.items():
+                text = text.replace("${%s}" % name, render(expr))
+            return text
+        if fn == "Fn::Join":
+            return arg[0].join(render(p) for p in arg[1])
+    return json.dumps(value, sort_keys=True)
+
+
+def number(t: Template, value: Any) -> int:
+    """A literal number, or a Ref to one of t's parameters (its default)."""
+    if isinstance(value, dict) and "Ref" in value:
+        return int(t["Parameters"][value["Ref"]]["Default"])
+    return int(value)
+
+
+def output_target(t: Template, output: str) -> str:
+    """The logical id an output's value points at (Ref X or GetAtt X.Attr)."""
+    value = t["Outputs"][output]["Value"]
+    return re.match(r"\$\{([^.}]+)", render(value)).group(1)
+
+
+def policy_documents(t: Template) -> Iterator[tuple[str, dict]]:
+    """Every IAM policy document in t: identity policies, trust policies and resource policies."""
+    for name, r in resources(t).items():
+        p, kind = props(r), r.get("Type")
+        if kind == "AWS::IAM::Role":
+            yield f"{name}.AssumeRolePolicyDocument", p.get("AssumeRolePolicyDocument", {})
+            for pol in p.get("Policies", []):
+                yield f"{name}.Policies.{pol.get('PolicyName')}", pol.get("PolicyDocument", {})
+        elif kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy",
+                      "AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy", "AWS::SNS::TopicPolicy"):
+            yield name, p.get("PolicyDocument", {})
+        elif kind == "AWS::KMS::Key":
+            yield f"{name}.KeyPolicy", p.get("KeyPolicy", {})
+        elif kind == "AWS::Serverless::Function":
+            for i, pol in enumerate(as_list(p.get("Policies", []))):
+                yield f"{name}.Policies[{i}]", pol
+
+
+def statements(doc: Any) -> Iterator[dict]:
+    for branch in branches(doc):
+        if not isinstance(branch, dict):
+            # A SAM policy template or a managed policy name: not a document.
+            yield {"Effect": "Allow", "Action": ["<not an inline statement>*"], "Resource": "*"}
+            continue
+        for statement in as_list(branch.get("Statement", [])):
+            yield from branches(statement)
+
+
+def allow_statements(t: Template) -> Iterator[tuple[str, dict]]:
+    for where, doc in policy_documents(t):
+        for s in statements(doc):
+            if s.get("Effect") == "Allow":
+                yield f"{where}/{s.get('Sid', '?')}", s
+
+
+def is_wildcard_resource(resource: Any) -> bool:
+    """'*', or an ARN whose resource part is only a wildcard (arn:aws:s3:::*, arn:aws:sqs:*:*:*)."""
+    text = render(resource)
+    return text == "*" or (text.startswith("arn:") and text.split(":", 5)[-1] in ("*", "*/*"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------------------
+
+
+def check_public_access_block(ts: dict[str, Template]) -> list[str]:
+    flags = ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")
+    found = []
+    for which, t in ts.items():
+        for name, r in resources(t, "AWS::S3::Bucket").items():
+            block = props(r).get("PublicAccessBlockConfiguration", {})
+            found += [f"{which}:{name}: {f} is not true" for f in flags if not is_true(block.get(f))]
+    return found
+
+
+def check_tls_only_bucket_policy(ts: dict[str, Template]) -> list[str]:
+    """Each bucket's policy denies every S3 action, to everyone, on the bucket and its objects,
+    when the request is not over TLS."""
+    found = []
+    for which, t in ts.items():
+        for bucket in resources(t, "AWS::S3::Bucket"):
+            arns = {"${%s.Arn}" % bucket, "arn:aws:s3:::${%s}" % bucket, "arn:${AWS::Partition}:s3:::${%s}" % bucket}
+            covered: set[str] = set()
+            for policy in resources(t, "AWS::S3::BucketPolicy").values():
+                if render(props(policy).get("Bucket")) != "${%s}" % bucket:
+                    continue
+                for s in statements(props(policy).get("PolicyDocument", {})):
+                    principal = s.get("Principal")
+                    condition = s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport")
+                    if (s.get("Effect") == "Deny" and principal in ("*", {"AWS": "*"})
+                            and "s3:*" in as_list(s.get("Action", [])) and str(condition).lower() == "false"):
+                        for res in as_list(s.get("Resource", [])):
+                            text = render(res)
+                            for arn in arns:
+                                if text == arn:
+                                    covered.add("bucket")
+                                elif text == arn + "/*":
+                                    covered.add("objects")
+            found += [f"{which}:{bucket}: no TLS-only Deny covering its {part}"
+                      for part in ("bucket", "objects") if part not in covered]
+    return found
+
+
+def check_encryption_at_rest(ts: dict[str, Template]) -> list[str]:
+    found = []
+    for which, t in ts.items():
+        for name, r in resources(t, "AWS::S3::Bucket").items():
+            rules = props(r).get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration", [])
+            algorithms = [rule.get("ServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for rule in rules]
+            if not algorithms or not all(a in ("AES256", "aws:kms", "aws:kms:dsse") for a in algorithms):
+                found.append(f"{which}:{name}: no default server-side encryption")
+        for name, r in resources(t, "AWS::DynamoDB::Table").items():
+            if not is_true(props(r).get("SSESpecification", {}).get("SSEEnabled")):
+                found.append(f"{which}:{name}: SSESpecification.SSEEnabled is not true")
+        for name, r in resources(t, "AWS::SQS::Queue").items():
+            p = props(r)
+            if not (is_true(p.get("SqsManagedSseEnabled")) or p.get("KmsMasterKeyId")):
+                found.append(f"{which}:{name}: neither SSE-SQS nor a KMS key")
+        for name, r in resources(t, "AWS::SNS::Topic").items():
+            if not props(r).get("KmsMasterKeyId") and name not in UNENCRYPTED_TOPICS:
+                found.append(f"{which}:{name}: no KmsMasterKeyId")
+    return found
+
+
+def check_no_wildcard_actions(ts: dict[str, Template]) -> list[str]:
+    """No Allow grants a wildcard action or uses NotAction. (A Deny may: it only takes away.)"""
+    found = []
+    for which, t in ts.items():
+        for where, s in allow_statements(t):
+            if "NotAction" in s:
+                found.append(f"{which}:{where}: Allow with NotAction")
+            for action in as_list(s.get("Action", [])):
+                if not isinstance(action, str) or "*" in action:
+                    found.append(f"{which}:{where}: wildcard action {action!r}")
+    return found
+
+
+def check_no_wildcard_resources(ts: dict[str, Template]) -> list[str]:
+    """Resource "*" only for actions that have no resource type; no NotResource; no public principal."""
+    found = []
+    for which, t in ts.items():
+        for where, s in allow_statements(t):
+            if "NotResource" in s:
+                found.append(f"{which}:{where}: Allow with NotResource")
+            if s.get("Principal") in ("*", {"AWS": "*"}):
+                found.append(f"{which}:{where}: Allow to every principal")
+            if any(is_wildcard_resource(r) for r in as_list(s.get("Resource", []))):
+                extra = set(as_list(s.get("Action", []))) - RESOURCELESS_ACTIONS
+                if extra:
+                    found.append(f"{which}:{where}: Resource '*' for {sorted(map(str, extra))}")
+    return found
+
+
+def check_dead_letter_redrive(ts: dict[str, Template]) -> list[str]:
+    storage = ts["storage"]
+    queue, dlq = output_target(storage, "QueueArn"), output_target(storage, "DeadLetterQueueArn")
+    if queue == dlq:
+        return ["storage: QueueArn and DeadLetterQueueArn name the same queue"]
+    policy = props(resources(storage)[queue]).get("RedrivePolicy")
+    if not isinstance(policy, dict):
+        return [f"storage:{queue}: no RedrivePolicy"]
+    found = []
+    if render(policy.get("deadLetterTargetArn")) != "${%s.Arn}" % dlq:
+        found.append(f"storage:{queue}: RedrivePolicy does not target {dlq}")
+    if policy.get("maxReceiveCount") != {"Ref": "MaxReceiveCount"}:
+        found.append(f"storage:{queue}: maxReceiveCount is not the MaxReceiveCount parameter")
+    return found
+
+
+def check_worker_reports_batch_item_failures(ts: dict[str, Template]) -> list[str]:
+    events = props(resources(ts["template"])[WORKER]).get("Events", {})
+    sqs = {n: e for n, e in events.items() if e.get("Type") == "SQS"}
+    if not sqs:
+        return [f"{WORKER}: no SQS event"]
+    found = []
+    for name, event in sqs.items():
+        p = event.get("Properties", {})
+        if "ReportBatchItemFailures" not in p.get("FunctionResponseTypes", []):
+            found.append(f"{WORKER}.{name}: FunctionResponseTypes lacks ReportBatchItemFailures")
+        if render(p.get("Queue")) != "${Storage.Outputs.QueueArn}":
+            found.append(f"{WORKER}.{name}: not the storage stack's job queue")
+    return found
+
+
+def nested_parameter(ts: dict[str, Template], name: str) -> int:
+    """The value the template passes to storage.yaml's parameter, or that parameter's default."""
+    template, storage = ts["template"], ts["storage"]
+    passed = props(resources(template)["Storage"]).get("Parameters", {})
+    if name in passed:
+        return number(template, passed[name])
+    return int(storage["Parameters"][name]["Default"])
+
+
+def check_visibility_covers_worker_timeout(ts: dict[str, Template]) -> list[str]:
+    storage = ts["storage"]
+    queue = props(resources(storage)[output_target(storage, "QueueArn")])
+    raw = queue.get("VisibilityTimeout", 30)  # SQS's default
+    if raw == {"Ref": "QueueVisibilityTimeoutSeconds"}:
+        visibility = nested_parameter(ts, "QueueVisibilityTimeoutSeconds")
+    else:
+        visibility = number(storage, raw)
+    timeout = number(ts["template"], props(resources(ts["template"])[WORKER]).get("Timeout", 3))
+    if visibility < 6 * timeout:
+        return [f"queue visibility {visibility} s < 6 x worker timeout {timeout} s"]
+    return []
+
+
+def check_log_retention(ts: dict[str, Template]) -> list[str]:
+    found = []
+    for which, t in ts.items():
+        groups = resources(t, "AWS::Logs::LogGroup")
+        for name, r in groups.items():
+            if "RetentionInDays" not in props(r):
+                found.append(f"{which}:{name}: no RetentionInDays")
+        for name, r in resources(t, "AWS::Serverless::Function", "AWS::Lambda::Function").items():
+            logging = props(r).get("LoggingConfig", {})
+            target = logging.get("LogGroup")
+            if not (isinstance(target, dict) and target.get("Ref") in groups):
+                found.append(f"{which}:{name}: logs to a group this stack does not manage (no retention)")
+            if logging.get("LogFormat") != "JSON":
+                found.append(f"{which}:{name}: LogFormat is not JSON")
+    return found
+
+
+def check_point_in_time_recovery(ts: dict[str, Template]) -> list[str]:
+    found = []
+    for which, t in ts.items():
+        for name, r in resources(t, "AWS::DynamoDB::Table").items():
+            spec = props(r).get("PointInTimeRecoverySpecification", {})
+            if not is_true(spec.get("PointInTimeRecoveryEnabled")):
+                found.append(f"{which}:{name}: point-in-time recovery is off")
+    return found
+
+
+def check_max_receive_count_agrees(ts: dict[str, Template]) -> list[str]:
+    """The worker fails the job on the delivery SQS will dead-letter after: both read one parameter."""
+    template = ts["template"]
+    passed = props(resources(template)["Storage"]).get("Parameters", {}).get("MaxReceiveCount")
+    told = props(resources(template)[WORKER]).get("Environment", {}).get("Variables", {}).get(
+        "LABELQ_MAX_RECEIVE_COUNT")
+    if passed is None or passed != told:
+        return [f"Storage gets MaxReceiveCount {passed!r}, the worker LABELQ_MAX_RECEIVE_COUNT {told!r}"]
+    return []
+
+
+def check_functions_are_own_role_rust_arm64(ts: dict[str, Template]) -> list[str]:
+    """Each function: provided.al2023 on arm64, built by cargo-lambda from its own binary, with its
+    own role (no SAM-generated role, which would attach broad managed policies)."""
+    template = ts["template"]
+    roles = resources(template, "AWS::IAM::Role")
+    found, used_roles = [], []
+    functions = resources(template, "AWS::Serverless::Function")
+    if set(functions) != set(BINARIES):
+        found.append(f"functions are {sorted(functions)}, expected {sorted(BINARIES)}")
+    for name, r in functions.items():
+        p, meta = props(r), r.get("Metadata", {})
+        if p.get("Runtime") != "provided.al2023" or p.get("Architectures") != ["arm64"]:
+            found.append(f"{name}: not provided.al2023 on arm64")
+        binary = meta.get("BuildProperties", {}).get("Binary")
+        if meta.get("BuildMethod") != "rust-cargolambda" or binary != BINARIES.get(name):
+            found.append(f"{name}: not built by rust-cargolambda as {BINARIES.get(name)}")
+        elif not (REPO / binary / "Cargo.toml").is_file():
+            found.append(f"{name}: no crate {binary}/ in the workspace")
+        role = re.fullmatch(r"\$\{(\w+)\.Arn\}", render(p.get("Role", "")))
+        if not role or role.group(1) not in roles:
+            found.append(f"{name}: no Role of its own in this template")
+        else:
+            used_roles.append(role.group(1))
+        if "Policies" in p:
+            found.append(f"{name}: SAM Policies (use the role's inline statements)")
+    if len(used_roles) != len(set(used_roles)):
+        found.append("two functions share a role")
+    for name, r in roles.items():
+        if props(r).get("ManagedPolicyArns"):
+            found.append(f"{name}: managed policies attached")
+    return found
+
+
+def check_environment_contract(ts: dict[str, Template]) -> list[str]:
+    found = []
+    functions = resources(ts["template"], "AWS::Serverless::Function")
+    for name, required in REQUIRED_ENV.items():
+        variables = props(functions.get(name, {})).get("Environment", {}).get("Variables", {})
+        missing = required - set(variables)
+        if missing:
+            found.append(f"{name}: missing {sorted(missing)}")
+        if variables.get("AWS_LC_SYS_NO_JITTER_ENTROPY") != "1":
+            found.append(f"{name}: AWS_LC_SYS_NO_JITTER_ENTROPY is not 1")
+    return found
+
+
+def check_routes_need_a_jwt(ts: dict[str, Template]) -> list[str]:
+    template = ts["template"]
+    apis = resources(template, "AWS::Serverless::HttpApi")
+    found = []
+    for name, r in apis.items():
+        auth = props(r).get("Auth", {})
+        default = auth.get("DefaultAuthorizer")
+        if default is None or "JwtConfiguration" not in auth.get("Authorizers", {}).get(default, {}):
+            found.append(f"{name}: the default authorizer is not a JWT authorizer")
+    routes = {}
+    for fname, r in resources(template, "AWS::Serverless::Function").items():
+        for ename, e in props(r).get("Events", {}).items():
+            if e.get("Type") != "HttpApi":
+                continue
+            p = e.get("Properties", {})
+            routes[(str(p.get("Method")).upper(), p.get("Path"))] = fname
+            if "Auth" in p:
+                found.append(f"{fname}.{ename}: overrides the default (JWT) authorizer")
+            if render(p.get("ApiId")) not in {"${%s}" % a for a in apis}:
+                found.append(f"{fname}.{ename}: not on this template's HTTP API")
+    if routes != ROUTES:
+        found.append(f"routes are {sorted(routes.items())}, expected {sorted(ROUTES.items())}")
+    return found
+
+
+# The alarms the service needs, by what they watch: (namespace, metric or metric-math ids).
+REQUIRED_ALARMS = {
+    "dead-letter queue not empty": ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+    "age of the oldest queued message": ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+    "worker errors": ("AWS/Lambda", "Errors"),
+    "API 5xx rate": ("AWS/ApiGateway", "5xx/Count"),
+    "API p99 latency": ("AWS/ApiGateway", "Latency"),
+}
+
+
+def alarm_signature(alarm: dict) -> tuple[str, str]:
+    p = props(alarm)
+    if "Metrics" in p:
+        stats = [m["MetricStat"]["Metric"] for m in p["Metrics"] if "MetricStat" in m]
+        return stats[0]["Namespace"], "/".join(s["MetricName"] for s in stats)
+    return p.get("Namespace"), p.get("MetricName")
+
+
+def check_alarms_notify_the_topic(ts: dict[str, Template]) -> list[str]:
+    template = ts["template"]
+    alarms = resources(template, "AWS::CloudWatch::Alarm")
+    found = []
+    signatures = {alarm_signature(a): n for n, a in alarms.items()}
+    for what, signature in REQUIRED_ALARMS.items():
+        if signature not in signatures:
+            found.append(f"no alarm on {what} {signature}")
+    for name, alarm in alarms.items():
+        if {"Ref": "AlarmTopic"} not in props(alarm).get("AlarmActions", []):
+            found.append(f"{name}: does not notify AlarmTopic")
+    dlq = [n for n, a in alarms.items() if alarm_signature(a) == REQUIRED_ALARMS["dead-letter queue not empty"]]
+    for name in dlq:
+        dims = props(alarms[name]).get("Dimensions", [])
+        if {"Name": "QueueName", "Value": {"Fn::GetAtt": ["Storage", "Outputs.DeadLetterQueueName"]}} not in dims:
+            found.append(f"{name}: does not watch the dead-letter queue")
+    return found
+
+
+# --------------------------------------------------------------------------------------------------
+# Mutations: one way (or more) to break each check's property
+# --------------------------------------------------------------------------------------------------
+
+
+def first(t: Template, kind: str, where: Callable[[str, dict], bool] = lambda n, r: True) -> dict:
+    for name, r in resources(t, kind).items():
+        if where(name, r):
+            return r
+    raise LookupError(f"no {kind} to mutate")
+
+
+def role_statements(t: Template, role: str) -> list:
+    return props(resources(t)[role])["Policies"][0]["PolicyDocument"]["Statement"]
+
+
+def statement(t: Template, role: str, sid: str) -> dict:
+    """The role's statement with this Sid (looking inside Fn::If, whose true arm is returned)."""
+    for s in role_statements(t, role):
+        arm = s["Fn::If"][1] if "Fn::If" in s else s
+        if arm.get("Sid") == sid:
+            return arm
+    raise LookupError(f"{role} has no statement {sid}")
+
+
+def tls_deny(t: Template) -> dict:
+    for policy in resources(t, "AWS::S3::BucketPolicy").values():
+        for s in as_list(props(policy)["PolicyDocument"]["Statement"]):
+            if s.get("Effect") == "Deny" and "aws:SecureTransport" in json.dumps(s.get("Condition", {})):
+                return s
+    raise LookupError("no TLS-only Deny statement")
+
+
+def set_path(obj: dict, path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for key in parents:
+        obj = obj.setdefault(key, {})
+    obj[last] = value
+
+
+def drop_path(obj: dict, path: str) -> None:
+    *parents, last = path.split(".")
+    for key in parents:
+        obj = obj[key]
+    del obj[last]
+
+
+def storage_queue(t: Template) -> dict:
+    return props(resources(t)[output_target(t, "QueueArn")])
+
+
+MUTATIONS: list[tuple[str, Callable, Callable[[dict[str, Template]], None]]] = [
+    ("public access block loosened", check_public_access_block,
+     lambda ts: set_path(props(first(ts["storage"], "AWS::S3::Bucket")),
+                         "PublicAccessBlockConfiguration.RestrictPublicBuckets", False)),
+    ("TLS-only Deny removed", check_tls_only_bucket_policy,
+     lambda ts: tls_deny(ts["storage"]).update(Effect="Allow")),
+    ("TLS-only Deny narrowed to GetObject", check_tls_only_bucket_policy,
+     lambda ts: tls_deny(ts["storage"]).update(Action="s3:GetObject")),
+    ("TLS-only Deny no longer covers objects", check_tls_only_bucket_policy,
+     lambda ts: tls_deny(ts["storage"]).update(Resource=[r for r in as_list(tls_deny(ts["storage"])["Resource"])
+                                                        if not render(r).endswith("/*")])),
+    ("bucket encryption removed", check_encryption_at_rest,
+     lambda ts: drop_path(props(first(ts["storage"], "AWS::S3::Bucket")), "BucketEncryption")),
+    ("table encryption off", check_encryption_at_rest,
+     lambda ts: set_path(props(first(ts["storage"], "AWS::DynamoDB::Table")), "SSESpecification.SSEEnabled", False)),
+    ("queue encryption off", check_encryption_at_rest,
+     lambda ts: [props(first(ts["storage"], "AWS::SQS::Queue")).pop(k, None)
+                 for k in ("SqsManagedSseEnabled", "KmsMasterKeyId")]),
+    ("topic encryption off", check_encryption_at_rest,
+     lambda ts: props(first(ts["storage"], "AWS::SNS::Topic")).pop("KmsMasterKeyId")),
+    ("wildcard action granted", check_no_wildcard_actions,
+     lambda ts: statement(ts["template"], "StatusApiRole", "ReadAndDeleteJobs").update(Action="dynamodb:*")),
+    ("NotAction granted", check_no_wildcard_actions,
+     lambda ts: role_statements(ts["template"], "WorkerRole").append(
+         {"Effect": "Allow", "NotAction": "iam:PassRole", "Resource": {"Fn::GetAtt": ["WorkerLogGroup", "Arn"]}})),
+    ("wildcard action in a conditional statement", check_no_wildcard_actions,
+     lambda ts: statement(ts["template"], "WorkerRole", "DetectLabels").update(Action="rekognition:*")),
+    ("wildcard resource for S3", check_no_wildcard_resources,
+     lambda ts: statement(ts["template"], "RequestHandlerRole", "StoreImages").update(Resource="*")),
+    ("all-bucket ARN for S3", check_no_wildcard_resources,
+     lambda ts: statement(ts["template"], "WorkerRole", "ReadImages").update(Resource="arn:aws:s3:::*")),
+    ("extra action beside DetectLabels on '*'", check_no_wildcard_resources,
+     lambda ts: statement(ts["template"], "WorkerRole", "DetectLabels").update(
+         Action=["rekognition:DetectLabels", "s3:GetObject"])),
+    ("public principal allowed", check_no_wildcard_resources,
+     lambda ts: props(resources(ts["template"])["AlarmTopicPolicy"])["PolicyDocument"]["Statement"][0].update(
+         Principal="*")),
+    ("redrive removed", check_dead_letter_redrive,
+     lambda ts: storage_queue(ts["storage"]).pop("RedrivePolicy")),
+    ("redrive count hard-coded", check_dead_letter_redrive,
+     lambda ts: storage_queue(ts["storage"])["RedrivePolicy"].update(maxReceiveCount=3)),
+    ("ReportBatchItemFailures removed", check_worker_reports_batch_item_failures,
+     lambda ts: [e["Properties"].pop("FunctionResponseTypes")
+                 for e in props(resources(ts["template"])[WORKER])["Events"].values() if e["Type"] == "SQS"]),
+    ("worker timeout raised", check_visibility_covers_worker_timeout,
+     lambda ts: props(resources(ts["template"])[WORKER]).update(Timeout=31)),
+    ("visibility passed to storage lowered", check_visibility_covers_worker_timeout,
+     lambda ts: props(resources(ts["template"])["Storage"])["Parameters"].update(QueueVisibilityTimeoutSeconds=120)),
+    ("visibility no longer passed, storage default too low", check_visibility_covers_worker_timeout,
+     lambda ts: (props(resources(ts["template"])["Storage"])["Parameters"].pop("QueueVisibilityTimeoutSeconds"),
+                 ts["storage"]["Parameters"]["QueueVisibilityTimeoutSeconds"].update(Default=60))),
+    ("log retention removed", check_log_retention,
+     lambda ts: props(resources(ts["template"])["WorkerLogGroup"]).pop("RetentionInDays")),
+    ("function logs to an unmanaged group", check_log_retention,
+     lambda ts: props(resources(ts["template"])["StatusApiFunction"])["LoggingConfig"].pop("LogGroup")),
+    ("text logs", check_log_retention,
+     lambda ts: props(resources(ts["template"])["RequestHandlerFunction"])["LoggingConfig"].update(LogFormat="Text")),
+    ("PITR off", check_point_in_time_recovery,
+     lambda ts: set_path(props(first(ts["storage"], "AWS::DynamoDB::Table")),
+                         "PointInTimeRecoverySpecification.PointInTimeRecoveryEnabled", False)),
+    ("worker told another receive count", check_max_receive_count_agrees,
+     lambda ts: props(resources(ts["template"])[WORKER])["Environment"]["Variables"].update(
+         LABELQ_MAX_RECEIVE_COUNT="5")),
+    ("SAM policy template on a function", check_functions_are_own_role_rust_arm64,
+     lambda ts: props(resources(ts["template"])["StatusApiFunction"]).update(
+         Policies=[{"DynamoDBCrudPolicy": {"TableName": "t"}}])),
+    ("x86_64", check_functions_are_own_role_rust_arm64,
+     lambda ts: props(resources(ts["template"])[WORKER]).update(Architectures=["x86_64"])),
+    ("managed policy on a role", check_functions_are_own_role_rust_arm64,
+     lambda ts: props(resources(ts["template"])["WorkerRole"]).update(
+         ManagedPolicyArns=["arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole"])),
+    ("required variable dropped", check_environment_contract,
+     lambda ts: props(resources(ts["template"])[WORKER])["Environment"]["Variables"].pop("LABELQ_QUEUE_URL")),
+    ("an alarm without its action", check_alarms_notify_the_topic,
+     lambda ts: props(resources(ts["template"])["WorkerErrorsAlarm"]).pop("AlarmActions")),
+    ("DLQ alarm watching the main queue", check_alarms_notify_the_topic,
+     lambda ts: props(resources(ts["template"])["DeadLetterQueueNotEmptyAlarm"])["Dimensions"][0].update(
+         Value={"Fn::GetAtt": ["Storage", "Outputs.QueueName"]})),
+    ("latency alarm removed", check_alarms_notify_the_topic,
+     lambda ts: ts["template"]["Resources"].pop("ApiLatencyP99Alarm")),
+    ("a route without the JWT", check_routes_need_a_jwt,
+     lambda ts: props(resources(ts["template"])["StatusApiFunction"])["Events"]["GetImage"]["Properties"].update(
+         Auth={"Authorizer": "NONE"})),
+    ("an extra route", check_routes_need_a_jwt,
+     lambda ts: props(resources(ts["template"])["StatusApiFunction"])["Events"].update(
+         Debug={"Type": "HttpApi", "Properties": {"ApiId": {"Ref": "Api"}, "Path": "/debug", "Method": "GET"}})),
+]
+
+CHECKS = sorted({check for _, check, _ in MUTATIONS}, key=lambda c: c.__name__)
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
+def test_property_holds(templates, check):
+    assert check(templates) == []
+
+
+@pytest.mark.parametrize("description, check, mutate", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_check_fails_on_a_broken_copy(templates, description, check, mutate):
+    broken = copy.deepcopy(templates)
+    mutate(broken)
+    assert broken != templates, f"the mutation '{description}' changed nothing"
+    assert check(broken), f"{check.__name__} did not notice: {description}"
+
+
+def test_every_check_has_a_mutation():
+    defined = {f for n, f in globals().items() if n.startswith("check_") and callable(f)}
+    assert defined == set(CHECKS)
+
+
+def test_rekognition_is_granted_only_when_it_is_the_detector(templates):
+    grant = role_statements(templates["template"], "WorkerRole")[-1]
+    assert grant["Fn::If"][0] == "UseRekognitionDetector"
+    assert grant["Fn::If"][1]["Action"] == "rekognition:DetectLabels"
+    assert grant["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+
+
+def test_model_layer_exists_only_for_onnx(templates):
+    template = templates["template"]
+    layer = resources(template)["ModelLayer"]
+    assert layer.get("Condition") == "UseOnnxDetector"
+    assert props(layer)["CompatibleArchitectures"] == ["arm64"]
+    meta = layer["Metadata"]
+    assert (meta["BuildMethod"], meta["BuildArchitecture"]) == ("makefile", "arm64")
+    assert (INFRA / meta["ContextPath"] / "Makefile").is_file()
+    assert (INFRA / props(layer)["ContentUri"] / "prepare.py").is_file()
+    worker = props(resources(template)[WORKER])
+    assert worker["Layers"]["Fn::If"][0] == "UseOnnxDetector"
+    # The layer is mounted at /opt; the Makefile puts the model directory at labelq-model/.
+    assert worker["Environment"]["Variables"]["LABELQ_MODEL_DIR"] == {
+        "Fn::If": ["UseOnnxDetector", "/opt/labelq-model", {"Ref": "AWS::NoValue"}]}
+
+
+def test_every_storage_output_the_template_reads_exists(templates):
+    text = json.dumps(templates["template"])
+    used = set(re.findall(r'"Storage", "Outputs\.(\w+)"', text)) | set(re.findall(r"\$\{Storage\.Outputs\.(\w+)\}", text))
+    assert used, "the template reads no storage outputs"
+    assert used <= set(templates["storage"]["Outputs"])
+
+
+def test_every_parameter_passed_to_storage_is_declared_there(templates):
+    passed = set(props(resources(templates["template"])["Storage"])["Parameters"])
+    assert passed <= set(templates["storage"]["Parameters"])
+
+
+def test_dashboard_is_valid_json_and_shows_every_alarm(templates):
+    template = templates["template"]
+    body = props(resources(template)["Dashboard"])["DashboardBody"]["Fn::Sub"]
+    text, variables = body if isinstance(body, list) else (body, {})
+    names = set(re.findall(r"\$\{([^}]+)\}", text))
+    declared = set(template["Parameters"]) | set(resources(template)) | set(variables)
+    unknown = {n for n in names if n.split(".")[0] not in declared and not n.startswith("AWS::")}
+    assert not unknown, f"the dashboard refers to {unknown}"
+    rendered = json.loads(re.sub(r"\$\{[^}]+\}", "1", text))
+    shown = set(re.findall(r"\$\{(\w+)\.Arn\}", text))
+    assert shown == set(resources(template, "AWS::CloudWatch::Alarm"))
+    assert rendered["widgets"]

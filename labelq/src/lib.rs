@@ -1,0 +1,13 @@
+//! The local runner: `labelq serve` runs the whole pipeline (API, durable queue, worker pool,
+//! expiry) in one process with embedded backends and the built-in label model; `labelq label`
+//! labels files directly; `labelq submit` is a well-behaved API client.
+//!
+//! The same services run in the Lambda functions on AWS; only the adapters and the event loop
+//! differ.
+
+pub mod cli;
+pub mod client;
+pub mod duration;
+pub mod model;
+pub mod pool;
+pub mod server;

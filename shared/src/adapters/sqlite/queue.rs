@@ -1,0 +1,393 @@
+//! [`SqliteQueue`]: a durable at-least-once queue in a SQLite file, with SQS's semantics so the
+//! worker behaves the same locally and on AWS:
+//!
+//! - a received message is hidden for a visibility timeout, then reappears unless acknowledged;
+//! - every receive increments the message's receive count;
+//! - a message that has been received `max_receives` times and comes up again is moved to the
+//!   dead-letter table instead of being delivered (SQS's redrive policy);
+//! - a receive hands out a fresh receipt, and only the latest receipt can acknowledge, so a worker
+//!   that lost its message to a timeout cannot delete the redelivered copy.
+//!
+//! Everything is committed with `synchronous = FULL`: a published message survives a crash, and a
+//! crash mid-processing leaves the message to reappear after its visibility timeout. Receivers in
+//! the same process are woken at once on publish; otherwise they poll at the next visibility
+//! deadline.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::Db;
+use crate::domain::{CorrelationId, IMAGE_SUBMITTED};
+use crate::ports::{BackendError, Delivery, Envelope, JobPublisher, JobQueue};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id    TEXT NOT NULL UNIQUE,
+    body          TEXT NOT NULL,
+    attributes    TEXT NOT NULL,
+    sent_at       INTEGER NOT NULL,
+    visible_at    INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt       TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_visible ON messages (visible_at, seq);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    message_id       TEXT PRIMARY KEY,
+    body             TEXT NOT NULL,
+    attributes       TEXT NOT NULL,
+    sent_at          INTEGER NOT NULL,
+    receive_count    INTEGER NOT NULL,
+    dead_lettered_at INTEGER NOT NULL
+);
+";
+
+/// Message attributes, as SNS/SQS carry them beside the body.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Attributes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message_type: Option<String>,
+}
+
+/// How many messages are where; for `labelq serve`'s status line and for tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueCounts {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub dead: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteQueue {
+    db: Db,
+    max_receives: u32,
+    published: Arc<Notify>,
+}
+
+fn now_millis() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn duration_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl SqliteQueue {
+    /// Opens (creating if needed) the queue; a message goes to the dead-letter table when it comes
+    /// up for its `max_receives + 1`-th delivery.
+    pub fn open(path: &Path, max_receives: u32) -> rusqlite::Result<Self> {
+        Ok(Self { db: Db::open(path, SCHEMA)?, max_receives: max_receives.max(1), published: Arc::new(Notify::new()) })
+    }
+
+    pub async fn counts(&self) -> Result<QueueCounts, BackendError> {
+        let now = now_millis();
+        self.db
+            .read("count messages", move |conn| {
+                let (visible, in_flight) = conn.query_row(
+                    "SELECT COALESCE(SUM(visible_at <= ?1), 0), COALESCE(SUM(visible_at > ?1), 0) FROM messages",
+                    [now],
+                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+                )?;
+                let dead = conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |row| row.get::<_, i64>(0))?;
+                let count = |n: i64| u64::try_from(n).unwrap_or(0);
+                Ok(QueueCounts { visible: count(visible), in_flight: count(in_flight), dead: count(dead) })
+            })
+            .await
+    }
+
+    /// The bodies in the dead-letter table, oldest first.
+    pub async fn dead_letters(&self) -> Result<Vec<String>, BackendError> {
+        self.db
+            .read("list dead letters", |conn| {
+                conn.prepare("SELECT body FROM dead_letters ORDER BY dead_lettered_at, message_id")?
+                    .query_map([], |row| row.get::<_, String>(0))?
+                    .collect()
+            })
+            .await
+    }
+
+    /// Sends a raw body, as SNS would deliver any publisher's message. `publish` is the typed path.
+    pub async fn send_raw(&self, body: String, correlation_id: Option<&CorrelationId>) -> Result<(), BackendError> {
+        let attributes = Attributes {
+            correlation_id: correlation_id.map(|c| c.as_str().to_owned()),
+            message_type: Some(IMAGE_SUBMITTED.to_owned()),
+        };
+        let attributes = serde_json::to_string(&attributes).map_err(|e| BackendError::permanent("send message", e))?;
+        let message_id = Uuid::new_v4().to_string();
+        let now = now_millis();
+        self.db
+            .write("send message", move |conn| {
+                conn.execute(
+                    "INSERT INTO messages (message_id, body, attributes, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+                    params![message_id, body, attributes, now],
+                )
+            })
+            .await?;
+        self.published.notify_waiters();
+        Ok(())
+    }
+
+    /// One non-blocking receive: dead-letters what has exhausted its receives, then leases up to
+    /// `max` visible messages. Writes (and fsyncs) only when there is something to change.
+    async fn try_receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<(Vec<Delivery>, Option<i64>), BackendError> {
+        let now = now_millis();
+        let visible_until = now.saturating_add(duration_millis(visibility));
+        let max_receives = self.max_receives;
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        self.db
+            .write("receive messages", move |conn| {
+                let tx = conn.transaction()?;
+                let dead = tx.execute(
+                    "INSERT INTO dead_letters (message_id, body, attributes, sent_at, receive_count, dead_lettered_at)
+                     SELECT message_id, body, attributes, sent_at, receive_count, ?1 FROM messages
+                     WHERE visible_at <= ?1 AND receive_count >= ?2",
+                    params![now, max_receives],
+                )?;
+                if dead > 0 {
+                    tx.execute("DELETE FROM messages WHERE visible_at <= ?1 AND receive_count >= ?2", params![now, max_receives])?;
+                    tracing::warn!(count = dead, "messages moved to the dead-letter table");
+                }
+                let picked = {
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT seq, message_id, body, attributes, receive_count FROM messages
+                         WHERE visible_at <= ?1 ORDER BY visible_at, seq LIMIT ?2",
+                    )?;
+                    stmt.query_map(params![now, limit], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, String>(3)?,
+                            row.get::<_, u32>(4)?,
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+                };
+                let mut deliveries = Vec::with_capacity(picked.len());
+                for (seq, message_id, body, attributes, receive_count) in picked {
+                    let receipt = Uuid::new_v4().to_string();
+                    tx.execute(
+                        "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?1, receipt = ?2 WHERE seq = ?3",
+                        params![visible_until, receipt, seq],
+                    )?;
+                    let attributes: Attributes = serde_json::from_str(&attributes).unwrap_or_default();
+                    deliveries.push(Delivery {
+                        message_id,
+                        receipt,
+                        body,
+                        correlation_id: attributes.correlation_id.and_then(|c| CorrelationId::parse(&c).ok()),
+                        receive_count: receive_count.saturating_add(1),
+                    });
+                }
+                let next_visible = if deliveries.is_empty() {
+                    tx.query_row("SELECT MIN(visible_at) FROM messages", [], |row| row.get::<_, Option<i64>>(0))
+                        .optional()?
+                        .flatten()
+                } else {
+                    None
+                };
+                if dead > 0 || !deliveries.is_empty() {
+                    tx.commit()?;
+                }
+                Ok((deliveries, next_visible))
+            })
+            .await
+    }
+
+    /// Runs an update keyed by the delivery's receipt. No row changed means the message was
+    /// redelivered to someone else after our visibility ran out: their receipt is the live one now,
+    /// and, as with SQS, that is not an error for us.
+    async fn settle<F>(&self, operation: &'static str, delivery: &Delivery, f: F) -> Result<(), BackendError>
+    where
+        F: FnOnce(&mut rusqlite::Connection, &str, &str) -> rusqlite::Result<usize> + Send + 'static,
+    {
+        let (message_id, receipt) = (delivery.message_id.clone(), delivery.receipt.clone());
+        let changed = self.db.write(operation, move |conn| f(conn, &message_id, &receipt)).await?;
+        if changed == 0 {
+            tracing::debug!(message_id = %delivery.message_id, operation, "stale receipt");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobPublisher for SqliteQueue {
+    async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
+        self.send_raw(envelope.message.to_json(), Some(&envelope.correlation_id)).await
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqliteQueue {
+    async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<Delivery>, BackendError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register for the wake-up before looking, so a publish in between is not missed.
+            let published = self.published.notified();
+            tokio::pin!(published);
+            published.as_mut().enable();
+
+            let (deliveries, next_visible) = self.try_receive(max, visibility).await?;
+            if !deliveries.is_empty() {
+                return Ok(deliveries);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let until_visible = next_visible
+                .map(|at| Duration::from_millis(u64::try_from(at.saturating_sub(now_millis())).unwrap_or(0)))
+                .unwrap_or(Duration::MAX);
+            // Also look again now and then: another process may share the file.
+            let wake = now + until_visible.min(deadline - now).min(Duration::from_millis(500));
+            tokio::select! {
+                () = &mut published => {}
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> Result<(), BackendError> {
+        self.settle("delete message", delivery, |conn, id, receipt| {
+            conn.execute("DELETE FROM messages WHERE message_id = ?1 AND receipt = ?2", [id, receipt])
+        })
+        .await
+    }
+
+    async fn retry(&self, delivery: &Delivery, delay: Duration) -> Result<(), BackendError> {
+        let at = now_millis().saturating_add(duration_millis(delay));
+        self.settle("change message visibility", delivery, move |conn, id, receipt| {
+            conn.execute(
+                "UPDATE messages SET visible_at = ?3 WHERE message_id = ?1 AND receipt = ?2",
+                params![id, receipt, at],
+            )
+        })
+        .await?;
+        if delay.is_zero() {
+            self.published.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery) -> Result<(), BackendError> {
+        let now = now_millis();
+        self.settle("dead-letter message", delivery, move |conn, message_id, receipt| {
+            let tx = conn.transaction()?;
+            let moved = tx.execute(
+                "INSERT INTO dead_letters (message_id, body, attributes, sent_at, receive_count, dead_lettered_at)
+                     SELECT message_id, body, attributes, sent_at, receive_count, ?3 FROM messages
+                     WHERE message_id = ?1 AND receipt = ?2",
+                params![message_id, receipt, now],
+            )?;
+            tx.execute("DELETE FROM messages WHERE message_id = ?1 AND receipt = ?2", params![message_id, receipt])?;
+            tx.commit()?;
+            Ok(moved)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn queue(max_receives: u32) -> (tempfile::TempDir, SqliteQueue) {
+        let dir = tempfile::tempdir().unwrap();
+        let q = SqliteQueue::open(&dir.path().join("queue.sqlite3"), max_receives).unwrap();
+        (dir, q)
+    }
+
+    const VIS: Duration = Duration::from_secs(30);
+    const NO_WAIT: Duration = Duration::ZERO;
+
+    #[tokio::test]
+    async fn a_received_message_is_hidden_until_acknowledged() {
+        let (_dir, q) = queue(5).await;
+        q.send_raw("one".into(), None).await.unwrap();
+        let got = q.receive(10, VIS, NO_WAIT).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].body.as_str(), got[0].receive_count), ("one", 1));
+        assert!(q.receive(10, VIS, NO_WAIT).await.unwrap().is_empty(), "hidden while in flight");
+        q.ack(&got[0]).await.unwrap();
+        assert_eq!(q.counts().await.unwrap(), QueueCounts::default());
+    }
+
+    #[tokio::test]
+    async fn an_unacknowledged_message_comes_back_with_a_higher_receive_count() {
+        let (_dir, q) = queue(5).await;
+        q.send_raw("again".into(), None).await.unwrap();
+        let first = q.receive(1, Duration::from_millis(50), NO_WAIT).await.unwrap();
+        let second = q.receive(1, VIS, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].receive_count, 2);
+        // The first receipt is stale: acknowledging with it must not delete the redelivered copy.
+        q.ack(&first[0]).await.unwrap();
+        assert_eq!(q.counts().await.unwrap().in_flight, 1);
+    }
+
+    #[tokio::test]
+    async fn a_message_is_dead_lettered_after_max_receives() {
+        let (_dir, q) = queue(2).await;
+        q.send_raw("poison".into(), None).await.unwrap();
+        for expected in 1..=2 {
+            let got = q.receive(1, VIS, NO_WAIT).await.unwrap();
+            assert_eq!(got[0].receive_count, expected);
+            q.retry(&got[0], Duration::ZERO).await.unwrap();
+        }
+        assert!(q.receive(1, VIS, NO_WAIT).await.unwrap().is_empty());
+        assert_eq!(q.counts().await.unwrap(), QueueCounts { visible: 0, in_flight: 0, dead: 1 });
+        assert_eq!(q.dead_letters().await.unwrap(), ["poison"]);
+    }
+
+    #[tokio::test]
+    async fn dead_letter_moves_a_message_at_once() {
+        let (_dir, q) = queue(5).await;
+        q.send_raw("give up".into(), None).await.unwrap();
+        let got = q.receive(1, VIS, NO_WAIT).await.unwrap();
+        q.dead_letter(&got[0]).await.unwrap();
+        assert_eq!(q.counts().await.unwrap(), QueueCounts { visible: 0, in_flight: 0, dead: 1 });
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_wakes_on_publish() {
+        let (_dir, q) = queue(5).await;
+        let receiver = {
+            let q = q.clone();
+            tokio::spawn(async move { q.receive(1, VIS, Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        q.send_raw("wake".into(), None).await.unwrap();
+        let got = receiver.await.unwrap().unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(started.elapsed() < Duration::from_secs(1), "woken by the publish, not by polling");
+    }
+
+    #[tokio::test]
+    async fn messages_survive_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.sqlite3");
+        {
+            let q = SqliteQueue::open(&path, 5).unwrap();
+            q.send_raw("durable".into(), Some(&CorrelationId::parse("abc").unwrap())).await.unwrap();
+        }
+        let q = SqliteQueue::open(&path, 5).unwrap();
+        let got = q.receive(1, VIS, NO_WAIT).await.unwrap();
+        assert_eq!(got[0].body, "durable");
+        assert_eq!(got[0].correlation_id.as_ref().map(CorrelationId::as_str), Some("abc"));
+    }
+}

@@ -1,0 +1,369 @@
+//! The job record and its state machine.
+//!
+//! ```text
+//! PENDING ──claim──▶ PROCESSING ──succeed──▶ SUCCEEDED
+//!    ▲                 │  │
+//!    └────release──────┘  └──fail──▶ FAILED   (PENDING ──fail──▶ FAILED too)
+//! ```
+//!
+//! Transitions are methods that can refuse; each returns the next version of the record and never
+//! mutates in place. Stores persist a transition with a compare-and-swap on `version`, so two
+//! workers racing on one job (SQS delivers at least once) cannot both win.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::ids::{CorrelationId, IdempotencyKey, JobId, ObjectKey, OwnerId};
+use super::image::ContentType;
+use super::label::Label;
+
+/// The externally visible status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    Pending,
+    Processing,
+    Succeeded,
+    Failed,
+}
+
+impl JobStatus {
+    pub const ALL: [Self; 4] = [Self::Pending, Self::Processing, Self::Succeeded, Self::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Processing => "PROCESSING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    /// Parses a status as written in URLs: case-insensitive.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str().eq_ignore_ascii_case(s))
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a job failed, as a stable machine-readable code. Clients branch on these; never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCode {
+    /// The bytes could not be decoded as an image (corrupt, truncated).
+    ImageUndecodable,
+    /// Decodable in principle, but a format or variant the detector does not take.
+    UnsupportedImage,
+    /// The image is larger than the detector accepts (pixels or bytes).
+    ImageTooLarge,
+    /// The stored image is gone (deleted or expired) before it was labelled.
+    ImageMissing,
+    /// The queue message could not be understood.
+    InvalidMessage,
+    /// Every attempt failed with a transient error.
+    RetriesExhausted,
+    /// A bug: the worker failed in a way it did not anticipate.
+    Internal,
+}
+
+impl FailureCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ImageUndecodable => "image_undecodable",
+            Self::UnsupportedImage => "unsupported_image",
+            Self::ImageTooLarge => "image_too_large",
+            Self::ImageMissing => "image_missing",
+            Self::InvalidMessage => "invalid_message",
+            Self::RetriesExhausted => "retries_exhausted",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for FailureCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The reason kept on a FAILED job and shown to its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: FailureCode,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: FailureCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+/// The status with the data that only exists in that status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    Pending,
+    /// Claimed by a worker until `lease_expires_at`; after that another delivery may re-claim it
+    /// (the worker that held it crashed or timed out).
+    Processing {
+        #[serde(with = "time::serde::rfc3339")]
+        lease_expires_at: OffsetDateTime,
+    },
+    Succeeded {
+        labels: Vec<Label>,
+    },
+    Failed {
+        failure: Failure,
+    },
+}
+
+impl JobState {
+    pub fn status(&self) -> JobStatus {
+        match self {
+            Self::Pending => JobStatus::Pending,
+            Self::Processing { .. } => JobStatus::Processing,
+            Self::Succeeded { .. } => JobStatus::Succeeded,
+            Self::Failed { .. } => JobStatus::Failed,
+        }
+    }
+}
+
+/// What the image looked like when it was accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageMeta {
+    pub object_key: ObjectKey,
+    pub content_type: ContentType,
+    pub size: u64,
+    pub width: u32,
+    pub height: u32,
+    /// Lower-case hex SHA-256 of the bytes: detects an idempotency-key reuse with another body.
+    pub sha256: String,
+}
+
+/// One labelling job: one image, its owner, its state, and its history counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub owner: OwnerId,
+    pub image: ImageMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub correlation_id: CorrelationId,
+    #[serde(flatten)]
+    pub state: JobState,
+    /// How many times a worker claimed the job.
+    pub attempts: u32,
+    /// Incremented by every transition; stores write a transition only if the stored version is
+    /// the one it was computed from.
+    pub version: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// Everything needed to create a job; the rest starts at its initial value.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    pub owner: OwnerId,
+    pub image: ImageMeta,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub correlation_id: CorrelationId,
+    pub now: OffsetDateTime,
+    pub ttl: Duration,
+}
+
+/// A transition the current state does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The job already has its final status; a duplicate delivery of its message is a no-op.
+    #[error("the job is already {0}")]
+    Finished(JobStatus),
+    /// Another worker holds the job until the lease expires.
+    #[error("another worker holds the job until {0}")]
+    Leased(OffsetDateTime),
+    #[error("cannot go from {from} to {to}")]
+    Invalid { from: JobStatus, to: JobStatus },
+}
+
+impl Job {
+    pub fn new(new: NewJob) -> Self {
+        Self {
+            id: new.id,
+            owner: new.owner,
+            image: new.image,
+            idempotency_key: new.idempotency_key,
+            correlation_id: new.correlation_id,
+            state: JobState::Pending,
+            attempts: 0,
+            version: 1,
+            created_at: new.now,
+            updated_at: new.now,
+            expires_at: new.now + new.ttl,
+        }
+    }
+
+    pub fn status(&self) -> JobStatus {
+        self.state.status()
+    }
+
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.expires_at <= now
+    }
+
+    pub fn labels(&self) -> Option<&[Label]> {
+        match &self.state {
+            JobState::Succeeded { labels } => Some(labels),
+            _ => None,
+        }
+    }
+
+    pub fn failure(&self) -> Option<&Failure> {
+        match &self.state {
+            JobState::Failed { failure } => Some(failure),
+            _ => None,
+        }
+    }
+
+    fn next(&self, state: JobState, now: OffsetDateTime) -> Self {
+        Self { state, version: self.version + 1, updated_at: now, ..self.clone() }
+    }
+
+    /// A worker takes the job for `lease`. Allowed from PENDING, and from PROCESSING once the
+    /// previous holder's lease has run out (it crashed, or its message became visible again).
+    pub fn claim(&self, now: OffsetDateTime, lease: Duration) -> Result<Self, Refused> {
+        match &self.state {
+            JobState::Pending => {}
+            JobState::Processing { lease_expires_at } if *lease_expires_at <= now => {}
+            JobState::Processing { lease_expires_at } => return Err(Refused::Leased(*lease_expires_at)),
+            finished => return Err(Refused::Finished(finished.status())),
+        }
+        let mut next = self.next(JobState::Processing { lease_expires_at: now + lease }, now);
+        next.attempts += 1;
+        Ok(next)
+    }
+
+    /// Records the labels. Only the holder of a claim gets here.
+    pub fn succeed(&self, labels: Vec<Label>, now: OffsetDateTime) -> Result<Self, Refused> {
+        match &self.state {
+            JobState::Processing { .. } => Ok(self.next(JobState::Succeeded { labels }, now)),
+            other => Err(refuse(other.status(), JobStatus::Succeeded)),
+        }
+    }
+
+    /// Records a permanent failure. Allowed before a claim too: a message that can never be
+    /// processed fails its job without one.
+    pub fn fail(&self, failure: Failure, now: OffsetDateTime) -> Result<Self, Refused> {
+        match &self.state {
+            JobState::Pending | JobState::Processing { .. } => Ok(self.next(JobState::Failed { failure }, now)),
+            other => Err(refuse(other.status(), JobStatus::Failed)),
+        }
+    }
+
+    /// Gives a claimed job back (a transient error, or shutdown), so the next delivery can claim
+    /// it at once instead of waiting for the lease to run out.
+    pub fn release(&self, now: OffsetDateTime) -> Result<Self, Refused> {
+        match &self.state {
+            JobState::Processing { .. } => Ok(self.next(JobState::Pending, now)),
+            other => Err(refuse(other.status(), JobStatus::Pending)),
+        }
+    }
+}
+
+fn refuse(from: JobStatus, to: JobStatus) -> Refused {
+    if from.is_finished() { Refused::Finished(from) } else { Refused::Invalid { from, to } }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    pub(crate) fn pending_job(now: OffsetDateTime) -> Job {
+        let id = JobId::new();
+        Job::new(NewJob {
+            id,
+            owner: OwnerId::parse("alice").unwrap(),
+            image: ImageMeta {
+                object_key: ObjectKey::for_image(&id),
+                content_type: ContentType::Png,
+                size: 1234,
+                width: 100,
+                height: 100,
+                sha256: "00".repeat(32),
+            },
+            idempotency_key: None,
+            correlation_id: CorrelationId::new(),
+            now,
+            ttl: Duration::from_secs(24 * 3600),
+        })
+    }
+
+    const NOW: OffsetDateTime = datetime!(2026-11-23 12:00 UTC);
+    const LEASE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_job_goes_pending_processing_succeeded() {
+        let job = pending_job(NOW);
+        assert_eq!((job.status(), job.version, job.attempts), (JobStatus::Pending, 1, 0));
+        let claimed = job.claim(NOW, LEASE).unwrap();
+        assert_eq!((claimed.status(), claimed.version, claimed.attempts), (JobStatus::Processing, 2, 1));
+        let done = claimed.succeed(vec![], NOW).unwrap();
+        assert_eq!((done.status(), done.version), (JobStatus::Succeeded, 3));
+        assert_eq!(done.expires_at, NOW + Duration::from_secs(24 * 3600));
+    }
+
+    #[test]
+    fn a_finished_job_refuses_every_transition() {
+        let done = pending_job(NOW).claim(NOW, LEASE).unwrap().succeed(vec![], NOW).unwrap();
+        let finished = Refused::Finished(JobStatus::Succeeded);
+        assert_eq!(done.claim(NOW, LEASE), Err(finished.clone()));
+        assert_eq!(done.succeed(vec![], NOW), Err(finished.clone()));
+        assert_eq!(done.fail(Failure::new(FailureCode::Internal, "x"), NOW), Err(finished.clone()));
+        assert_eq!(done.release(NOW), Err(finished));
+    }
+
+    #[test]
+    fn a_held_lease_refuses_a_second_claim_until_it_expires() {
+        let claimed = pending_job(NOW).claim(NOW, LEASE).unwrap();
+        assert_eq!(claimed.claim(NOW, LEASE), Err(Refused::Leased(NOW + LEASE)));
+        let later = NOW + LEASE;
+        let reclaimed = claimed.claim(later, LEASE).unwrap();
+        assert_eq!(reclaimed.attempts, 2);
+    }
+
+    #[test]
+    fn only_a_claimed_job_can_succeed_or_be_released() {
+        let job = pending_job(NOW);
+        assert!(matches!(job.succeed(vec![], NOW), Err(Refused::Invalid { .. })));
+        assert!(matches!(job.release(NOW), Err(Refused::Invalid { .. })));
+        let released = job.claim(NOW, LEASE).unwrap().release(NOW).unwrap();
+        assert_eq!(released.status(), JobStatus::Pending);
+        assert!(released.fail(Failure::new(FailureCode::InvalidMessage, "x"), NOW).is_ok());
+    }
+
+    #[test]
+    fn the_record_round_trips_through_json_with_its_state() {
+        let job = pending_job(NOW).claim(NOW, LEASE).unwrap();
+        let json = serde_json::to_value(&job).unwrap();
+        assert_eq!(json["status"], "PROCESSING");
+        let back: Job = serde_json::from_value(json).unwrap();
+        assert_eq!(back, job);
+    }
+}

@@ -1,0 +1,253 @@
+//! The REST API, written once as an axum [`Router`]: `labelq serve` runs it behind `axum::serve`,
+//! the Lambda functions behind `lambda_http`, and tests drive it with `tower::ServiceExt::oneshot`.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /v1/images` | 202 + `Location` + `Retry-After`: the image, its job and its message are durable |
+//! | `GET /v1/images/{id}` | 200: status, timestamps, labels or error; `Retry-After` until finished |
+//! | `GET /v1/images?status=&label=&limit=&cursor=` | 200: the caller's images, newest first |
+//! | `DELETE /v1/images/{id}` | 204: record and image removed |
+//! | `GET /healthz` | 200 |
+//!
+//! Errors are `application/problem+json`; see [`problem`].
+
+pub mod auth;
+pub mod problem;
+pub mod upload;
+pub mod views;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use serde::Deserialize;
+use tracing::{Instrument, info, info_span};
+
+use self::auth::Authenticator;
+use self::problem::ApiError;
+use self::views::{JobView, ListLinks, ListView, decode_cursor, encode_cursor, image_path};
+use crate::domain::{CorrelationId, IdempotencyKey, Job, JobId, JobStatus, OwnerId};
+use crate::ports::ListQuery;
+use crate::service::{QueryService, SubmitRequest, SubmitService};
+
+/// How long a client should wait before polling an unfinished job, in seconds.
+const RETRY_AFTER_SECS: &str = "1";
+pub const DEFAULT_PAGE: usize = 20;
+pub const MAX_PAGE: usize = 100;
+
+static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What the handlers share. `submit` is absent where this process only serves reads
+/// (the status-api Lambda); the upload route then does not exist.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub submit: Option<Arc<SubmitService>>,
+    pub query: Arc<QueryService>,
+    pub auth: Arc<dyn Authenticator>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    let mut images = get(list_images);
+    if state.submit.is_some() {
+        images = images.post(submit_image);
+    }
+    Router::new()
+        .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .route("/v1/images", images)
+        .route("/v1/images/{id}", get(get_image).delete(delete_image))
+        .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // Upload bodies are limited by `upload::read_upload` with a problem+json answer.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(middleware::from_fn(access_log))
+        .with_state(state)
+}
+
+/// One span and one log line per request, tagged with the request id the client sent (or a new
+/// one), which is echoed back and carried with the job's message.
+async fn access_log(mut request: Request, next: Next) -> Response {
+    let correlation = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| CorrelationId::parse(v).ok())
+        .unwrap_or_default();
+    request.extensions_mut().insert(correlation.clone());
+    let span =
+        info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %correlation);
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let _entered = span.enter();
+    info!(status = response.status().as_u16(), latency_ms = started.elapsed().as_secs_f64() * 1e3, "served");
+    if let Ok(value) = HeaderValue::from_str(correlation.as_str()) {
+        response.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    response
+}
+
+/// The authenticated owner of a request.
+struct Owner(OwnerId);
+
+impl FromRequestParts<ApiState> for Owner {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        state.auth.authenticate(parts).map(Owner).map_err(|e| ApiError::Unauthorized(e.0))
+    }
+}
+
+fn job_response(status: StatusCode, job: &Job) -> Response {
+    let mut response = (status, Json(JobView::from(job))).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if !job.status().is_finished() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    }
+    response
+}
+
+async fn submit_image(State(state): State<ApiState>, owner: Owner, request: Request) -> Result<Response, ApiError> {
+    // Present by construction: the route only exists when submit is configured.
+    let submit = state.submit.as_ref().ok_or(ApiError::MethodNotAllowed)?;
+    let (parts, body) = request.into_parts();
+    let idempotency_key = idempotency_key(&parts.headers)?;
+    let correlation_id = parts.extensions.get::<CorrelationId>().cloned().unwrap_or_default();
+    let upload = upload::read_upload(&parts.headers, body, submit.limits().max_bytes).await?;
+    let submission = submit.submit(SubmitRequest { owner: owner.0, upload, idempotency_key, correlation_id }).await?;
+
+    let mut response = job_response(StatusCode::ACCEPTED, &submission.job);
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(&image_path(&submission.job.id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    if submission.replayed {
+        headers.insert(IDEMPOTENT_REPLAYED.clone(), HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get(&IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("invalid-idempotency-key", "Idempotency-Key must be visible ASCII"))?;
+    IdempotencyKey::parse(value)
+        .map(Some)
+        .map_err(|e| ApiError::bad_request("invalid-idempotency-key", format!("Idempotency-Key: {}", e.reason)))
+}
+
+/// Parses a path id; a malformed id is simply an image that does not exist.
+fn path_id(raw: &str) -> Result<JobId, ApiError> {
+    JobId::parse(raw).map_err(|_| ApiError::NotFound)
+}
+
+async fn get_image(State(state): State<ApiState>, owner: Owner, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let job = state.query.get(&owner.0, &path_id(&id)?).await?;
+    Ok(job_response(StatusCode::OK, &job))
+}
+
+async fn delete_image(
+    State(state): State<ApiState>,
+    owner: Owner,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.query.delete(&owner.0, &path_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    status: Option<String>,
+    label: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl ListParams {
+    fn into_query(self) -> Result<ListQuery, ApiError> {
+        let bad = |slug, detail: String| ApiError::bad_request(slug, detail);
+        let status = self
+            .status
+            .map(|s| {
+                JobStatus::parse(&s).ok_or_else(|| {
+                    bad(
+                        "invalid-parameter",
+                        format!("status must be one of PENDING, PROCESSING, SUCCEEDED, FAILED; got {s:?}"),
+                    )
+                })
+            })
+            .transpose()?;
+        let label = self
+            .label
+            .map(|l| {
+                let l = l.trim().to_owned();
+                if l.is_empty() || l.len() > 256 {
+                    Err(bad("invalid-parameter", "label must be 1..=256 characters".into()))
+                } else {
+                    Ok(l)
+                }
+            })
+            .transpose()?;
+        let limit =
+            match self.limit {
+                None => DEFAULT_PAGE,
+                Some(l) => l.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+                    bad("invalid-parameter", format!("limit must be an integer within 1..={MAX_PAGE}"))
+                })?,
+            };
+        let after = self
+            .cursor
+            .map(|c| {
+                decode_cursor(&c).ok_or_else(|| bad("invalid-cursor", "the cursor is not one this API issued".into()))
+            })
+            .transpose()?;
+        Ok(ListQuery { status, label, limit, after })
+    }
+}
+
+async fn list_images(
+    State(state): State<ApiState>,
+    owner: Owner,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_request("invalid-parameter", e.body_text()))?;
+    let query = params.into_query()?;
+    let page = state.query.list(&owner.0, &query).await?;
+    let next_cursor = page.next.as_ref().map(encode_cursor);
+    let next = next_cursor.as_ref().map(|cursor| next_link(&query, cursor));
+    let view =
+        ListView { items: page.jobs.iter().map(JobView::from).collect(), next_cursor, links: ListLinks { next } };
+    let mut response = Json(view).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+fn next_link(query: &ListQuery, cursor: &str) -> String {
+    let mut link = format!("/v1/images?limit={}&cursor={cursor}", query.limit);
+    if let Some(status) = query.status {
+        link.push_str(&format!("&status={status}"));
+    }
+    if let Some(label) = &query.label {
+        link.push_str("&label=");
+        link.extend(form_urlencode(label));
+    }
+    link
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass through).
+fn form_urlencode(value: &str) -> impl Iterator<Item = String> + '_ {
+    value.bytes().map(|b| {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }
+    })
+}

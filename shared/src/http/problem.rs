@@ -1,0 +1,133 @@
+//! Errors as `application/problem+json` (RFC 9457).
+//!
+//! Every client error has a stable `type` a client can branch on; the list is in the README. Server
+//! errors are logged once here, with their cause chain, and answered with an opaque body.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+use tracing::error;
+
+use crate::domain::ImageRejection;
+use crate::ports::BackendError;
+use crate::service::{QueryError, SubmitError};
+
+/// Prefix of every problem `type`.
+pub const PROBLEM_BASE: &str = "https://labelq.dev/problems/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{detail}")]
+    BadRequest { slug: &'static str, detail: String },
+    #[error(transparent)]
+    Image(#[from] ImageRejection),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("the body is larger than {max} bytes")]
+    PayloadTooLarge { max: usize },
+    #[error("no such image")]
+    NotFound,
+    #[error("no such route")]
+    NoRoute,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the idempotency key was already used with a different image")]
+    KeyReused,
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl ApiError {
+    pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::BadRequest { slug, detail: detail.into() }
+    }
+
+    /// Status, stable slug, and title.
+    fn classify(&self) -> (StatusCode, &'static str, &'static str) {
+        use ImageRejection as R;
+        match self {
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::BadRequest { slug, .. } => (StatusCode::BAD_REQUEST, slug, "Bad request"),
+            Self::Image(R::TooLarge { .. }) => (StatusCode::PAYLOAD_TOO_LARGE, "image-too-large", "Image too large"),
+            Self::Image(R::Empty) => (StatusCode::BAD_REQUEST, "empty-body", "Empty body"),
+            Self::Image(R::NotAnImage) => (StatusCode::BAD_REQUEST, "not-an-image", "Not an image"),
+            Self::Image(R::TypeMismatch { .. }) => {
+                (StatusCode::BAD_REQUEST, "content-type-mismatch", "Content does not match its type")
+            }
+            Self::Image(R::MalformedHeader(_)) => (StatusCode::BAD_REQUEST, "malformed-image", "Malformed image"),
+            Self::Image(R::Dimensions { .. }) => {
+                (StatusCode::BAD_REQUEST, "image-dimensions", "Image dimensions out of range")
+            }
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
+            }
+            Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "image-too-large", "Image too large"),
+            Self::NotFound | Self::NoRoute => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
+            Self::KeyReused => (StatusCode::CONFLICT, "idempotency-key-reused", "Idempotency key reused"),
+            Self::Backend(e) if e.retryable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "service-unavailable", "Service unavailable")
+            }
+            Self::Backend(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Rejected(r) => Self::Image(r),
+            SubmitError::KeyReused => Self::KeyReused,
+            SubmitError::Backend(b) => Self::Backend(b),
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::NotFound => Self::NotFound,
+            QueryError::Backend(b) => Self::Backend(b),
+        }
+    }
+}
+
+/// The RFC 9457 body.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'static str,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.classify();
+        let detail = if status.is_server_error() {
+            error!(error = %self, cause = ?self, %status, "request failed");
+            None
+        } else {
+            Some(self.to_string())
+        };
+        let problem = Problem { kind: format!("{PROBLEM_BASE}{slug}"), title, status: status.as_u16(), detail };
+        let mut response = (status, Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,217 @@
+//! Ports: the small async traits the services are written against. Each has an embedded adapter
+//! (directory, SQLite, ONNX) and an AWS adapter (S3, DynamoDB, SNS/SQS, Rekognition).
+//!
+//! Every error a port returns says whether retrying can help. The worker turns that into "retry
+//! with backoff" or "fail the job with a reason"; the API into 503 or 500. Adapters decide it per
+//! backend error deliberately (throttling and timeouts are transient; a missing bucket is not).
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use time::OffsetDateTime;
+
+use crate::domain::{
+    ContentType, CorrelationId, DetectOptions, FailureCode, IdempotencyKey, ImageSubmitted, Job, JobId, JobStatus,
+    Label, ObjectKey, OwnerId,
+};
+
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// A failure of a backend (a store, a queue, a detector's service).
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} failed")]
+pub struct BackendError {
+    pub operation: &'static str,
+    /// Whether the same call may succeed later (throttling, timeouts, 5xx, a busy database).
+    pub retryable: bool,
+    #[source]
+    pub source: BoxError,
+}
+
+impl BackendError {
+    pub fn transient(operation: &'static str, source: impl Into<BoxError>) -> Self {
+        Self { operation, retryable: true, source: source.into() }
+    }
+
+    pub fn permanent(operation: &'static str, source: impl Into<BoxError>) -> Self {
+        Self { operation, retryable: false, source: source.into() }
+    }
+}
+
+/// An image as stored: the bytes, and what the API learnt about them.
+#[derive(Debug, Clone)]
+pub struct StoredImage {
+    pub bytes: Bytes,
+    pub content_type: ContentType,
+    pub owner: OwnerId,
+    pub sha256: String,
+}
+
+/// Where submitted images live (a directory; S3).
+#[async_trait]
+pub trait ImageStore: Send + Sync + fmt::Debug {
+    /// Stores the image durably: when this returns, the bytes survive a crash.
+    async fn put(&self, key: &ObjectKey, image: &StoredImage) -> Result<(), BackendError>;
+    /// The bytes, or `None` if there is no such image.
+    async fn get(&self, key: &ObjectKey) -> Result<Option<Bytes>, BackendError>;
+    /// Removes the image; removing a missing image is not an error.
+    async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError>;
+}
+
+/// The outcome of creating a job.
+#[derive(Debug)]
+pub enum Created {
+    Created,
+    /// The owner already used this idempotency key; here is that job.
+    KeyTaken(Box<Job>),
+}
+
+/// A compare-and-swap that did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// The stored job is not the version the update was computed from (or is gone).
+    #[error("the job changed or disappeared since it was read")]
+    Conflict,
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// What to list: the owner's jobs, newest first, optionally filtered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListQuery {
+    pub status: Option<JobStatus>,
+    /// Matches a label name case-insensitively (parents included, as they are labels too).
+    pub label: Option<String>,
+    pub limit: usize,
+    /// Resume strictly after this position.
+    pub after: Option<ListPosition>,
+}
+
+/// A position in an owner's newest-first listing: the last item of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPosition {
+    pub created_at: OffsetDateTime,
+    pub id: JobId,
+}
+
+impl ListPosition {
+    pub fn of(job: &Job) -> Self {
+        Self { created_at: job.created_at, id: job.id }
+    }
+}
+
+#[derive(Debug)]
+pub struct Page {
+    pub jobs: Vec<Job>,
+    /// Where the next page starts, if there may be one.
+    pub next: Option<ListPosition>,
+}
+
+/// Where jobs are recorded (SQLite; DynamoDB).
+#[async_trait]
+pub trait JobStore: Send + Sync + fmt::Debug {
+    /// Creates the job if its id is new and, when it has one, its idempotency key is unused by
+    /// its owner. Atomic: the key is never taken without the job.
+    async fn create(&self, job: &Job) -> Result<Created, BackendError>;
+    /// The job with this id, whoever owns it. Services scope reads by owner.
+    async fn get(&self, id: &JobId) -> Result<Option<Job>, BackendError>;
+    /// The job the owner created with this idempotency key.
+    async fn find_by_idempotency_key(&self, owner: &OwnerId, key: &IdempotencyKey)
+    -> Result<Option<Job>, BackendError>;
+    /// Writes `job` only if the stored job has `job.version - 1`: the conditional transition.
+    async fn update(&self, job: &Job) -> Result<(), UpdateError>;
+    async fn list(&self, owner: &OwnerId, query: &ListQuery) -> Result<Page, BackendError>;
+    /// Deletes the owner's job (and frees its idempotency key); returns it, or `None` if the owner
+    /// has no such job.
+    async fn delete(&self, owner: &OwnerId, id: &JobId) -> Result<Option<Job>, BackendError>;
+}
+
+/// A job message with its transport attributes.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub message: ImageSubmitted,
+    pub correlation_id: CorrelationId,
+}
+
+/// Where the API announces new jobs (the SQLite queue; SNS).
+#[async_trait]
+pub trait JobPublisher: Send + Sync + fmt::Debug {
+    /// Publishes durably: when this returns, the message will be delivered at least once.
+    async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError>;
+}
+
+/// A message received from a queue.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message_id: String,
+    /// Names this receipt of the message; acknowledging needs it.
+    pub receipt: String,
+    pub body: String,
+    pub correlation_id: Option<CorrelationId>,
+    /// 1 on the first delivery.
+    pub receive_count: u32,
+}
+
+/// The consuming side of the queue, for the worker pool of `labelq serve` (the SQLite queue; SQS
+/// polled the way Lambda's event source mapping does). On Lambda, the event source mapping is the
+/// consumer and only the worker's disposition is used.
+#[async_trait]
+pub trait JobQueue: Send + Sync + fmt::Debug {
+    /// Up to `max` messages, each hidden from other consumers for `visibility`; waits up to `wait`
+    /// for the first one.
+    async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<Delivery>, BackendError>;
+    /// Done with the message: delete it.
+    async fn ack(&self, delivery: &Delivery) -> Result<(), BackendError>;
+    /// Not done: make the message visible again after `delay`.
+    async fn retry(&self, delivery: &Delivery, delay: Duration) -> Result<(), BackendError>;
+    /// Give up: move the message to the dead-letter queue. Queues that dead-letter by receive count
+    /// (SQS redrive) make it visible at once so the next receive moves it.
+    async fn dead_letter(&self, delivery: &Delivery) -> Result<(), BackendError>;
+}
+
+/// The image a detector is given: its bytes, or where it is stored for detectors that read it
+/// themselves (Rekognition reads S3 directly; fetching the bytes first would be wasted work).
+#[derive(Debug, Clone)]
+pub enum ImageInput {
+    Bytes { bytes: Bytes, content_type: ContentType },
+    Stored { key: ObjectKey, content_type: ContentType },
+}
+
+/// Which [`ImageInput`] a detector wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    Bytes,
+    Stored,
+}
+
+/// Why detection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// The image itself is the problem; retrying cannot help. The job fails with this reason.
+    #[error("{message}")]
+    Permanent {
+        code: FailureCode,
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The detector or its service failed; a later attempt may succeed.
+    #[error("label detection failed transiently")]
+    Transient(#[source] BoxError),
+}
+
+impl DetectError {
+    pub fn permanent(code: FailureCode, message: impl Into<String>) -> Self {
+        Self::Permanent { code, message: message.into(), source: None }
+    }
+}
+
+/// Turns an image into labels (the built-in ONNX model; Rekognition).
+#[async_trait]
+pub trait LabelDetector: Send + Sync + fmt::Debug {
+    fn input_kind(&self) -> InputKind;
+    async fn detect(&self, image: ImageInput, options: &DetectOptions) -> Result<Vec<Label>, DetectError>;
+}

@@ -1,0 +1,14 @@
+//! Services: the use cases, written once against the ports and shared by `labelq serve` and the
+//! Lambda functions.
+//!
+//! - [`SubmitService`]: accept an image (request-handler).
+//! - [`QueryService`]: get, list and delete an owner's images (status-api).
+//! - [`WorkerService`]: process one queue message (worker).
+
+mod query;
+mod submit;
+mod worker;
+
+pub use query::{QueryError, QueryService};
+pub use submit::{Submission, SubmitConfig, SubmitError, SubmitRequest, SubmitService, Upload};
+pub use worker::{Backoff, Disposition, WorkerConfig, WorkerService};

@@ -1,0 +1,200 @@
+//! Accepting an image: validate, store, record, announce, in that order.
+//!
+//! The order is what makes `202 Accepted` mean "durable": the image is stored before the job that
+//! points at it, and the job is recorded before the message that names it. If announcing fails,
+//! the job and image are rolled back and the client gets a retryable error; with the same
+//! `Idempotency-Key` a retry is always safe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tracing::{info, instrument, warn};
+
+use crate::domain::{
+    Clock, ContentType, CorrelationId, IdempotencyKey, ImageLimits, ImageMeta, ImageRejection, ImageSubmitted, Job,
+    JobId, JobStatus, NewJob, ObjectKey, OwnerId,
+};
+use crate::ports::{BackendError, Created, Envelope, ImageStore, JobPublisher, JobStore, StoredImage};
+
+#[derive(Debug, Clone)]
+pub struct SubmitConfig {
+    /// How long a job and its image are kept.
+    pub ttl: Duration,
+    pub limits: ImageLimits,
+}
+
+impl Default for SubmitConfig {
+    fn default() -> Self {
+        Self { ttl: Duration::from_secs(24 * 3600), limits: ImageLimits::default() }
+    }
+}
+
+/// An uploaded body with the type the client declared.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub bytes: Bytes,
+    pub declared: ContentType,
+}
+
+#[derive(Debug, Clone)]
+pub struct SubmitRequest {
+    pub owner: OwnerId,
+    pub upload: Upload,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub correlation_id: CorrelationId,
+}
+
+/// An accepted submission.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub job: Job,
+    /// True when this answers a retry of an earlier submission with the same idempotency key.
+    pub replayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Rejected(#[from] ImageRejection),
+    #[error("the idempotency key was already used with a different image")]
+    KeyReused,
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+#[derive(Debug, Clone)]
+pub struct SubmitService {
+    images: Arc<dyn ImageStore>,
+    jobs: Arc<dyn JobStore>,
+    publisher: Arc<dyn JobPublisher>,
+    clock: Arc<dyn Clock>,
+    config: SubmitConfig,
+}
+
+impl SubmitService {
+    pub fn new(
+        images: Arc<dyn ImageStore>,
+        jobs: Arc<dyn JobStore>,
+        publisher: Arc<dyn JobPublisher>,
+        clock: Arc<dyn Clock>,
+        config: SubmitConfig,
+    ) -> Self {
+        Self { images, jobs, publisher, clock, config }
+    }
+
+    pub fn limits(&self) -> &ImageLimits {
+        &self.config.limits
+    }
+
+    #[instrument(skip_all, fields(owner = %req.owner, correlation_id = %req.correlation_id, job_id))]
+    pub async fn submit(&self, req: SubmitRequest) -> Result<Submission, SubmitError> {
+        let info = crate::domain::image::inspect(&req.upload.bytes, req.upload.declared, &self.config.limits)?;
+        let sha256 = sha256_hex(req.upload.bytes.clone()).await;
+
+        if let Some(key) = &req.idempotency_key
+            && let Some(existing) = self.jobs.find_by_idempotency_key(&req.owner, key).await?
+        {
+            return self.replay(existing, &sha256).await;
+        }
+
+        let id = JobId::new();
+        tracing::Span::current().record("job_id", tracing::field::display(&id));
+        let object_key = ObjectKey::for_image(&id);
+        let stored = StoredImage {
+            bytes: req.upload.bytes.clone(),
+            content_type: info.content_type,
+            owner: req.owner.clone(),
+            sha256: sha256.clone(),
+        };
+        self.images.put(&object_key, &stored).await?;
+
+        let job = Job::new(NewJob {
+            id,
+            owner: req.owner.clone(),
+            image: ImageMeta {
+                object_key: object_key.clone(),
+                content_type: info.content_type,
+                size: req.upload.bytes.len() as u64,
+                width: info.width,
+                height: info.height,
+                sha256: sha256.clone(),
+            },
+            idempotency_key: req.idempotency_key.clone(),
+            correlation_id: req.correlation_id.clone(),
+            now: self.clock.now(),
+            ttl: self.config.ttl,
+        });
+        match self.jobs.create(&job).await {
+            Ok(Created::Created) => {}
+            Ok(Created::KeyTaken(existing)) => {
+                // A concurrent request with the same key won the race; ours is redundant.
+                self.discard_image(&object_key).await;
+                return self.replay(*existing, &sha256).await;
+            }
+            Err(e) => {
+                self.discard_image(&object_key).await;
+                return Err(e.into());
+            }
+        }
+
+        if let Err(e) = self.publisher.publish(&envelope(&job)).await {
+            self.roll_back(&job).await;
+            return Err(e.into());
+        }
+        info!(size = job.image.size, content_type = %info.content_type, "image accepted");
+        Ok(Submission { job, replayed: false })
+    }
+
+    /// Answers a retry with the job the key already names, or refuses a different body.
+    async fn replay(&self, existing: Job, sha256: &str) -> Result<Submission, SubmitError> {
+        if existing.image.sha256 != sha256 {
+            return Err(SubmitError::KeyReused);
+        }
+        // The first attempt may have failed after recording the job but before its message was
+        // out; publishing again is safe because the worker ignores duplicate deliveries.
+        if existing.status() == JobStatus::Pending {
+            self.publisher.publish(&envelope(&existing)).await?;
+        }
+        Ok(Submission { job: existing, replayed: true })
+    }
+
+    /// Undoes a submission whose message could not be published, so no job waits forever for a
+    /// message that will never come.
+    async fn roll_back(&self, job: &Job) {
+        if let Err(e) = self.jobs.delete(&job.owner, &job.id).await {
+            warn!(error = %e, cause = ?e, job_id = %job.id, "rollback could not delete the job; it stays PENDING");
+        }
+        self.discard_image(&job.image.object_key).await;
+    }
+
+    async fn discard_image(&self, key: &ObjectKey) {
+        if let Err(e) = self.images.delete(key).await {
+            warn!(error = %e, cause = ?e, %key, "could not delete an unused image; expiry will remove it");
+        }
+    }
+}
+
+pub(crate) fn envelope(job: &Job) -> Envelope {
+    Envelope {
+        message: ImageSubmitted {
+            job_id: job.id,
+            owner: job.owner.clone(),
+            object_key: job.image.object_key.clone(),
+            content_type: job.image.content_type,
+            submitted_at: job.created_at,
+        },
+        correlation_id: job.correlation_id.clone(),
+    }
+}
+
+/// SHA-256 off the async threads: a 5 MiB body takes milliseconds to hash.
+async fn sha256_hex(bytes: Bytes) -> String {
+    let hash = move || hex::encode(Sha256::digest(&bytes));
+    match tokio::task::spawn_blocking(hash.clone()).await {
+        Ok(hex) => hex,
+        // The blocking pool is shutting down; hash here rather than fail the request.
+        Err(_) => hash(),
+    }
+}
