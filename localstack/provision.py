@@ -46,6 +46,7 @@ OUTPUT_ENV = {
 }
 
 DONE_OK = {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
+SETTLED = DONE_OK | {"ROLLBACK_COMPLETE", "UPDATE_ROLLBACK_COMPLETE", None}
 FAILED = {
     "CREATE_FAILED",
     "ROLLBACK_COMPLETE",
@@ -131,6 +132,9 @@ def deploy(cfn, stack: str, template: Path, params: dict[str, str], timeout: flo
     body = template.read_text(encoding="utf-8")
     parameters = [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(params.items())]
     existing = describe(cfn, stack)
+    if existing and existing["StackStatus"].endswith("_IN_PROGRESS"):
+        log(f"{stack} is {existing['StackStatus']}; waiting for it to settle")
+        existing = wait_for(cfn, stack, SETTLED, timeout)
     if existing and existing["StackStatus"] == "ROLLBACK_COMPLETE":
         log(f"{stack} is ROLLBACK_COMPLETE from an earlier failed create; deleting it first")
         cfn.delete_stack(StackName=stack)

@@ -18,27 +18,21 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/lib.sh"
 
 START_TIMEOUT="${LOCALSTACK_START_TIMEOUT:-90}"
-SERVICES=s3,sqs,sns,dynamodb,cloudwatch,logs,cloudformation,iam,sts
+# kms: DynamoDB's SSESpecification makes LocalStack create a KMS key for the table; without the
+# service, CreateTable fails half-way and CloudFormation's retry reports "Table already exists".
+SERVICES=s3,sqs,sns,dynamodb,kms,cloudwatch,logs,cloudformation,iam,sts
 
-# One DynamoDB call: the first one makes LocalStack start DynamoDB Local (a JVM, ~8 s).
+# One DynamoDB call (ListTables): the first one makes LocalStack start DynamoDB Local, a JVM
+# (~8 s). Plain curl, so that reusing a LocalStack needs no venv. LocalStack routes by the target
+# header and the credential scope and does not check the (dummy) signature.
 warm_dynamodb() {
-    "$LS_PYTHON" - "$LS_URL" "$LS_REGION" <<'PY'
-import sys
-
-import boto3
-from botocore.config import Config
-
-endpoint, region = sys.argv[1], sys.argv[2]
-client = boto3.client(
-    "dynamodb",
-    endpoint_url=endpoint,
-    region_name=region,
-    aws_access_key_id="test",
-    aws_secret_access_key="test",
-    config=Config(read_timeout=120, connect_timeout=5, retries={"max_attempts": 3}),
-)
-client.list_tables(Limit=1)
-PY
+    local code
+    code="$(curl -sS -o /dev/null -w '%{http_code}' --max-time 120 -X POST "$LS_URL/" \
+        -H 'Content-Type: application/x-amz-json-1.0' \
+        -H 'X-Amz-Target: DynamoDB_20120810.ListTables' \
+        -H "Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/$LS_REGION/dynamodb/aws4_request, SignedHeaders=host, Signature=0" \
+        -d '{"Limit": 1}')" || return 1
+    [[ "$code" == 200 ]] || { log "DynamoDB ListTables answered HTTP $code"; return 1; }
 }
 
 # Print why the start failed with the end of the log, stop what this script started, and exit.

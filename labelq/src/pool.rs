@@ -78,12 +78,12 @@ async fn process(
     config: &PoolConfig,
     stop: &CancellationToken,
 ) {
-    let handled = worker.handle(delivery);
-    tokio::pin!(handled);
+    let mut handled = Box::pin(worker.handle(delivery));
     let disposition = tokio::select! {
         d = &mut handled => d,
         () = async { stop.cancelled().await; tokio::time::sleep(config.grace).await } => {
             info!(message_id = %delivery.message_id, "shutting down: giving the job back");
+            // Cancel the handling first, so a late result cannot land after the release.
             drop(handled);
             worker.release(delivery).await;
             Disposition::Retry(Duration::ZERO)

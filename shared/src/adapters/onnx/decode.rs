@@ -10,6 +10,7 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
+use crate::domain::image::dimensions;
 use crate::domain::{ContentType, FailureCode, ImageLimits};
 use crate::ports::DetectError;
 
@@ -25,6 +26,15 @@ pub fn decode_rgb(bytes: &[u8], content_type: ContentType, limits: &ImageLimits)
     if bytes.is_empty() {
         return Err(undecodable("the image is empty (0 bytes)"));
     }
+    match ContentType::sniff(bytes) {
+        Some(actual) if actual == content_type => {}
+        Some(actual) => return Err(undecodable(format!("the data is {actual}, not {content_type}"))),
+        None => return Err(undecodable(format!("the data is not a {content_type} image (wrong signature)"))),
+    }
+    // The header's own claim first: a decompression bomb is refused by its size alone.
+    let (width, height) = dimensions(bytes, content_type)
+        .ok_or_else(|| undecodable(format!("the {content_type} header is truncated or malformed")))?;
+    check_dimensions(width, height, limits)?;
     if content_type == ContentType::Jpeg && !jpeg_is_complete(bytes) {
         // JPEG decoders fill a cut-off scan with grey and carry on; refuse it instead, rather
         // than label half an image.

@@ -136,20 +136,9 @@ impl OnnxDetector {
         let env = environment(&library)?;
         let model = std::fs::read(&model_path).map_err(|source| ModelError::Io { path: model_path.clone(), source })?;
 
-        let runtime = |action| move |source| ModelError::Runtime { action, source };
-        let mut sessions = Vec::with_capacity(config.sessions);
-        for _ in 0..config.sessions.max(1) {
-            let session = Session::builder(&env)
-                .map_err(runtime("create a session builder"))?
-                .with_optimization_level(GraphOptimizationLevel::Level3)
-                .and_then(|b| b.with_intra_threads(config.threads_per_session.max(1)))
-                .and_then(|b| b.with_inter_threads(1))
-                .map_err(|e| ModelError::Runtime { action: "configure a session", source: e.into() })?
-                .commit_from_memory(&model)
-                .map_err(runtime("load the model"))?;
-            check_graph(&session)?;
-            sessions.push(session);
-        }
+        let sessions = (0..config.sessions.max(1))
+            .map(|_| build_session(&env, &model, config.threads_per_session))
+            .collect::<Result<Vec<_>, _>>()?;
         let taxonomy = Taxonomy::builtin()?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -185,6 +174,25 @@ impl OnnxDetector {
         let (probabilities, _) = self.inner.classify(bytes, content_type)?;
         Ok(self.inner.taxonomy.labels(&probabilities, options))
     }
+}
+
+fn build_session(env: &Environment, model: &[u8], threads: usize) -> Result<Session, ModelError> {
+    let configure = |source: ort::Error<ort::session::builder::SessionBuilder>| ModelError::Runtime {
+        action: "configure a session",
+        source: source.into(),
+    };
+    let session = Session::builder(env)
+        .map_err(|source| ModelError::Runtime { action: "create a session builder", source })?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(configure)?
+        .with_intra_threads(threads.max(1))
+        .map_err(configure)?
+        .with_inter_threads(1)
+        .map_err(configure)?
+        .commit_from_memory(model)
+        .map_err(|source| ModelError::Runtime { action: "load the model", source })?;
+    check_graph(&session)?;
+    Ok(session)
 }
 
 fn check_graph(session: &Session) -> Result<(), ModelError> {

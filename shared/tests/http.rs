@@ -1,0 +1,104 @@
+//! The router driven without a socket (`tower::ServiceExt::oneshot`), over in-memory ports that
+//! can be made to fail: how backend failures look to a client.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use labelq_shared::domain::OwnerId;
+use labelq_shared::http::auth::OpenAccess;
+use labelq_shared::http::{ApiState, router};
+use labelq_shared::service::{QueryService, SubmitConfig, SubmitService};
+use serde_json::Value;
+use support::{MemoryImages, MemoryJobs, MemoryPublisher, TestClock};
+use tower::ServiceExt;
+
+struct Api {
+    images: Arc<MemoryImages>,
+    jobs: Arc<MemoryJobs>,
+    publisher: Arc<MemoryPublisher>,
+    app: axum::Router,
+}
+
+fn api(with_submit: bool) -> Api {
+    let images = Arc::new(MemoryImages::default());
+    let jobs = Arc::new(MemoryJobs::default());
+    let publisher = Arc::new(MemoryPublisher::default());
+    let clock = Arc::new(TestClock::default());
+    let submit =
+        SubmitService::new(images.clone(), jobs.clone(), publisher.clone(), clock.clone(), SubmitConfig::default());
+    let state = ApiState {
+        submit: with_submit.then(|| Arc::new(submit)),
+        query: Arc::new(QueryService::new(images.clone(), jobs.clone(), clock)),
+        auth: Arc::new(OpenAccess::new(OwnerId::parse("me").unwrap())),
+    };
+    Api { images, jobs, publisher, app: router(state) }
+}
+
+fn png() -> Vec<u8> {
+    let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    v.extend_from_slice(&100u32.to_be_bytes());
+    v.extend_from_slice(&100u32.to_be_bytes());
+    v.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    v
+}
+
+fn post(body: Vec<u8>) -> Request<Body> {
+    Request::post("/v1/images").header(header::CONTENT_TYPE, "image/png").body(Body::from(body)).unwrap()
+}
+
+async fn json(response: axum::response::Response) -> Value {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn an_unavailable_topic_is_a_retryable_503_and_leaves_no_job() {
+    let api = api(true);
+    api.publisher.fail.store(true, Ordering::SeqCst);
+
+    let response = api.app.clone().oneshot(post(png())).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    let problem = json(response).await;
+    assert_eq!(problem["type"], "https://labelq.dev/problems/service-unavailable");
+    assert_eq!(api.jobs.len(), 0);
+    assert_eq!(api.images.len(), 0);
+}
+
+#[tokio::test]
+async fn a_server_error_body_reveals_nothing_about_its_cause() {
+    let api = api(true);
+    api.jobs.down.store(true, Ordering::SeqCst);
+    let response = api.app.clone().oneshot(Request::get("/v1/images").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let problem = json(response).await;
+    assert!(problem.get("detail").is_none(), "{problem}");
+    assert!(!problem.to_string().contains("outage"), "{problem}");
+}
+
+#[tokio::test]
+async fn a_read_only_deployment_has_no_upload_route() {
+    let api = api(false);
+    let response = api.app.clone().oneshot(post(png())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let list = api.app.clone().oneshot(Request::get("/v1/images").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(list.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_request_id_is_echoed_and_carried_with_the_job() {
+    let api = api(true);
+    let mut request = post(png());
+    request.headers_mut().insert("x-request-id", "trace-abc-123".parse().unwrap());
+    let response = api.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.headers()["x-request-id"], "trace-abc-123");
+    let published = api.publisher.published.lock().unwrap();
+    assert_eq!(published[0].correlation_id.as_str(), "trace-abc-123");
+}

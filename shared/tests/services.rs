@@ -1,0 +1,240 @@
+//! The services against in-memory ports: the worker's idempotency and failure sorting, and the
+//! submit path's rollback, each forced deterministically.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use labelq_shared::domain::{
+    Clock, ContentType, CorrelationId, FailureCode, IdempotencyKey, JobId, JobStatus, OwnerId,
+};
+use labelq_shared::ports::{Delivery, ImageStore, JobStore};
+use labelq_shared::service::{
+    Backoff, Disposition, Submission, SubmitConfig, SubmitError, SubmitRequest, SubmitService, Upload, WorkerConfig,
+    WorkerService,
+};
+use support::{Behaviour, MemoryImages, MemoryJobs, MemoryPublisher, ScriptedDetector, TestClock};
+
+struct Fixture {
+    images: Arc<MemoryImages>,
+    jobs: Arc<MemoryJobs>,
+    publisher: Arc<MemoryPublisher>,
+    detector: Arc<ScriptedDetector>,
+    clock: Arc<TestClock>,
+    submit: SubmitService,
+    worker: Arc<WorkerService>,
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+fn fixture(behaviour: Behaviour) -> Fixture {
+    let images = Arc::new(MemoryImages::default());
+    let jobs = Arc::new(MemoryJobs::default());
+    let publisher = Arc::new(MemoryPublisher::default());
+    let detector = ScriptedDetector::new(behaviour);
+    let clock = Arc::new(TestClock::default());
+    let submit =
+        SubmitService::new(images.clone(), jobs.clone(), publisher.clone(), clock.clone(), SubmitConfig::default());
+    let config = WorkerConfig {
+        max_receives: 3,
+        lease: LEASE,
+        backoff: Backoff { base: Duration::from_millis(100), max: Duration::from_secs(1) },
+        ..WorkerConfig::default()
+    };
+    let worker = Arc::new(WorkerService::new(images.clone(), jobs.clone(), detector.clone(), clock.clone(), config));
+    Fixture { images, jobs, publisher, detector, clock, submit, worker }
+}
+
+fn png() -> Bytes {
+    let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    v.extend_from_slice(&100u32.to_be_bytes());
+    v.extend_from_slice(&100u32.to_be_bytes());
+    v.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    Bytes::from(v)
+}
+
+fn request(key: Option<&str>) -> SubmitRequest {
+    SubmitRequest {
+        owner: OwnerId::parse("alice").unwrap(),
+        upload: Upload { bytes: png(), declared: ContentType::Png },
+        idempotency_key: key.map(|k| IdempotencyKey::parse(k).unwrap()),
+        correlation_id: CorrelationId::new(),
+    }
+}
+
+impl Fixture {
+    async fn submitted(&self) -> Submission {
+        self.submit.submit(request(None)).await.unwrap()
+    }
+
+    fn delivery(&self, receive_count: u32) -> Delivery {
+        let published = self.publisher.published.lock().unwrap();
+        let envelope = published.last().expect("something was published");
+        Delivery {
+            message_id: "m-1".into(),
+            receipt: format!("r-{receive_count}"),
+            body: envelope.message.to_json(),
+            correlation_id: Some(envelope.correlation_id.clone()),
+            receive_count,
+        }
+    }
+
+    fn status(&self, id: &JobId) -> JobStatus {
+        self.jobs.snapshot(id).unwrap().status()
+    }
+}
+
+#[tokio::test]
+async fn concurrent_duplicate_deliveries_run_the_detector_once() {
+    let f = fixture(Behaviour::Block);
+    let job = f.submitted().await.job;
+    let first = {
+        let (worker, delivery) = (f.worker.clone(), f.delivery(1));
+        tokio::spawn(async move { worker.handle(&delivery).await })
+    };
+    f.detector.entered.notified().await;
+
+    // While the first delivery holds the job, a duplicate arrives.
+    let duplicate = f.worker.handle(&f.delivery(1)).await;
+    f.detector.release.notify_one();
+    let first = first.await.unwrap();
+
+    assert_eq!(first, Disposition::Ack);
+    assert!(matches!(duplicate, Disposition::Retry(d) if d <= LEASE && d > LEASE / 2), "{duplicate:?}");
+    assert_eq!(f.detector.calls(), 1);
+    // When the duplicate comes back, the job is finished: a no-op acknowledgement.
+    assert_eq!(f.worker.handle(&f.delivery(2)).await, Disposition::Ack);
+    assert_eq!(f.detector.calls(), 1);
+    let stored = f.jobs.snapshot(&job.id).unwrap();
+    assert_eq!((stored.status(), stored.attempts), (JobStatus::Succeeded, 1));
+}
+
+#[tokio::test]
+async fn a_job_whose_worker_died_is_reclaimed_after_its_lease() {
+    let f = fixture(Behaviour::Succeed);
+    let job = f.submitted().await.job;
+    // A worker claimed it and vanished.
+    let claimed = job.claim(f.clock.now(), LEASE).unwrap();
+    f.jobs.update(&claimed).await.unwrap();
+
+    assert!(matches!(f.worker.handle(&f.delivery(2)).await, Disposition::Retry(_)), "lease still held");
+    f.clock.advance(LEASE + Duration::from_secs(1));
+    assert_eq!(f.worker.handle(&f.delivery(3)).await, Disposition::Ack);
+    let stored = f.jobs.snapshot(&job.id).unwrap();
+    assert_eq!((stored.status(), stored.attempts), (JobStatus::Succeeded, 2));
+}
+
+#[tokio::test]
+async fn transient_failures_retry_with_backoff_then_fail_and_dead_letter_on_the_last_delivery() {
+    let f = fixture(Behaviour::FailTransiently);
+    let job = f.submitted().await.job;
+
+    for receive in 1..3 {
+        let d = f.worker.handle(&f.delivery(receive)).await;
+        assert!(matches!(d, Disposition::Retry(delay) if delay > Duration::ZERO), "{d:?}");
+        assert_eq!(f.status(&job.id), JobStatus::Pending, "the job is given back between attempts");
+    }
+    assert_eq!(f.worker.handle(&f.delivery(3)).await, Disposition::DeadLetter);
+
+    let stored = f.jobs.snapshot(&job.id).unwrap();
+    assert_eq!(stored.status(), JobStatus::Failed);
+    assert_eq!(stored.failure().unwrap().code, FailureCode::RetriesExhausted);
+    assert_eq!(stored.attempts, 3);
+}
+
+#[tokio::test]
+async fn a_panicking_detector_is_contained_and_fails_the_job_on_the_last_delivery() {
+    let f = fixture(Behaviour::Panic);
+    let job = f.submitted().await.job;
+
+    assert!(matches!(f.worker.handle(&f.delivery(1)).await, Disposition::Retry(_)));
+    f.clock.advance(LEASE + Duration::from_secs(1)); // the panicked claim is never released
+    assert_eq!(f.worker.handle(&f.delivery(3)).await, Disposition::DeadLetter);
+
+    let stored = f.jobs.snapshot(&job.id).unwrap();
+    assert_eq!(stored.failure().unwrap().code, FailureCode::Internal);
+}
+
+#[tokio::test]
+async fn a_store_outage_is_retried_not_failed() {
+    let f = fixture(Behaviour::Succeed);
+    let job = f.submitted().await.job;
+    f.jobs.down.store(true, Ordering::SeqCst);
+    assert!(matches!(f.worker.handle(&f.delivery(1)).await, Disposition::Retry(_)));
+    f.jobs.down.store(false, Ordering::SeqCst);
+    assert_eq!(f.worker.handle(&f.delivery(2)).await, Disposition::Ack);
+    assert_eq!(f.status(&job.id), JobStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn a_missing_image_fails_the_job_permanently() {
+    let f = fixture(Behaviour::Succeed);
+    let job = f.submitted().await.job;
+    f.images.delete(&job.image.object_key).await.unwrap();
+
+    assert_eq!(f.worker.handle(&f.delivery(1)).await, Disposition::Ack);
+    let stored = f.jobs.snapshot(&job.id).unwrap();
+    assert_eq!(stored.failure().unwrap().code, FailureCode::ImageMissing);
+    assert_eq!(f.detector.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_message_for_a_deleted_job_is_acknowledged() {
+    let f = fixture(Behaviour::Succeed);
+    let job = f.submitted().await.job;
+    f.jobs.delete(&job.owner, &job.id).await.unwrap();
+    assert_eq!(f.worker.handle(&f.delivery(1)).await, Disposition::Ack);
+    assert_eq!(f.detector.calls(), 0);
+}
+
+#[tokio::test]
+async fn an_unreadable_message_naming_a_job_fails_that_job() {
+    let f = fixture(Behaviour::Succeed);
+    let job = f.submitted().await.job;
+    let mut delivery = f.delivery(1);
+    delivery.body = delivery.body.replace("\"version\":1", "\"version\":99");
+
+    assert_eq!(f.worker.handle(&delivery).await, Disposition::Ack);
+    let stored = f.jobs.snapshot(&job.id).unwrap();
+    assert_eq!(stored.failure().unwrap().code, FailureCode::InvalidMessage);
+}
+
+#[tokio::test]
+async fn a_failed_publish_rolls_back_the_job_and_the_image() {
+    let f = fixture(Behaviour::Succeed);
+    f.publisher.fail.store(true, Ordering::SeqCst);
+
+    let err = f.submit.submit(request(Some("k-1"))).await.unwrap_err();
+
+    assert!(matches!(&err, SubmitError::Backend(e) if e.retryable), "{err:?}");
+    assert_eq!(f.jobs.len(), 0, "no job is left PENDING without a message");
+    assert_eq!(f.images.len(), 0);
+    // The client retries with the same key once the topic is back.
+    f.publisher.fail.store(false, Ordering::SeqCst);
+    let ok = f.submit.submit(request(Some("k-1"))).await.unwrap();
+    assert!(!ok.replayed);
+    assert_eq!(f.publisher.published.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_replay_of_a_pending_job_publishes_its_message_again() {
+    let f = fixture(Behaviour::Succeed);
+    let first = f.submit.submit(request(Some("k-2"))).await.unwrap();
+    let again = f.submit.submit(request(Some("k-2"))).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.job.id, first.job.id);
+    assert_eq!(f.publisher.published.lock().unwrap().len(), 2, "a lost first message is replaced");
+    assert_eq!(f.images.len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_image_write_leaves_nothing_behind() {
+    let f = fixture(Behaviour::Succeed);
+    f.images.fail_puts.store(true, Ordering::SeqCst);
+    assert!(f.submit.submit(request(None)).await.is_err());
+    assert_eq!(f.jobs.len(), 0);
+    assert!(f.publisher.published.lock().unwrap().is_empty());
+}

@@ -1,0 +1,195 @@
+//! The built-in detector on real photos (fetched from registry packages at test time): sensible
+//! Rekognition-shaped labels, parity with ONNX Runtime in Python, and clear permanent errors for
+//! broken input.
+
+use std::process::Command;
+
+use labelq_e2e::{model_dir, onnx_detector, photo, photos_dir, repo_root};
+use labelq_shared::domain::{Confidence, ContentType, DetectOptions, FailureCode, Label};
+use labelq_shared::ports::{DetectError, ImageInput, LabelDetector};
+use serde_json::Value;
+
+fn options(max_labels: usize, min_confidence: f32) -> DetectOptions {
+    DetectOptions { max_labels, min_confidence: Confidence::new(min_confidence).unwrap() }
+}
+
+fn content_type(bytes: &[u8]) -> ContentType {
+    ContentType::sniff(bytes).expect("a JPEG or PNG")
+}
+
+fn labels_of(name: &str, opts: &DetectOptions) -> Vec<Label> {
+    let bytes = photo(name);
+    onnx_detector().labels_blocking(&bytes, content_type(&bytes), opts).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn has_parent(label: &Label, parent: &str) -> bool {
+    label.parents.iter().any(|p| p.name == parent)
+}
+
+fn describe(labels: &[Label]) -> String {
+    labels.iter().map(|l| format!("{} {:.1}", l.name, l.confidence.percent())).collect::<Vec<_>>().join(", ")
+}
+
+#[test]
+fn a_cat_photo_gets_a_cat_family_label_whose_parent_is_cat() {
+    let labels = labels_of("chelsea.png", &options(25, 5.0));
+    let cat_family = ["Tabby Cat", "Tiger Cat", "Egyptian Mau"];
+    let leaf = labels.iter().find(|l| cat_family.contains(&l.name.as_str()) && has_parent(l, "Cat"));
+    assert!(leaf.is_some(), "{}", describe(&labels));
+    let cat = labels.iter().find(|l| l.name == "Cat").expect("the parent is emitted as a label too");
+    assert!(cat.confidence.percent() > 80.0, "Cat gathers its breeds' confidence: {}", describe(&labels));
+    assert!(cat.categories.iter().any(|c| c.name == "Animals and Pets"));
+}
+
+#[test]
+fn an_espresso_photo_gets_espresso_with_a_beverage_parent() {
+    let labels = labels_of("coffee.png", &options(10, 55.0));
+    let espresso = labels.iter().find(|l| l.name == "Espresso").unwrap_or_else(|| panic!("{}", describe(&labels)));
+    assert!(has_parent(espresso, "Beverage"), "{espresso:?}");
+    assert!(espresso.confidence.percent() > 80.0);
+}
+
+#[test]
+fn a_bus_photo_gets_a_bus_family_label_with_a_vehicle_parent() {
+    let labels = labels_of("bus.jpg", &options(25, 5.0));
+    let bus_family = ["Minibus", "School Bus", "Trolleybus", "Bus"];
+    let bus = labels
+        .iter()
+        .find(|l| bus_family.contains(&l.name.as_str()))
+        .unwrap_or_else(|| panic!("{}", describe(&labels)));
+    assert!(has_parent(bus, "Vehicle"), "{bus:?}");
+}
+
+#[test]
+fn max_labels_and_min_confidence_are_honoured() {
+    let few = labels_of("chelsea.png", &options(3, 1.0));
+    assert_eq!(few.len(), 3);
+    let confident = labels_of("chelsea.png", &options(100, 50.0));
+    assert!(!confident.is_empty());
+    assert!(confident.iter().all(|l| l.confidence.percent() >= 50.0));
+    let sorted = confident.windows(2).all(|w| w[0].confidence >= w[1].confidence);
+    assert!(sorted, "most confident first: {}", describe(&confident));
+}
+
+#[test]
+fn decoding_variants_of_real_photos_all_work() {
+    // Greyscale, palette, CMYK JPEG and an EXIF-rotated JPEG, all real files.
+    for name in ["camera.png", "pil123p.png", "pil_sample_cmyk.jpg", "hopper_orientation_6.jpg", "zidane.jpg"] {
+        let labels = labels_of(name, &options(5, 1.0));
+        assert!(!labels.is_empty(), "{name}");
+    }
+    // The greyscale photo of a cameraman is recognised by its tripod.
+    let camera = labels_of("camera.png", &options(10, 50.0));
+    let tripod = camera.iter().find(|l| l.name == "Tripod").unwrap_or_else(|| panic!("{}", describe(&camera)));
+    assert!(tripod.confidence.percent() > 90.0);
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    let detector = onnx_detector();
+    let classify = |name: &str| {
+        let bytes = photo(name);
+        detector.classify_blocking(&bytes, content_type(&bytes)).unwrap().0
+    };
+    let upright = classify("hopper.jpg");
+    let rotated = classify("hopper_orientation_6.jpg");
+    let distance = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>();
+    // The stored-rotated photo, turned upright by its EXIF tag, classifies like the upright one.
+    // Without the rotation the two would be a different picture to the model.
+    let mut unrotated = image::load_from_memory(&photo("hopper_orientation_6.jpg")).unwrap().to_rgb8();
+    let mut raw = Vec::new();
+    image::DynamicImage::ImageRgb8(std::mem::take(&mut unrotated))
+        .write_to(&mut std::io::Cursor::new(&mut raw), image::ImageFormat::Png)
+        .unwrap();
+    let ignoring_exif = detector.classify_blocking(&raw, ContentType::Png).unwrap().0;
+    assert!(
+        distance(&upright, &rotated) < distance(&upright, &ignoring_exif),
+        "with EXIF {} vs without {}",
+        distance(&upright, &rotated),
+        distance(&upright, &ignoring_exif)
+    );
+}
+
+#[test]
+fn top_5_matches_onnx_runtime_in_python_to_1e_3() {
+    let names = ["chelsea.png", "coffee.png", "astronaut.png", "motorcycle_left.png", "camera.png", "pil123p.png"];
+    let paths: Vec<_> = names.iter().map(|n| photos_dir().join(n)).collect();
+    let output = Command::new("python3")
+        .arg(repo_root().join("model/reference.py"))
+        .arg("--model-dir")
+        .arg(model_dir())
+        .args(["--top", "5"])
+        .args(&paths)
+        .output()
+        .expect("running model/reference.py");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), names.len());
+
+    let detector = onnx_detector();
+    for (name, reference) in names.iter().zip(&lines) {
+        let bytes = photo(name);
+        let (ours, _) = detector.classify_blocking(&bytes, content_type(&bytes)).unwrap();
+        let mut order: Vec<usize> = (0..ours.len()).collect();
+        order.sort_by(|&a, &b| ours[b].total_cmp(&ours[a]));
+        let theirs = reference["top"].as_array().unwrap();
+        for (rank, entry) in theirs.iter().enumerate() {
+            let index = entry["index"].as_u64().unwrap() as usize;
+            let p = entry["probability"].as_f64().unwrap() as f32;
+            assert_eq!(order[rank], index, "{name}: rank {rank} differs: ours {:?}", &order[..5]);
+            assert!((ours[index] - p).abs() < 1e-3, "{name}: class {index}: ours {} vs {p}", ours[index]);
+        }
+    }
+}
+
+async fn detect_error(bytes: Vec<u8>, content_type: ContentType) -> (FailureCode, String) {
+    let input = ImageInput::Bytes { bytes: bytes.into(), content_type };
+    match onnx_detector().detect(input, &DetectOptions::default()).await {
+        Err(DetectError::Permanent { code, message, .. }) => (code, message),
+        other => panic!("expected a permanent error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn broken_input_gives_a_clear_permanent_error() {
+    let jpeg = photo("bus.jpg");
+    let png = photo("chelsea.png");
+
+    let mut corrupt = png.clone();
+    for b in corrupt.iter_mut().skip(200).step_by(97) {
+        *b = b.wrapping_add(77);
+    }
+    let mut truncated_jpeg = jpeg.clone();
+    truncated_jpeg.truncate(jpeg.len() * 2 / 3);
+    let mut truncated_png = png.clone();
+    truncated_png.truncate(png.len() / 2);
+    let one_pixel = {
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::new_rgb8(1, 1).write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    };
+    let mut huge_header = png[..33].to_vec(); // signature + IHDR chunk, claiming 20000 x 20000
+    huge_header[16..20].copy_from_slice(&20_000u32.to_be_bytes());
+    huge_header[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+
+    let cases = [
+        ("corrupt png", corrupt, ContentType::Png, FailureCode::ImageUndecodable),
+        ("truncated jpeg", truncated_jpeg, ContentType::Jpeg, FailureCode::ImageUndecodable),
+        ("truncated png", truncated_png, ContentType::Png, FailureCode::ImageUndecodable),
+        ("zero bytes", Vec::new(), ContentType::Jpeg, FailureCode::ImageUndecodable),
+        ("1x1", one_pixel, ContentType::Png, FailureCode::UnsupportedImage),
+        ("20000x20000 header", huge_header, ContentType::Png, FailureCode::ImageTooLarge),
+        (
+            "not an image",
+            b"%PDF-1.7 definitely not a picture".to_vec(),
+            ContentType::Jpeg,
+            FailureCode::ImageUndecodable,
+        ),
+    ];
+    for (case, bytes, ct, expected) in cases {
+        let (code, message) = detect_error(bytes, ct).await;
+        assert_eq!(code, expected, "{case}: {message}");
+        assert!(message.len() > 10, "{case}: the reason says something: {message:?}");
+    }
+}

@@ -1,0 +1,142 @@
+//! The real `labelq serve` binary as a process: crash recovery and graceful shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use labelq_e2e::{model_dir, photo};
+use serde_json::Value;
+
+struct Process {
+    child: Child,
+    base: String,
+}
+
+impl Process {
+    /// Starts `labelq serve` on a free port and waits until it says where it listens.
+    fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_labelq-under-test"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1", "--visibility-timeout", "2s"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--model-dir")
+            .arg(model_dir())
+            .env("LABELQ_LOG", "warn")
+            .env_remove("LABELQ_TOKENS")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting labelq serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("reading the listen line");
+        let base = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
+        assert!(base.starts_with("http://127.0.0.1:"), "unexpected first line {line:?}");
+        Self { child, base }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn submit_photos(http: &reqwest::Client, base: &str, count: usize) -> Vec<String> {
+    let photos = [photo("chelsea.png"), photo("coffee.png"), photo("bus.jpg"), photo("rocket.jpg")];
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let body = photos[i % photos.len()].clone();
+        let content_type = if body.starts_with(b"\x89PNG") { "image/png" } else { "image/jpeg" };
+        let response = http
+            .post(format!("{base}/v1/images"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("submitting");
+        assert_eq!(response.status(), 202);
+        let job: Value = response.json().await.expect("a JSON body");
+        ids.push(job["id"].as_str().expect("an id").to_owned());
+    }
+    ids
+}
+
+async fn statuses(http: &reqwest::Client, base: &str, ids: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for id in ids {
+        let job: Value = http.get(format!("{base}/v1/images/{id}")).send().await.unwrap().json().await.unwrap();
+        out.push(job["status"].as_str().unwrap_or_default().to_owned());
+    }
+    out
+}
+
+async fn wait_all_succeeded(http: &reqwest::Client, base: &str, ids: &[String], timeout: Duration) {
+    let started = Instant::now();
+    loop {
+        let now = statuses(http, base, ids).await;
+        if now.iter().all(|s| s == "SUCCEEDED") {
+            return;
+        }
+        assert!(started.elapsed() < timeout, "not all SUCCEEDED after {timeout:?}: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_process_killed_in_the_middle_of_20_jobs_finishes_them_all_after_a_restart() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let first = Process::start(data_dir.path());
+    let ids = submit_photos(&http, &first.base, 20).await;
+
+    // Kill it once some, but not all, jobs are done.
+    let started = Instant::now();
+    let done_before_kill = loop {
+        let done = statuses(&http, &first.base, &ids).await.iter().filter(|s| *s == "SUCCEEDED").count();
+        if done >= 3 {
+            break done;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress before the kill");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    first.signal("KILL");
+    drop(first);
+    assert!(done_before_kill < 20, "the kill came too late to test anything");
+
+    let second = Process::start(data_dir.path());
+    let left: Vec<String> =
+        statuses(&http, &second.base, &ids).await.into_iter().filter(|s| s != "SUCCEEDED").collect();
+    assert!(!left.is_empty(), "jobs were left unfinished by the kill: {left:?}");
+    wait_all_succeeded(&http, &second.base, &ids, Duration::from_secs(90)).await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_gracefully_and_a_restart_finishes_the_backlog() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let mut first = Process::start(data_dir.path());
+    let ids = submit_photos(&http, &first.base, 8).await;
+
+    first.signal("TERM");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = first.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "labelq did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "a graceful stop exits 0, got {status}");
+    drop(first);
+
+    let second = Process::start(data_dir.path());
+    wait_all_succeeded(&http, &second.base, &ids, Duration::from_secs(60)).await;
+}
