@@ -130,6 +130,12 @@ def wait_for(cfn, stack: str, want: set[str], timeout: float) -> dict | None:
 
 def deploy(cfn, stack: str, template: Path, params: dict[str, str], timeout: float) -> dict:
     body = template.read_text(encoding="utf-8")
+    # AWS refuses parameters the template does not declare; LocalStack ignores them, which would
+    # hide a typo in a test's --param.
+    declared = {p["ParameterKey"] for p in cfn.validate_template(TemplateBody=body).get("Parameters", [])}
+    if unknown := sorted(set(params) - declared):
+        raise ProvisionError(f"{template.name} has no parameter {', '.join(unknown)} "
+                             f"(it has {', '.join(sorted(declared))})")
     parameters = [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(params.items())]
     existing = describe(cfn, stack)
     if existing and existing["StackStatus"].endswith("_IN_PROGRESS"):
@@ -176,17 +182,19 @@ def empty_bucket(s3, bucket: str) -> None:
         log(f"emptied bucket {bucket} ({removed} objects)")
 
 
-def delete(cfn, s3, stack: str, timeout: float) -> None:
+def delete(cfn, s3, stack: str, timeout: float) -> bool:
+    """Delete the stack; False when there was none."""
     desc = describe(cfn, stack)
     if desc is None:
         log(f"stack {stack} does not exist; nothing to delete")
-        return
+        return False
     for output in desc.get("Outputs", []):
         if output["OutputKey"] == "BucketName":
             empty_bucket(s3, output["OutputValue"])
     log(f"deleting stack {stack}")
     cfn.delete_stack(StackName=stack)
     wait_for(cfn, stack, {None}, timeout)
+    return True
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -226,8 +234,8 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     try:
         if args.delete:
-            delete(cfn, s3, args.stack, args.timeout)
-            log(f"deleted {args.stack} in {time.monotonic() - started:.1f}s")
+            if delete(cfn, s3, args.stack, args.timeout):
+                log(f"deleted {args.stack} in {time.monotonic() - started:.1f}s")
             return 0
         desc = deploy(cfn, args.stack, args.template, params, args.timeout)
     except ProvisionError as e:

@@ -119,7 +119,7 @@ pub enum JobState {
     /// Claimed by a worker until `lease_expires_at`; after that another delivery may re-claim it
     /// (the worker that held it crashed or timed out).
     Processing {
-        #[serde(with = "time::serde::rfc3339")]
+        #[serde(with = "crate::domain::timestamp")]
         lease_expires_at: OffsetDateTime,
     },
     Succeeded {
@@ -169,11 +169,11 @@ pub struct Job {
     /// Incremented by every transition; stores write a transition only if the stored version is
     /// the one it was computed from.
     pub version: u64,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::domain::timestamp")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::domain::timestamp")]
     pub updated_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::domain::timestamp")]
     pub expires_at: OffsetDateTime,
 }
 

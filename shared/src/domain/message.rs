@@ -25,7 +25,7 @@ pub struct ImageSubmitted {
     pub owner: OwnerId,
     pub object_key: ObjectKey,
     pub content_type: ContentType,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::domain::timestamp")]
     pub submitted_at: OffsetDateTime,
 }
 

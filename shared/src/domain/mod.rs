@@ -37,3 +37,40 @@ pub fn truncate_to_millis(t: OffsetDateTime) -> OffsetDateTime {
     let millis = t.millisecond();
     t.replace_millisecond(millis).unwrap_or(t)
 }
+
+/// Serde for timestamps: RFC 3339 in UTC with exactly three fractional digits
+/// (`2026-11-23T12:00:00.120Z`), so every timestamp the API writes has the same width and sorts as
+/// text. Any RFC 3339 timestamp is accepted on the way in.
+pub mod timestamp {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::format_description::well_known::Rfc3339;
+    use time::macros::format_description;
+    use time::{OffsetDateTime, UtcOffset};
+
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+    pub fn format(t: OffsetDateTime) -> String {
+        t.to_offset(UtcOffset::UTC).format(FORMAT).unwrap_or_else(|_| t.to_string())
+    }
+
+    pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        OffsetDateTime::parse(&s, &Rfc3339).map_err(serde::de::Error::custom)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use time::macros::datetime;
+
+        #[test]
+        fn timestamps_have_three_fractional_digits_in_utc() {
+            assert_eq!(super::format(datetime!(2026-11-23 12:00:09.54 UTC)), "2026-11-23T12:00:09.540Z");
+            assert_eq!(super::format(datetime!(2026-11-23 13:00 +01:00)), "2026-11-23T12:00:00.000Z");
+        }
+    }
+}

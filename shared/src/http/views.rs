@@ -16,11 +16,11 @@ pub fn image_path(id: &JobId) -> String {
 pub struct JobView<'a> {
     pub id: JobId,
     pub status: JobStatus,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::domain::timestamp")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::domain::timestamp")]
     pub updated_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::domain::timestamp")]
     pub expires_at: OffsetDateTime,
     pub image: ImageView<'a>,
     pub attempts: u32,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use time::OffsetDateTime;
 
-use super::{Db, millis};
+use super::{Db, Durability, millis};
 use crate::domain::{IdempotencyKey, Job, JobId, OwnerId};
 use crate::ports::{BackendError, Created, JobStore, ListPosition, ListQuery, Page, UpdateError};
 
@@ -54,7 +54,7 @@ impl SqliteJobStore {
         let now = millis(now);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.db
-            .write("delete expired jobs", move |conn| {
+            .write("delete expired jobs", Durability::Relaxed, move |conn| {
                 let tx = conn.transaction()?;
                 let jobs = {
                     let mut stmt = tx.prepare(
@@ -131,7 +131,7 @@ impl JobStore for SqliteJobStore {
     async fn create(&self, job: &Job) -> Result<Created, BackendError> {
         let job = job.clone();
         self.db
-            .write("create job", move |conn| {
+            .write("create job", Durability::Full, move |conn| {
                 let tx = conn.transaction()?;
                 let inserted = tx.execute(
                     "INSERT INTO jobs (id, owner, idempotency_key, status, created_at, expires_at, version, record)
@@ -176,10 +176,13 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn update(&self, job: &Job) -> Result<(), UpdateError> {
+        // A final state is written durably before the worker acknowledges its message; a claim
+        // or a release may be lost in a crash, which only costs a redelivery.
+        let durability = if job.status().is_finished() { Durability::Full } else { Durability::Relaxed };
         let job = job.clone();
         let updated = self
             .db
-            .write("update job", move |conn| {
+            .write("update job", durability, move |conn| {
                 let tx = conn.transaction()?;
                 let changed = tx.execute(
                     "UPDATE jobs SET status = ?1, version = ?2, record = ?3 WHERE id = ?4 AND version = ?5",
@@ -240,7 +243,7 @@ impl JobStore for SqliteJobStore {
     async fn delete(&self, owner: &OwnerId, id: &JobId) -> Result<Option<Job>, BackendError> {
         let (owner, id) = (owner.as_str().to_owned(), id.to_string());
         self.db
-            .write("delete job", move |conn| {
+            .write("delete job", Durability::Full, move |conn| {
                 conn.prepare_cached("DELETE FROM jobs WHERE id = ?1 AND owner = ?2 RETURNING record")?
                     .query_row([id, owner], |row| row.get::<_, String>(0))
                     .optional()?

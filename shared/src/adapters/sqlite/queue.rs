@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::Db;
+use super::{Db, Durability};
 use crate::domain::{CorrelationId, IMAGE_SUBMITTED};
 use crate::ports::{BackendError, Delivery, Envelope, JobPublisher, JobQueue};
 
@@ -126,7 +126,7 @@ impl SqliteQueue {
         let message_id = Uuid::new_v4().to_string();
         let now = now_millis();
         self.db
-            .write("send message", move |conn| {
+            .write("send message", Durability::Full, move |conn| {
                 conn.execute(
                     "INSERT INTO messages (message_id, body, attributes, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?4)",
                     params![message_id, body, attributes, now],
@@ -149,7 +149,7 @@ impl SqliteQueue {
         let max_receives = self.max_receives;
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
         self.db
-            .write("receive messages", move |conn| {
+            .write("receive messages", Durability::Relaxed, move |conn| {
                 let tx = conn.transaction()?;
                 let dead = tx.execute(
                     "INSERT INTO dead_letters (message_id, body, attributes, sent_at, receive_count, dead_lettered_at)
@@ -216,7 +216,7 @@ impl SqliteQueue {
         F: FnOnce(&mut rusqlite::Connection, &str, &str) -> rusqlite::Result<usize> + Send + 'static,
     {
         let (message_id, receipt) = (delivery.message_id.clone(), delivery.receipt.clone());
-        let changed = self.db.write(operation, move |conn| f(conn, &message_id, &receipt)).await?;
+        let changed = self.db.write(operation, Durability::Relaxed, move |conn| f(conn, &message_id, &receipt)).await?;
         if changed == 0 {
             tracing::debug!(message_id = %delivery.message_id, operation, "stale receipt");
         }

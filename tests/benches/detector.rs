@@ -1,0 +1,143 @@
+//! Benchmark: labelq's built-in detector against ONNX Runtime in Python, side by side, in one run,
+//! on the same graph and the same real photos.
+//!
+//! Prints ms/image (median) for: Python (`model/reference.py --bench`, 1 thread), labelq on one
+//! thread (one session with one intra-op thread), and labelq with all cores (one single-threaded
+//! session per core, images in parallel, as `labelq serve` runs them); plus the model load time
+//! and the peak RSS of this process.
+//!
+//! Run: `cargo bench -p labelq-e2e --bench detector` (prints its figures; asserts nothing).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use labelq_e2e::{model_dir, photos_dir, repo_root};
+use labelq_shared::adapters::onnx::{OnnxConfig, OnnxDetector, Timings};
+use labelq_shared::domain::ContentType;
+use serde_json::Value;
+
+const PHOTOS: [&str; 7] =
+    ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png", "bus.jpg", "zidane.jpg"];
+const ROUNDS: usize = 20;
+
+fn median(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64() * 1e3
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+fn python_reference(paths: &[PathBuf], threads: usize) -> Value {
+    let output = Command::new("python3")
+        .arg(repo_root().join("model/reference.py"))
+        .arg("--model-dir")
+        .arg(model_dir())
+        .args(["--threads", &threads.to_string(), "--bench", &ROUNDS.to_string()])
+        .args(paths)
+        .output()
+        .expect("running model/reference.py");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("reference.py prints one JSON object")
+}
+
+fn main() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let paths: Vec<PathBuf> = PHOTOS.iter().map(|p| photos_dir().join(p)).collect();
+    let images: Vec<(Vec<u8>, ContentType)> = paths
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).expect("photo");
+            let ct = ContentType::sniff(&bytes).expect("jpeg or png");
+            (bytes, ct)
+        })
+        .collect();
+
+    let python_1 = python_reference(&paths, 1);
+    let python_n = python_reference(&paths, cores);
+
+    let load_started = Instant::now();
+    let single = OnnxDetector::load(&OnnxConfig::new(model_dir(), 1)).expect("model");
+    let load_ms = load_started.elapsed().as_secs_f64() * 1e3;
+
+    // One thread: every image ROUNDS times, after one warm-up each.
+    let (mut decode, mut prep, mut infer, mut total) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (bytes, ct) in &images {
+        single.classify_blocking(bytes, *ct).expect("classify");
+        for _ in 0..ROUNDS {
+            let (_, t): (_, Timings) = single.classify_blocking(bytes, *ct).expect("classify");
+            decode.push(t.decode);
+            prep.push(t.preprocess);
+            infer.push(t.inference);
+            total.push(t.preprocess + t.inference);
+        }
+    }
+    let rss_single = peak_rss_mb();
+    drop(single);
+
+    // All cores: one session per core, each thread labelling the whole set ROUNDS times.
+    let parallel = OnnxDetector::load(&OnnxConfig::new(model_dir(), cores)).expect("model");
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..cores {
+            let (parallel, images) = (&parallel, &images);
+            scope.spawn(move || {
+                for _ in 0..ROUNDS {
+                    for (bytes, ct) in images {
+                        parallel.classify_blocking(bytes, *ct).expect("classify");
+                    }
+                }
+            });
+        }
+    });
+    let per_image_all_cores = started.elapsed().as_secs_f64() * 1e3 / (cores * ROUNDS * images.len()) as f64;
+
+    let py = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let ours_1 = median(total);
+    let theirs_1 = py(&python_1, "preprocess_plus_inference_ms");
+    let theirs_n = py(&python_n, "preprocess_plus_inference_ms");
+    println!(
+        "{} photos x {ROUNDS} rounds, {cores} cores; medians in ms per image (decode excluded unless stated)",
+        images.len()
+    );
+    println!(
+        "onnxruntime (Python), 1 thread      : preprocess {:.2} + inference {:.2} = {:.2}; decode {:.2}; model load {:.1} ms",
+        py(&python_1, "preprocess_ms"),
+        py(&python_1, "inference_ms"),
+        theirs_1,
+        py(&python_1, "decode_ms"),
+        py(&python_1, "model_load_ms")
+    );
+    println!(
+        "onnxruntime (Python), {cores} threads     : preprocess {:.2} + inference {:.2} = {:.2}",
+        py(&python_n, "preprocess_ms"),
+        py(&python_n, "inference_ms"),
+        theirs_n
+    );
+    println!(
+        "labelq, 1 thread                    : preprocess {:.2} + inference {:.2} = {:.2}; decode {:.2}; ratio to Python 1 thread {:.2}x",
+        median(prep),
+        median(infer),
+        ours_1,
+        median(decode),
+        ours_1 / theirs_1
+    );
+    println!(
+        "labelq, all {cores} cores (throughput)    : {per_image_all_cores:.2} ms/image incl. decode; vs Python 1 thread {:.2}x, vs Python {cores} threads {:.2}x",
+        per_image_all_cores / (theirs_1 + py(&python_1, "decode_ms")),
+        per_image_all_cores / (theirs_n + py(&python_1, "decode_ms"))
+    );
+    println!("labelq model load (1 session)       : {load_ms:.1} ms");
+    println!(
+        "labelq peak RSS (this process)      : {rss_single:.1} MB after the 1-thread run, {:.1} MB after the {cores}-session run",
+        peak_rss_mb()
+    );
+}
