@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Extra arguments for `labelq serve`, e.g. make run ARGS="--listen 0.0.0.0:3000 --tokens-file tokens"
 ARGS ?=
 
-.PHONY: run test model photos rust-checks rust-tests infra-checks bench
+.PHONY: run test model photos rust-checks rust-tests infra-checks lambda-zips aws-tests bench bench-lambda
 
 run: model
 	$(CARGO) run -p labelq -- serve $(ARGS)
@@ -20,7 +20,7 @@ model:
 photos: model
 	@python3 model/fetch_photos.py >/dev/null
 
-test: rust-checks rust-tests infra-checks
+test: rust-checks rust-tests infra-checks aws-tests
 
 rust-checks:
 	$(CARGO) fmt --all -- --check
@@ -33,7 +33,21 @@ rust-tests: model photos
 infra-checks:
 	infra/check.sh
 
+## The three functions (and the benchmark's hello-world baseline) as provided.al2023 zips in
+## target/lambda/<name>/bootstrap.zip. x86_64 here; on a machine with the aarch64 target installed,
+## `scripts/cargo-lambda.sh build --release --arm64 ...` builds the deployment default.
+lambda-zips:
+	scripts/cargo-lambda.sh build --release --x86-64 --output-format zip \
+		-p request-handler -p worker -p status-api -p hello-lambda
+
+## LocalStack (started and stopped here): the AWS suite and a real invocation of each zip.
+aws-tests: model photos lambda-zips
+	tests/localstack-suite.sh
+
 ## Benchmarks print figures (see BENCHMARKS.md); they are not part of `make test`.
 bench: model photos
 	$(CARGO) bench -p labelq-e2e --bench pipeline
 	$(CARGO) bench -p labelq-e2e --bench detector
+
+bench-lambda: model lambda-zips
+	$(CARGO) bench -p labelq-e2e --bench lambda

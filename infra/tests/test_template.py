@@ -37,7 +37,14 @@ WORKER = "WorkerFunction"
 REQUIRED_ENV = {
     "RequestHandlerFunction": {"LABELQ_TABLE", "LABELQ_BUCKET", "LABELQ_TOPIC_ARN"},
     "StatusApiFunction": {"LABELQ_TABLE", "LABELQ_BUCKET"},
-    WORKER: {"LABELQ_TABLE", "LABELQ_BUCKET", "LABELQ_QUEUE_URL", "LABELQ_MAX_RECEIVE_COUNT", "LABEL_DETECTOR"},
+    WORKER: {
+        "LABELQ_TABLE",
+        "LABELQ_BUCKET",
+        "LABELQ_QUEUE_URL",
+        "LABELQ_MAX_RECEIVE_COUNT",
+        "LABELQ_VISIBILITY_TIMEOUT_SECONDS",
+        "LABEL_DETECTOR",
+    },
 }
 BINARIES = {"RequestHandlerFunction": "request-handler", "StatusApiFunction": "status-api", WORKER: "worker"}
 ROUTES = {
@@ -392,8 +399,12 @@ def check_environment_contract(ts: dict[str, Template]) -> list[str]:
         missing = required - set(variables)
         if missing:
             found.append(f"{name}: missing {sorted(missing)}")
-        if variables.get("AWS_LC_SYS_NO_JITTER_ENTROPY") != "1":
-            found.append(f"{name}: AWS_LC_SYS_NO_JITTER_ENTROPY is not 1")
+    # The worker's lease must be the queue's visibility timeout (the parameter passed to Storage).
+    worker_env = props(functions.get(WORKER, {})).get("Environment", {}).get("Variables", {})
+    storage = props(resources(ts["template"], "AWS::Serverless::Application").get("Storage", {}))
+    visibility = storage.get("Parameters", {}).get("QueueVisibilityTimeoutSeconds")
+    if str(worker_env.get("LABELQ_VISIBILITY_TIMEOUT_SECONDS")) != str(visibility):
+        found.append(f"{WORKER}: LABELQ_VISIBILITY_TIMEOUT_SECONDS differs from the queue's visibility ({visibility})")
     return found
 
 
@@ -583,6 +594,9 @@ MUTATIONS: list[tuple[str, Callable, Callable[[dict[str, Template]], None]]] = [
          ManagedPolicyArns=["arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole"])),
     ("required variable dropped", check_environment_contract,
      lambda ts: props(resources(ts["template"])[WORKER])["Environment"]["Variables"].pop("LABELQ_QUEUE_URL")),
+    ("worker lease out of step with the queue's visibility", check_environment_contract,
+     lambda ts: props(resources(ts["template"])[WORKER])["Environment"]["Variables"].update(
+         LABELQ_VISIBILITY_TIMEOUT_SECONDS="30")),
     ("an alarm without its action", check_alarms_notify_the_topic,
      lambda ts: props(resources(ts["template"])["WorkerErrorsAlarm"]).pop("AlarmActions")),
     ("DLQ alarm watching the main queue", check_alarms_notify_the_topic,
@@ -652,6 +666,13 @@ def test_every_storage_output_the_template_reads_exists(templates):
 def test_every_parameter_passed_to_storage_is_declared_there(templates):
     passed = set(props(resources(templates["template"])["Storage"])["Parameters"])
     assert passed <= set(templates["storage"]["Parameters"])
+
+
+def test_the_cold_start_entropy_setting_is_applied_at_build_time():
+    # aws-lc-sys reads AWS_LC_SYS_NO_JITTER_ENTROPY in its build script; as a function environment
+    # variable it would do nothing.
+    config = (pathlib.Path(__file__).resolve().parents[2] / ".cargo" / "config.toml").read_text()
+    assert 'AWS_LC_SYS_NO_JITTER_ENTROPY = "1"' in config
 
 
 def test_dashboard_is_valid_json_and_shows_every_alarm(templates):

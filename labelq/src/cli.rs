@@ -7,11 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use aws_config::SdkConfig;
 use clap::{Args, Parser, Subcommand};
+use labelq_shared::adapters::aws::{RekognitionDetector, sdk_config};
 use labelq_shared::adapters::onnx::{OnnxConfig, OnnxDetector};
+use labelq_shared::config;
 use labelq_shared::domain::{Confidence, ContentType, DetectOptions, OwnerId, SystemClock};
 use labelq_shared::http::auth::{Authenticator, BearerTokens, OpenAccess};
-use labelq_shared::ports::DetectError;
+use labelq_shared::lambda::{Adapters, Resources};
+use labelq_shared::ports::{DetectError, LabelDetector};
 use labelq_shared::service::{Backoff, SubmitConfig, WorkerConfig};
 use serde_json::json;
 use tracing::{info, warn};
@@ -19,7 +23,7 @@ use tracing::{info, warn};
 use crate::client::{self, SubmitOptions};
 use crate::duration;
 use crate::model;
-use crate::server::{Embedded, ServeOptions, Server};
+use crate::server::{Backends, Consumer, Embedded, ServeOptions, Server};
 
 #[derive(Debug, Parser)]
 #[command(name = "labelq", version, about = "Asynchronous image labelling: submit an image, get 202, poll for labels.")]
@@ -59,8 +63,34 @@ impl DetectArgs {
     }
 }
 
+/// Where jobs, images and messages live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    /// A directory and SQLite files under --data-dir.
+    Embedded,
+    /// S3, DynamoDB, SNS and SQS (or LocalStack, with AWS_ENDPOINT_URL), named by LABELQ_TABLE,
+    /// LABELQ_BUCKET, LABELQ_TOPIC_ARN and LABELQ_QUEUE_URL; the worker polls SQS like Lambda's
+    /// event source mapping and runs the worker Lambda's handler.
+    Aws,
+}
+
+/// Which label detector the workers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Detector {
+    /// The built-in offline model.
+    Onnx,
+    /// Amazon Rekognition DetectLabels (with --backend aws; reads the image from S3).
+    Rekognition,
+}
+
 #[derive(Debug, Args)]
 struct ServeArgs {
+    /// Where jobs, images and the queue live.
+    #[arg(long, value_enum, default_value = "embedded", env = "LABELQ_BACKEND")]
+    backend: Backend,
+    /// The label detector.
+    #[arg(long, value_enum, default_value = "onnx", env = "LABEL_DETECTOR")]
+    detector: Detector,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000", env = "LABELQ_LISTEN")]
     listen: SocketAddr,
@@ -207,12 +237,44 @@ async fn load_detector(model_dir: Option<PathBuf>, sessions: usize) -> anyhow::R
     .await?
 }
 
+/// The AWS backends, named by the environment.
+async fn aws_backends() -> anyhow::Result<(Backends, SdkConfig, Resources)> {
+    let resources = Resources::from_env()?;
+    let topic_arn = config::required("LABELQ_TOPIC_ARN")?;
+    let queue_url = config::required("LABELQ_QUEUE_URL")?;
+    let sdk = sdk_config().await;
+    let adapters = Adapters::new(&sdk, &resources);
+    info!(table = %resources.table, bucket = %resources.bucket, queue = %queue_url, "using the AWS backends");
+    let backends = Backends {
+        images: adapters.images,
+        jobs: adapters.jobs,
+        publisher: Adapters::publisher(&sdk, &topic_arn),
+        consumer: Consumer::Sqs { queue: Adapters::queue(&sdk, &queue_url), batch_size: 10 },
+        embedded: None,
+    };
+    Ok((backends, sdk, resources))
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let auth = authenticator(&args)?;
     let detect = args.detect.options()?;
     let workers = args.workers.max(1);
-    let detector = load_detector(args.detect.model_dir.clone(), workers).await?;
-    let embedded = Embedded::open(&args.data_dir, args.max_receives)?;
+    let (backends, aws) = match args.backend {
+        Backend::Embedded => (Embedded::open(&args.data_dir, args.max_receives)?.into(), None),
+        Backend::Aws => {
+            let (backends, sdk, resources) = aws_backends().await?;
+            (backends, Some((sdk, resources)))
+        }
+    };
+    let detector: Arc<dyn LabelDetector> = match (args.detector, &aws) {
+        (Detector::Onnx, _) => Arc::new(load_detector(args.detect.model_dir.clone(), workers).await?),
+        (Detector::Rekognition, Some((sdk, resources))) => {
+            Arc::new(RekognitionDetector::new(aws_sdk_rekognition::Client::new(sdk), &resources.bucket))
+        }
+        (Detector::Rekognition, None) => {
+            bail!("--detector rekognition reads images from S3: use it with --backend aws")
+        }
+    };
     let options = ServeOptions {
         listen: args.listen,
         workers,
@@ -228,7 +290,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         grace: args.grace,
         sweep_interval: args.sweep_interval,
     };
-    let server = Server::start(embedded.into(), Arc::new(detector), Arc::new(SystemClock), options)
+    let server = Server::start(backends, detector, Arc::new(SystemClock), options)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     println!("labelq listening on http://{}", server.addr());

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod client;
 pub mod duration;
+pub mod event_source;
 pub mod model;
 pub mod pool;
 pub mod server;

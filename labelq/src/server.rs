@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use labelq_shared::adapters::aws::SqsQueue;
 use labelq_shared::adapters::fs::FsImageStore;
 use labelq_shared::adapters::sqlite::{QueueCounts, SqliteJobStore, SqliteQueue};
 use labelq_shared::domain::Clock;
@@ -18,6 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::event_source::{self, EventSourceConfig};
 use crate::pool::{self, PoolConfig};
 
 /// The embedded backends: one directory holds everything.
@@ -97,13 +99,23 @@ impl Embedded {
     }
 }
 
+/// How the workers get their messages.
+#[derive(Debug, Clone)]
+pub enum Consumer {
+    /// The worker pool, one message at a time per worker (the SQLite queue).
+    Pool(Arc<dyn JobQueue>),
+    /// Batches from SQS through the worker Lambda's own handler, as Lambda's event source
+    /// mapping delivers them.
+    Sqs { queue: Arc<SqsQueue>, batch_size: usize },
+}
+
 /// The ports the server runs on.
 #[derive(Debug, Clone)]
 pub struct Backends {
     pub images: Arc<dyn ImageStore>,
     pub jobs: Arc<dyn JobStore>,
     pub publisher: Arc<dyn JobPublisher>,
-    pub queue: Arc<dyn JobQueue>,
+    pub consumer: Consumer,
     /// Present for the embedded backends, which expire jobs themselves (AWS uses DynamoDB TTL
     /// and an S3 lifecycle rule instead).
     pub embedded: Option<Embedded>,
@@ -115,7 +127,7 @@ impl From<Embedded> for Backends {
             images: e.images.clone(),
             jobs: e.jobs.clone(),
             publisher: e.queue.clone(),
-            queue: e.queue.clone(),
+            consumer: Consumer::Pool(e.queue.clone()),
             embedded: Some(e),
         }
     }
@@ -184,13 +196,26 @@ impl Server {
             clock.clone(),
             options.worker.clone(),
         );
-        let pool_config = PoolConfig {
-            workers: options.workers,
-            visibility: options.worker.lease,
-            poll_wait: options.poll_wait,
-            grace: options.grace,
+        let mut workers = match &backends.consumer {
+            Consumer::Pool(queue) => {
+                let config = PoolConfig {
+                    workers: options.workers,
+                    visibility: options.worker.lease,
+                    poll_wait: options.poll_wait,
+                    grace: options.grace,
+                };
+                pool::spawn(queue.clone(), Arc::new(worker), config, stop.clone())
+            }
+            Consumer::Sqs { queue, batch_size } => {
+                let config = EventSourceConfig {
+                    pollers: 1,
+                    batch_size: *batch_size,
+                    concurrency: options.workers,
+                    visibility: options.worker.lease,
+                };
+                event_source::spawn(queue.clone(), Arc::new(worker), config, stop.clone())
+            }
         };
-        let mut workers = pool::spawn(backends.queue.clone(), Arc::new(worker), pool_config, stop.clone());
         tasks.spawn(async move { while workers.join_next().await.is_some() {} });
 
         if let Some(embedded) = backends.embedded.clone() {

@@ -1,1 +1,14 @@
-fn main() {}
+//! The status-api Lambda: `GET /v1/images/{id}`, `GET /v1/images` and `DELETE /v1/images/{id}`
+//! behind API Gateway's HTTP API, scoped to the JWT's `sub`. The same axum router as
+//! `labelq serve`, without the upload route.
+
+use labelq_shared::adapters::aws::sdk_config;
+use labelq_shared::lambda::{Resources, status_api_app};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let resources = Resources::from_env()?;
+    let sdk = sdk_config().await;
+    lambda_http::run(status_api_app(&sdk, &resources)).await
+}

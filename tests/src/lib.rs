@@ -339,3 +339,30 @@ impl TestApp {
         }
     }
 }
+
+/// Fails transiently for images with these exact bytes; otherwise answers one label.
+#[derive(Debug, Default)]
+pub struct FailFor {
+    pub images: Mutex<Vec<Vec<u8>>>,
+}
+
+#[async_trait]
+impl LabelDetector for FailFor {
+    fn input_kind(&self) -> InputKind {
+        InputKind::Bytes
+    }
+
+    async fn detect(&self, image: ImageInput, options: &DetectOptions) -> Result<Vec<Label>, DetectError> {
+        if let ImageInput::Bytes { bytes, .. } = &image
+            && self.images.lock().map(|f| f.iter().any(|b| b[..] == bytes[..])).unwrap_or(false)
+        {
+            return Err(DetectError::Transient("injected for this image".into()));
+        }
+        StubDetector::default().detect(image, options).await
+    }
+}
+
+pub mod contract;
+
+#[cfg(feature = "localstack")]
+pub mod aws;

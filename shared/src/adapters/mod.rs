@@ -1,5 +1,7 @@
 //! Adapters: one module per technology, each implementing the ports it serves.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(feature = "embedded")]
 pub mod fs;
 #[cfg(feature = "onnx")]

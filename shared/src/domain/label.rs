@@ -91,10 +91,10 @@ impl Default for DetectOptions {
 
 impl DetectOptions {
     /// Applies the options to a detector's raw output: drops labels under the threshold and keeps
-    /// the `max_labels` most confident, most confident first.
+    /// the `max_labels` most confident, most confident first; equals keep the detector's order.
     pub fn apply(&self, mut labels: Vec<Label>) -> Vec<Label> {
         labels.retain(|l| l.confidence >= self.min_confidence);
-        labels.sort_by(|a, b| b.confidence.0.total_cmp(&a.confidence.0).then_with(|| a.name.cmp(&b.name)));
+        labels.sort_by(|a, b| b.confidence.0.total_cmp(&a.confidence.0));
         labels.truncate(self.max_labels);
         labels
     }

@@ -245,3 +245,69 @@ impl Clock for TestClock {
         truncate_to_millis(*self.0.lock().unwrap())
     }
 }
+
+/// A queue that only records what the consumer asked of it.
+#[derive(Debug, Default)]
+pub struct RecordingQueue {
+    pub retried: Mutex<Vec<(String, Duration)>>,
+    pub dead_lettered: Mutex<Vec<String>>,
+    pub acked: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl labelq_shared::ports::JobQueue for RecordingQueue {
+    async fn receive(
+        &self,
+        _: usize,
+        _: Duration,
+        _: Duration,
+    ) -> Result<Vec<labelq_shared::ports::Delivery>, BackendError> {
+        Ok(Vec::new())
+    }
+
+    async fn ack(&self, d: &labelq_shared::ports::Delivery) -> Result<(), BackendError> {
+        self.acked.lock().unwrap().push(d.message_id.clone());
+        Ok(())
+    }
+
+    async fn retry(&self, d: &labelq_shared::ports::Delivery, delay: Duration) -> Result<(), BackendError> {
+        self.retried.lock().unwrap().push((d.message_id.clone(), delay));
+        Ok(())
+    }
+
+    async fn dead_letter(&self, d: &labelq_shared::ports::Delivery) -> Result<(), BackendError> {
+        self.dead_lettered.lock().unwrap().push(d.message_id.clone());
+        Ok(())
+    }
+}
+
+/// Succeeds, except transiently for images whose bytes are in `failing`.
+#[derive(Debug, Default)]
+pub struct SelectiveDetector {
+    pub failing: Mutex<Vec<Bytes>>,
+}
+
+#[async_trait]
+impl LabelDetector for SelectiveDetector {
+    fn input_kind(&self) -> InputKind {
+        InputKind::Bytes
+    }
+
+    async fn detect(&self, image: ImageInput, _: &DetectOptions) -> Result<Vec<Label>, DetectError> {
+        if let ImageInput::Bytes { bytes, .. } = &image
+            && self.failing.lock().unwrap().contains(bytes)
+        {
+            return Err(DetectError::Transient("injected for this image".into()));
+        }
+        Ok(vec![label("Thing")])
+    }
+}
+
+/// A minimal PNG header of the given size: enough for the API's checks.
+pub fn png_header(width: u32, height: u32) -> Bytes {
+    let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    v.extend_from_slice(&width.to_be_bytes());
+    v.extend_from_slice(&height.to_be_bytes());
+    v.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    Bytes::from(v)
+}

@@ -1,0 +1,297 @@
+//! The Lambda handlers fed real event JSON: the fixtures that ship with the `aws_lambda_events`
+//! crate (API Gateway HTTP API with a JWT authorizer, SQS, SNS), read from the crate's own source
+//! at test time and adapted to labelq's routes and messages.
+
+#![cfg(feature = "lambda")]
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use base64::Engine;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use labelq_shared::domain::{ContentType, CorrelationId, ImageSubmitted, JobId, JobStatus, OwnerId, SystemClock};
+use labelq_shared::http::{ApiState, router};
+use labelq_shared::lambda::{ApiGatewayJwt, handle_sqs_batch};
+use labelq_shared::service::{
+    QueryService, SubmitConfig, SubmitRequest, SubmitService, Upload, WorkerConfig, WorkerService,
+};
+use serde_json::{Value, json};
+use support::{MemoryImages, MemoryJobs, MemoryPublisher, RecordingQueue, SelectiveDetector, png_header};
+use tower::ServiceExt;
+
+/// A fixture from the `aws_lambda_events` crate this build uses (located with `cargo metadata`).
+fn fixture(name: &str) -> Value {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // Only this platform's packages: the others may not be downloaded.
+        let output = Command::new(cargo)
+            .args(["metadata", "--format-version", "1", "--offline", "--filter-platform", "host-tuple"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("running cargo metadata");
+        let metadata: Value = serde_json::from_slice(&output.stdout).expect("cargo metadata JSON");
+        let manifest = metadata["packages"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "aws_lambda_events"))
+            .and_then(|p| p["manifest_path"].as_str())
+            .expect("aws_lambda_events in the dependency graph");
+        PathBuf::from(manifest).parent().expect("a crate directory").join("src/fixtures")
+    });
+    let text = std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    serde_json::from_str(&text).expect("fixture JSON")
+}
+
+struct Api {
+    jobs: Arc<MemoryJobs>,
+    app: axum::Router,
+}
+
+fn api() -> Api {
+    let images = Arc::new(MemoryImages::default());
+    let jobs = Arc::new(MemoryJobs::default());
+    let clock = Arc::new(SystemClock);
+    let submit = SubmitService::new(
+        images.clone(),
+        jobs.clone(),
+        Arc::new(MemoryPublisher::default()),
+        clock.clone(),
+        SubmitConfig::default(),
+    );
+    let query = QueryService::new(images, jobs.clone(), clock);
+    let app =
+        router(ApiState { submit: Some(Arc::new(submit)), query: Arc::new(query), auth: Arc::new(ApiGatewayJwt) });
+    Api { jobs, app }
+}
+
+/// The JWT-authorizer HTTP API fixture, turned into a labelq request from `sub`.
+fn api_event(method: &str, path: &str, sub: &str, body: Option<(&[u8], bool)>) -> Value {
+    let mut event = fixture("example-apigw-v2-request-jwt-authorizer.json");
+    event["rawPath"] = json!(path);
+    event["rawQueryString"] = json!("");
+    event["routeKey"] = json!(format!("{method} {path}"));
+    event["requestContext"]["http"]["method"] = json!(method);
+    event["requestContext"]["http"]["path"] = json!(path);
+    event["requestContext"]["authorizer"]["jwt"]["claims"] =
+        json!({ "sub": sub, "iss": "https://cognito-idp.example" });
+    for key in ["queryStringParameters", "pathParameters", "cookies"] {
+        event.as_object_mut().map(|o| o.remove(key));
+    }
+    match body {
+        Some((bytes, true)) => {
+            event["headers"] = json!({ "content-type": "image/png" });
+            event["body"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+            event["isBase64Encoded"] = json!(true);
+        }
+        Some((bytes, false)) => {
+            event["headers"] = json!({ "content-type": "image/png" });
+            event["body"] = json!(String::from_utf8_lossy(bytes));
+            event["isBase64Encoded"] = json!(false);
+        }
+        None => {
+            event["headers"] = json!({});
+            event.as_object_mut().map(|o| o.remove("body"));
+            event["isBase64Encoded"] = json!(false);
+        }
+    }
+    event
+}
+
+async fn call(app: &axum::Router, event: &Value) -> (StatusCode, Value) {
+    let request = lambda_http::request::from_str(&event.to_string()).expect("an API Gateway event");
+    let response = app.clone().oneshot(request).await.expect("the router answers");
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_base64_upload_through_api_gateway_is_accepted_for_the_jwt_subject() {
+    let api = api();
+    let png = png_header(120, 90);
+
+    let (status, job) = call(&api.app, &api_event("POST", "/v1/images", "user-1", Some((&png, true)))).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = JobId::parse(job["id"].as_str().unwrap()).unwrap();
+    let stored = api.jobs.snapshot(&id).unwrap();
+    assert_eq!(stored.owner.as_str(), "user-1");
+    assert_eq!(stored.image.size, png.len() as u64, "the base64 body was decoded");
+
+    let path = format!("/v1/images/{id}");
+    assert_eq!(call(&api.app, &api_event("GET", &path, "user-1", None)).await.0, StatusCode::OK);
+    assert_eq!(call(&api.app, &api_event("GET", &path, "user-2", None)).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_text_body_that_is_not_an_image_is_refused() {
+    let api = api();
+    let (status, problem) =
+        call(&api.app, &api_event("POST", "/v1/images", "user-1", Some((b"{\"a\": 1}", false)))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(problem["type"], "https://labelq.dev/problems/not-an-image");
+    assert_eq!(api.jobs.len(), 0);
+}
+
+#[tokio::test]
+async fn a_request_that_did_not_pass_the_jwt_authorizer_is_refused() {
+    let api = api();
+    let mut event = fixture("example-apigw-v2-request-no-authorizer.json");
+    event["rawPath"] = json!("/v1/images");
+    event["requestContext"]["http"]["path"] = json!("/v1/images");
+    event["requestContext"]["http"]["method"] = json!("GET");
+    let (status, problem) = call(&api.app, &event).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+
+    // A JWT without a sub claim is refused too.
+    let mut event = api_event("GET", "/v1/images", "x", None);
+    event["requestContext"]["authorizer"]["jwt"]["claims"] = json!({ "iss": "https://cognito-idp.example" });
+    assert_eq!(call(&api.app, &event).await.0, StatusCode::UNAUTHORIZED);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker: SQS batches
+// ---------------------------------------------------------------------------------------------
+
+struct Worker {
+    images: Arc<MemoryImages>,
+    jobs: Arc<MemoryJobs>,
+    detector: Arc<SelectiveDetector>,
+    submit: SubmitService,
+    worker: WorkerService,
+    queue: RecordingQueue,
+}
+
+fn worker() -> Worker {
+    let images = Arc::new(MemoryImages::default());
+    let jobs = Arc::new(MemoryJobs::default());
+    let detector = Arc::new(SelectiveDetector::default());
+    let clock = Arc::new(SystemClock);
+    let submit = SubmitService::new(
+        images.clone(),
+        jobs.clone(),
+        Arc::new(MemoryPublisher::default()),
+        clock.clone(),
+        SubmitConfig::default(),
+    );
+    let worker = WorkerService::new(images.clone(), jobs.clone(), detector.clone(), clock, WorkerConfig::default());
+    Worker { images, jobs, detector, submit, worker, queue: RecordingQueue::default() }
+}
+
+impl Worker {
+    async fn job(&self, width: u32) -> (JobId, String, bytes::Bytes) {
+        let png = png_header(width, 100);
+        let request = SubmitRequest {
+            owner: OwnerId::parse("user-1").unwrap(),
+            upload: Upload { bytes: png.clone(), declared: ContentType::Png },
+            idempotency_key: None,
+            correlation_id: CorrelationId::new(),
+        };
+        let job = self.submit.submit(request).await.unwrap().job;
+        let message = ImageSubmitted {
+            job_id: job.id,
+            owner: job.owner.clone(),
+            object_key: job.image.object_key.clone(),
+            content_type: job.image.content_type,
+            submitted_at: job.created_at,
+        };
+        (job.id, message.to_json(), png)
+    }
+}
+
+/// The SQS fixture's record with this id and body.
+fn record(message_id: &str, body: &str) -> Value {
+    let mut record = fixture("example-sqs-event.json")["Records"][0].clone();
+    record["messageId"] = json!(message_id);
+    record["receiptHandle"] = json!(format!("receipt-{message_id}"));
+    record["body"] = json!(body);
+    record
+}
+
+/// The body SQS delivers when the subscription is not raw: the SNS notification envelope
+/// (the SNS fixture's message), wrapping our message.
+fn sns_envelope(message: &str) -> String {
+    let mut sns = fixture("example-sns-event.json")["Records"][0]["Sns"].clone();
+    sns["Message"] = json!(message);
+    sns["MessageAttributes"] = json!({ "correlation_id": { "Type": "String", "Value": "corr-from-sns" } });
+    sns.to_string()
+}
+
+fn event(records: Vec<Value>) -> SqsEvent {
+    serde_json::from_value(json!({ "Records": records })).expect("an SQS event")
+}
+
+fn failed_ids(response: &SqsBatchResponse) -> Vec<&str> {
+    response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect()
+}
+
+#[tokio::test]
+async fn a_batch_with_one_failing_record_reports_exactly_that_record() {
+    let w = worker();
+    let (raw_id, raw_body, _) = w.job(100).await;
+    let (wrapped_id, wrapped_body, _) = w.job(101).await;
+    let (failing_id, failing_body, failing_png) = w.job(102).await;
+    w.detector.failing.lock().unwrap().push(failing_png);
+    let mut nameless = record("ignored", "{}");
+    nameless.as_object_mut().map(|r| r.remove("messageId"));
+
+    let batch = event(vec![
+        record("m-raw", &raw_body),
+        record("m-sns", &sns_envelope(&wrapped_body)),
+        record("m-failing", &failing_body),
+        record("m-poison", "this is not a labelq message"),
+        nameless,
+    ]);
+    let response = handle_sqs_batch(&w.worker, &w.queue, batch, 4, None).await;
+
+    assert_eq!(failed_ids(&response), ["m-failing"]);
+    let json = serde_json::to_value(&response).unwrap();
+    assert_eq!(json, json!({ "batchItemFailures": [{ "itemIdentifier": "m-failing" }] }));
+    let retried = w.queue.retried.lock().unwrap().clone();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].0, "m-failing");
+    assert!(retried[0].1 > std::time::Duration::ZERO, "the backoff is applied as visibility");
+    for id in [raw_id, wrapped_id] {
+        assert_eq!(w.jobs.snapshot(&id).unwrap().status(), JobStatus::Succeeded);
+    }
+    assert_eq!(w.jobs.snapshot(&failing_id).unwrap().status(), JobStatus::Pending, "given back for the retry");
+}
+
+#[tokio::test]
+async fn a_batch_where_everything_succeeds_reports_an_empty_list() {
+    let w = worker();
+    let (_, body, _) = w.job(100).await;
+    let response = handle_sqs_batch(&w.worker, &w.queue, event(vec![record("m-1", &body)]), 4, None).await;
+    assert_eq!(serde_json::to_value(&response).unwrap(), json!({ "batchItemFailures": [] }));
+}
+
+#[tokio::test]
+async fn a_redelivered_record_of_a_finished_job_is_a_no_op() {
+    let w = worker();
+    let (id, body, _) = w.job(100).await;
+    handle_sqs_batch(&w.worker, &w.queue, event(vec![record("m-1", &body)]), 1, None).await;
+    let before = w.jobs.snapshot(&id).unwrap();
+    let response = handle_sqs_batch(&w.worker, &w.queue, event(vec![record("m-1", &body)]), 1, None).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(w.jobs.snapshot(&id).unwrap(), before);
+}
+
+#[tokio::test]
+async fn records_left_at_the_deadline_are_reported_for_retry() {
+    let w = worker();
+    let (_, body, _) = w.job(100).await;
+    // A detector that never finishes, and a deadline 50 ms away.
+    let stuck = support::ScriptedDetector::new(support::Behaviour::Block);
+    let slow =
+        WorkerService::new(w.images.clone(), w.jobs.clone(), stuck, Arc::new(SystemClock), WorkerConfig::default());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+
+    let response = handle_sqs_batch(&slow, &w.queue, event(vec![record("m-late", &body)]), 1, Some(deadline)).await;
+
+    assert_eq!(failed_ids(&response), ["m-late"]);
+}

@@ -1,0 +1,10 @@
+//! Hello world as a Rust Lambda: echoes its event. The Lambda benchmark measures labelq's
+//! functions against this one, built the same way in the same run.
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async move { Ok::<Value, Error>(event.payload) })).await
+}

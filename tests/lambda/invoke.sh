@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# Each Lambda answers a real invocation through cargo-lambda's local Runtime API emulator.
+#
+# The release bootstraps, unpacked from the zips of `make lambda-zips`, run as the Lambda service runs them, polling the
+# emulator's Runtime API, against a fresh LocalStack stack of infra/storage.yaml; each is invoked
+# with an event shaped as AWS sends it:
+#   request-handler  API Gateway POST /v1/images with a base64 photo      -> 202
+#   worker           the SQS event of the message that submission queued  -> no batch item failures
+#   status-api       API Gateway GET /v1/images/{id}                      -> 200 SUCCEEDED, with labels
+# Needs LocalStack running (eval "$(localstack/start.sh)").
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=../../localstack/lib.sh
+source "$root/localstack/lib.sh"
+
+port="${LAMBDA_EMULATOR_PORT:-9600}"
+stack="labelq-invoke-$$"
+work="$(mktemp -d)"
+pids=()
+
+cleanup() {
+    local status=$?
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [[ $status -ne 0 ]]; then
+        for f in "$work"/*.log; do [[ -f "$f" ]] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }; done
+    fi
+    "$root/localstack/provision.sh" "$stack" --delete >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The bootstraps as shipped: unpacked from the zips.
+for name in request-handler worker status-api; do
+    zip="$root/target/lambda/$name/bootstrap.zip"
+    [[ -f "$zip" ]] || die "$zip is missing: run make lambda-zips"
+    python3 -m zipfile -e "$zip" "$work/$name"
+    chmod +x "$work/$name/bootstrap"
+done
+photo="$(python3 "$root/model/fetch_photos.py")/coffee.png"
+model_dir="$(python3 "$root/model/prepare.py")"
+
+eval "$("$root/localstack/provision.sh" "$stack")"
+
+(cd "$root" && exec "$root/scripts/cargo-lambda.sh" watch --only-lambda-apis \
+    --invoke-address 127.0.0.1 --invoke-port "$port") >"$work/emulator.log" 2>&1 &
+pids+=($!)
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
+for _ in $(seq 1 240); do
+    listening && break
+    sleep 0.25
+done
+listening || die "the emulator did not come up on port $port"
+
+# start NAME [VAR=VALUE ...]: runs target/lambda/NAME/bootstrap against the emulator.
+start() {
+    local name="$1"
+    shift
+    env "$@" \
+        AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$port/.rt/$name" \
+        AWS_LAMBDA_FUNCTION_NAME="$name" \
+        AWS_LAMBDA_FUNCTION_VERSION=1 \
+        AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024 \
+        AWS_LAMBDA_LOG_GROUP_NAME="/aws/lambda/$name" \
+        AWS_LAMBDA_LOG_STREAM_NAME=local \
+        AWS_LAMBDA_LOG_FORMAT=JSON \
+        "$work/$name/bootstrap" >"$work/$name.log" 2>&1 &
+    pids+=($!)
+}
+
+# invoke NAME EVENT-FILE: prints the function's response.
+invoke() {
+    (cd "$root" && "$root/scripts/cargo-lambda.sh" invoke "$1" --invoke-address 127.0.0.1 \
+        --invoke-port "$port" --data-file "$2" --output-format json)
+}
+
+events() { "$LS_PYTHON" "$root/tests/lambda/events.py" "$@"; }
+
+start request-handler LABELQ_TABLE="$LABELQ_TABLE" LABELQ_BUCKET="$LABELQ_BUCKET" LABELQ_TOPIC_ARN="$LABELQ_TOPIC_ARN"
+start worker LABELQ_TABLE="$LABELQ_TABLE" LABELQ_BUCKET="$LABELQ_BUCKET" LABELQ_QUEUE_URL="$LABELQ_QUEUE_URL" \
+    LABELQ_MAX_RECEIVE_COUNT=5 LABEL_DETECTOR=onnx LABELQ_MODEL_DIR="$model_dir" LABELQ_WORKER_CONCURRENCY=1
+start status-api LABELQ_TABLE="$LABELQ_TABLE" LABELQ_BUCKET="$LABELQ_BUCKET"
+
+events api POST /v1/images user-1 "$photo" >"$work/submit.json"
+accepted="$(invoke request-handler "$work/submit.json" | events check-api 202 status=PENDING)"
+id="$("$LS_PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$accepted")"
+log "request-handler: 202 for image $id"
+
+events sqs "$LABELQ_QUEUE_URL" >"$work/batch.json"
+batch="$(invoke worker "$work/batch.json")"
+[[ "$("$LS_PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["batchItemFailures"])' <<<"$batch")" == "[]" ]] \
+    || die "the worker reported failures: $batch"
+log "worker: batch handled, no failures"
+
+events api GET "/v1/images/$id" user-1 >"$work/status.json"
+invoke status-api "$work/status.json" | events check-api 200 status=SUCCEEDED labels.*.name=Espresso >/dev/null
+log "status-api: 200 SUCCEEDED with labels; every function answered a real invocation"

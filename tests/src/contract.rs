@@ -1,0 +1,125 @@
+//! What every `JobStore` must do, as one test body run against each adapter (SQLite on a real
+//! file, DynamoDB on LocalStack), so the two cannot drift apart.
+
+use std::time::Duration;
+
+use labelq_shared::domain::{
+    Clock, Confidence, ContentType, CorrelationId, Failure, FailureCode, IdempotencyKey, ImageMeta, Job, JobId,
+    JobStatus, Label, LabelName, NewJob, ObjectKey, OwnerId, SystemClock,
+};
+use labelq_shared::ports::{Created, JobStore, ListQuery, UpdateError};
+use time::OffsetDateTime;
+
+fn job(owner: &str, key: Option<&str>, created_at: OffsetDateTime) -> Job {
+    let id = JobId::new();
+    Job::new(NewJob {
+        id,
+        owner: OwnerId::parse(owner).expect("owner"),
+        image: ImageMeta {
+            object_key: ObjectKey::for_image(&id),
+            content_type: ContentType::Png,
+            size: 100,
+            width: 100,
+            height: 100,
+            sha256: "ab".repeat(32),
+        },
+        idempotency_key: key.map(|k| IdempotencyKey::parse(k).expect("key")),
+        correlation_id: CorrelationId::new(),
+        now: created_at,
+        ttl: Duration::from_secs(86_400),
+    })
+}
+
+fn label(name: &str, parent: &str) -> Label {
+    Label {
+        name: name.into(),
+        confidence: Confidence::new(90.0).expect("90"),
+        parents: vec![LabelName::new(parent)],
+        aliases: vec![],
+        categories: vec![],
+        instances: vec![],
+    }
+}
+
+fn query(limit: usize) -> ListQuery {
+    ListQuery { status: None, label: None, limit, after: None }
+}
+
+/// Runs the contract; panics on the first violation.
+pub async fn job_store_contract(store: &dyn JobStore) {
+    let now = SystemClock.now();
+    // An owner of its own, so a shared store (one table for many tests) does not interfere.
+    let owner = format!("owner-{}", CorrelationId::new());
+    let other = format!("other-{}", CorrelationId::new());
+
+    // Create and read back, equal to what was written.
+    let first = job(&owner, Some("key-1"), now);
+    assert!(matches!(store.create(&first).await.expect("create"), Created::Created));
+    assert_eq!(store.get(&first.id).await.expect("get"), Some(first.clone()));
+    assert_eq!(store.get(&JobId::new()).await.expect("get"), None);
+
+    // The idempotency key is the owner's: reused by them it names the first job, by another owner
+    // it is free.
+    let same_key = job(&owner, Some("key-1"), now + Duration::from_millis(1));
+    match store.create(&same_key).await.expect("create") {
+        Created::KeyTaken(existing) => assert_eq!(existing.id, first.id),
+        Created::Created => panic!("a reused key created a second job"),
+    }
+    assert_eq!(store.get(&same_key.id).await.expect("get"), None, "the loser left no job behind");
+    let others = job(&other, Some("key-1"), now);
+    assert!(matches!(store.create(&others).await.expect("create"), Created::Created));
+    let found = store.find_by_idempotency_key(&first.owner, first.idempotency_key.as_ref().expect("key")).await;
+    assert_eq!(found.expect("find").map(|j| j.id), Some(first.id));
+
+    // Transitions are compare-and-swap on the version.
+    let claimed = first.claim(now, Duration::from_secs(60)).expect("claim");
+    store.update(&claimed).await.expect("the first claim wins");
+    let rival = first.claim(now, Duration::from_secs(60)).expect("claim");
+    assert!(matches!(store.update(&rival).await, Err(UpdateError::Conflict)), "a stale claim loses");
+    let labels = vec![label("Tabby Cat", "Cat"), label("Sofa", "Furniture")];
+    let done = claimed.succeed(labels, now).expect("succeed");
+    store.update(&done).await.expect("succeed");
+    assert_eq!(store.get(&first.id).await.expect("get"), Some(done.clone()));
+
+    // Listing: newest first, paginated, filtered by status and by label or parent name.
+    let mut newer = Vec::new();
+    for i in 1..=4u64 {
+        let j = job(&owner, None, now + Duration::from_secs(i));
+        store.create(&j).await.expect("create");
+        newer.push(j);
+    }
+    let failed = newer[0].fail(Failure::new(FailureCode::ImageUndecodable, "bad"), now).expect("fail");
+    store.update(&failed).await.expect("fail");
+    let owner_id = OwnerId::parse(&owner).expect("owner");
+    let mut seen = Vec::new();
+    let mut q = query(2);
+    loop {
+        let page = store.list(&owner_id, &q).await.expect("list");
+        assert!(page.jobs.len() <= 2);
+        seen.extend(page.jobs.iter().map(|j| j.id));
+        match page.next {
+            Some(next) => q.after = Some(next),
+            None => break,
+        }
+    }
+    let expected: Vec<JobId> = newer.iter().rev().map(|j| j.id).chain([first.id]).collect();
+    assert_eq!(seen, expected, "newest first, every job once");
+
+    let by_status =
+        store.list(&owner_id, &ListQuery { status: Some(JobStatus::Failed), ..query(10) }).await.expect("list");
+    assert_eq!(by_status.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [newer[0].id]);
+    for name in ["tabby cat", "CAT", "furniture"] {
+        let by_label = store.list(&owner_id, &ListQuery { label: Some(name.into()), ..query(10) }).await.expect("list");
+        assert_eq!(by_label.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [first.id], "label {name}");
+    }
+    let none = store.list(&owner_id, &ListQuery { label: Some("giraffe".into()), ..query(10) }).await.expect("list");
+    assert!(none.jobs.is_empty() && none.next.is_none());
+
+    // Delete is scoped to the owner and frees the key.
+    let other_id = OwnerId::parse(&other).expect("owner");
+    assert_eq!(store.delete(&other_id, &first.id).await.expect("delete"), None);
+    assert_eq!(store.delete(&owner_id, &first.id).await.expect("delete").map(|j| j.id), Some(first.id));
+    assert_eq!(store.get(&first.id).await.expect("get"), None);
+    let reuse = job(&owner, Some("key-1"), now);
+    assert!(matches!(store.create(&reuse).await.expect("create"), Created::Created), "the key is free again");
+}

@@ -1,0 +1,414 @@
+//! The AWS path end to end on LocalStack: the request-handler, worker and status-api code on the
+//! AWS SDK adapters, against the resources `infra/storage.yaml` deploys (one stack per test).
+//! LocalStack cannot run Lambda here, so the tests invoke the functions' handlers themselves, the
+//! way API Gateway and the SQS event source mapping would.
+//!
+//! Run by `make test` after `localstack/start.sh`:
+//! `cargo test -p labelq-e2e --features localstack --test aws`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use aws_sdk_dynamodb::types::AttributeValue;
+use axum::body::Body;
+use http::StatusCode;
+use labelq_e2e::aws::{Stack, api_request};
+use labelq_e2e::contract::job_store_contract;
+use labelq_e2e::{FailFor, FlakyDetector, StubDetector, model_dir, onnx_detector, photo, png};
+use labelq_shared::adapters::aws::{SnsPublisher, SqsQueue, s3_client};
+use labelq_shared::domain::{
+    Confidence, DetectOptions, ImageSubmitted, JobId, JobStatus, Label, LabelName, SystemClock,
+};
+use labelq_shared::http::{ApiState, router};
+use labelq_shared::lambda::{
+    Adapters, ApiGatewayJwt, DetectorChoice, RequestHandlerConfig, WorkerFunction, WorkerFunctionConfig,
+    record_from_sdk, request_handler_app, status_api_app,
+};
+use labelq_shared::ports::JobStore;
+use labelq_shared::service::{Backoff, QueryService, SubmitConfig, SubmitService, WorkerConfig};
+use serde_json::Value;
+use tower::ServiceExt;
+
+async fn call(app: &axum::Router, request: http::Request<Body>) -> (StatusCode, http::HeaderMap, Value) {
+    let response = app.clone().oneshot(request).await.expect("the router answers");
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("a body");
+    (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn handler_config(stack: &Stack) -> RequestHandlerConfig {
+    RequestHandlerConfig {
+        resources: stack.resources(),
+        topic_arn: stack.output("TopicArn"),
+        submit: SubmitConfig::default(),
+    }
+}
+
+fn worker_config(stack: &Stack, max_receives: u32) -> WorkerFunctionConfig {
+    WorkerFunctionConfig {
+        resources: stack.resources(),
+        queue_url: stack.output("QueueUrl"),
+        detector: DetectorChoice::Onnx,
+        model_dir: model_dir(),
+        concurrency: 4,
+        worker: WorkerConfig {
+            max_receives,
+            lease: Duration::from_secs(30),
+            backoff: Backoff { base: Duration::from_millis(100), max: Duration::from_millis(400) },
+            detect: DetectOptions { max_labels: 10, min_confidence: Confidence::new(50.0).expect("50") },
+        },
+    }
+}
+
+async fn submit(app: &axum::Router, sub: &str, body: Vec<u8>, content_type: &str) -> JobId {
+    let (status, _, job) = call(app, api_request("POST", "/v1/images", sub, body, content_type)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    JobId::parse(job["id"].as_str().expect("an id")).expect("a job id")
+}
+
+/// Receives until `count` messages arrived (or fails after 20 s).
+async fn receive(queue: &SqsQueue, count: usize) -> Vec<aws_sdk_sqs::types::Message> {
+    let started = Instant::now();
+    let mut messages = Vec::new();
+    while messages.len() < count {
+        assert!(started.elapsed() < Duration::from_secs(20), "only {} of {count} messages arrived", messages.len());
+        messages.extend(
+            queue.receive_messages(10, Duration::from_secs(30), Duration::from_secs(1)).await.expect("receive"),
+        );
+    }
+    messages
+}
+
+fn event(messages: Vec<aws_sdk_sqs::types::Message>) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = messages.into_iter().map(record_from_sdk).collect();
+    event
+}
+
+fn job_of(message: &aws_sdk_sqs::types::Message) -> JobId {
+    ImageSubmitted::parse(message.body().unwrap_or_default()).expect("a labelq message").job_id
+}
+
+fn failed(response: &SqsBatchResponse) -> Vec<String> {
+    response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
+}
+
+async fn stored_status(adapters: &Adapters, id: &JobId) -> JobStatus {
+    adapters.jobs.get(id).await.expect("get").expect("the job").status()
+}
+
+#[tokio::test]
+async fn a_submission_flows_through_s3_dynamodb_sns_sqs_the_worker_and_the_status_api() {
+    let stack = Stack::deploy(&[]).await;
+    let sdk = &stack.sdk;
+    let api = request_handler_app(sdk, &handler_config(&stack));
+
+    let id = submit(&api, "user-1", photo("coffee.png"), "image/png").await;
+
+    // The image is in S3, encrypted, typed, tagged with its owner.
+    let object = s3_client(sdk)
+        .head_object()
+        .bucket(stack.output("BucketName"))
+        .key(format!("images/{id}"))
+        .send()
+        .await
+        .expect("the image object");
+    assert_eq!(object.content_type(), Some("image/png"));
+    assert_eq!(object.metadata().and_then(|m| m.get("owner")).map(String::as_str), Some("user-1"));
+    assert_eq!(object.server_side_encryption().map(|s| s.as_str()), Some("AES256"));
+    // The job is PENDING in DynamoDB, with its TTL.
+    let item = aws_sdk_dynamodb::Client::new(sdk)
+        .get_item()
+        .table_name(stack.output("TableName"))
+        .key("pk", AttributeValue::S(format!("job#{id}")))
+        .send()
+        .await
+        .expect("get_item")
+        .item
+        .expect("the job item");
+    assert_eq!(item.get("status").and_then(|v| v.as_s().ok()).map(String::as_str), Some("PENDING"));
+    assert!(item.contains_key("ttl"));
+    // SNS delivered it to SQS raw, with the correlation id as an attribute.
+    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), stack.output("QueueUrl"));
+    let messages = receive(&queue, 1).await;
+    assert_eq!(job_of(&messages[0]), id);
+    let attributes = messages[0].message_attributes().expect("message attributes");
+    assert!(attributes.contains_key("correlation_id"));
+
+    // The worker (built-in model; LocalStack has no Rekognition) labels it.
+    let function = WorkerFunction::new(sdk, &worker_config(&stack, 5), onnx_detector());
+    let batch = event(messages.clone());
+    // cargo-lambda's emulator sends a constant 600000 as the deadline: a past one is ignored.
+    let response = function.handle(batch.clone(), Some(600_000)).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    queue.delete(messages[0].receipt_handle().expect("a receipt")).await.expect("delete");
+
+    // The status-api serves the labels to the owner, and nobody else.
+    let status = status_api_app(sdk, &stack.resources());
+    let path = format!("/v1/images/{id}");
+    let (code, _, job) = call(&status, api_request("GET", &path, "user-1", vec![], "application/json")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(job["status"], "SUCCEEDED", "{job}");
+    let labels = job["labels"].as_array().expect("labels");
+    assert!(labels.iter().any(|l| l["name"] == "Espresso"), "{job}");
+    let (code, _, _) = call(&status, api_request("GET", &path, "user-2", vec![], "application/json")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, _, list) = call(&status, api_request("GET", "/v1/images?label=espresso", "user-1", vec![], "")).await;
+    assert_eq!((code, list["items"].as_array().map(Vec::len)), (StatusCode::OK, Some(1)));
+
+    // A redelivery of the same message is a no-op.
+    let adapters = Adapters::new(sdk, &stack.resources());
+    let before = adapters.jobs.get(&id).await.expect("get").expect("the job");
+    let again = function.handle(batch, None).await;
+    assert!(again.batch_item_failures.is_empty());
+    assert_eq!(adapters.jobs.get(&id).await.expect("get").expect("the job"), before);
+
+    // Delete removes the record and the image.
+    let (code, _, _) = call(&status, api_request("DELETE", &path, "user-1", vec![], "")).await;
+    assert_eq!(code, StatusCode::NO_CONTENT);
+    assert!(adapters.jobs.get(&id).await.expect("get").is_none());
+    let listed = s3_client(sdk).list_objects_v2().bucket(stack.output("BucketName")).send().await.expect("list");
+    assert_eq!(listed.key_count(), Some(0));
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn poison_messages_fail_their_job_or_are_dropped_and_never_retried() {
+    let stack = Stack::deploy(&[]).await;
+    let sdk = &stack.sdk;
+    let api = request_handler_app(sdk, &handler_config(&stack));
+    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), stack.output("QueueUrl"));
+    let id = submit(&api, "user-1", png(100, 100), "image/png").await;
+    // Take the job's real message out of the way; publish a message of a future version naming the
+    // job, and one that is not a labelq message at all.
+    let real = receive(&queue, 1).await;
+    queue.delete(real[0].receipt_handle().expect("receipt")).await.expect("delete");
+    let future = real[0].body().expect("a body").replace("\"version\":1", "\"version\":9");
+    let sns = aws_sdk_sns::Client::new(sdk);
+    for body in [future.as_str(), "hello, not json"] {
+        sns.publish().topic_arn(stack.output("TopicArn")).message(body).send().await.expect("publish");
+    }
+
+    let function = WorkerFunction::new(sdk, &worker_config(&stack, 5), Arc::new(StubDetector::default()));
+    let response = function.handle(event(receive(&queue, 2).await), None).await;
+
+    assert!(response.batch_item_failures.is_empty(), "poison is acknowledged, not retried: {response:?}");
+    let job = Adapters::new(sdk, &stack.resources()).jobs.get(&id).await.expect("get").expect("the job");
+    assert_eq!(job.status(), JobStatus::Failed);
+    assert_eq!(job.failure().map(|f| f.code.as_str()), Some("invalid_message"));
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn a_message_that_fails_transiently_every_time_lands_in_the_dead_letter_queue() {
+    let stack = Stack::deploy(&[("MaxReceiveCount", "2"), ("QueueVisibilityTimeoutSeconds", "2")]).await;
+    let sdk = &stack.sdk;
+    let api = request_handler_app(sdk, &handler_config(&stack));
+    let id = submit(&api, "user-1", png(100, 100), "image/png").await;
+
+    // The event source mapping's loop, with a detector that never recovers.
+    let never = Arc::new(FlakyDetector::new(Arc::new(StubDetector::default()), 1.0, 3));
+    let function = WorkerFunction::new(sdk, &worker_config(&stack, 2), never);
+    let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), stack.output("QueueUrl")));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let config = labelq::event_source::EventSourceConfig {
+        pollers: 1,
+        batch_size: 10,
+        concurrency: 2,
+        visibility: Duration::from_secs(2),
+    };
+    let mut pollers = labelq::event_source::spawn(queue, function.worker().clone(), config, stop.clone());
+
+    let dlq = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), stack.output("DeadLetterQueueUrl"));
+    let started = Instant::now();
+    let dead = loop {
+        let got = dlq.receive_messages(1, Duration::from_secs(30), Duration::from_secs(1)).await.expect("receive");
+        if let Some(message) = got.into_iter().next() {
+            break message;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "nothing reached the dead-letter queue");
+    };
+    stop.cancel();
+    while pollers.join_next().await.is_some() {}
+
+    assert_eq!(job_of(&dead), id);
+    let job = Adapters::new(sdk, &stack.resources()).jobs.get(&id).await.expect("get").expect("the job");
+    assert_eq!(job.status(), JobStatus::Failed);
+    assert_eq!(job.failure().map(|f| f.code.as_str()), Some("retries_exhausted"));
+    assert_eq!(job.attempts, 2);
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn a_batch_with_one_bad_record_reports_exactly_that_record() {
+    let stack = Stack::deploy(&[]).await;
+    let sdk = &stack.sdk;
+    let api = request_handler_app(sdk, &handler_config(&stack));
+    let bodies = [png(100, 100), png(101, 100), png(102, 100)];
+    let mut ids = Vec::new();
+    for body in &bodies {
+        ids.push(submit(&api, "user-1", body.clone(), "image/png").await);
+    }
+    let detector = Arc::new(FailFor::default());
+    detector.images.lock().expect("lock").push(bodies[1].clone());
+    let function = WorkerFunction::new(sdk, &worker_config(&stack, 5), detector);
+
+    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), stack.output("QueueUrl"));
+    let messages = receive(&queue, 3).await;
+    let bad =
+        messages.iter().find(|m| job_of(m) == ids[1]).and_then(|m| m.message_id()).expect("the bad one").to_owned();
+    let response = function.handle(event(messages), None).await;
+
+    assert_eq!(failed(&response), [bad]);
+    let adapters = Adapters::new(sdk, &stack.resources());
+    assert_eq!(stored_status(&adapters, &ids[0]).await, JobStatus::Succeeded);
+    assert_eq!(stored_status(&adapters, &ids[1]).await, JobStatus::Pending);
+    assert_eq!(stored_status(&adapters, &ids[2]).await, JobStatus::Succeeded);
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn a_failed_publish_rolls_back_and_a_retry_with_the_same_key_succeeds() {
+    let stack = Stack::deploy(&[]).await;
+    let sdk = &stack.sdk;
+    let adapters = Adapters::new(sdk, &stack.resources());
+    let app_with = |publisher: Arc<SnsPublisher>| {
+        let clock = Arc::new(SystemClock);
+        let submit = SubmitService::new(
+            adapters.images.clone(),
+            adapters.jobs.clone(),
+            publisher,
+            clock.clone(),
+            SubmitConfig::default(),
+        );
+        let query = QueryService::new(adapters.images.clone(), adapters.jobs.clone(), clock);
+        router(ApiState { submit: Some(Arc::new(submit)), query: Arc::new(query), auth: Arc::new(ApiGatewayJwt) })
+    };
+    // SNS unreachable: S3 and DynamoDB are written, then the publish fails.
+    let unreachable = aws_sdk_sns::config::Builder::from(sdk).endpoint_url("http://127.0.0.1:9").build();
+    let sns = aws_sdk_sns::Client::from_conf(unreachable);
+    let broken = app_with(Arc::new(SnsPublisher::new(sns, stack.output("TopicArn"))));
+    let mut request = api_request("POST", "/v1/images", "user-1", png(100, 100), "image/png");
+    request.headers_mut().insert("idempotency-key", "retry-me".parse().expect("header"));
+
+    let (status, headers, problem) = call(&broken, request).await;
+
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert!(headers.contains_key("retry-after"));
+    let table =
+        aws_sdk_dynamodb::Client::new(sdk).scan().table_name(stack.output("TableName")).send().await.expect("scan");
+    assert_eq!(table.count(), 0, "no job or key is left behind");
+    let bucket = s3_client(sdk).list_objects_v2().bucket(stack.output("BucketName")).send().await.expect("list");
+    assert_eq!(bucket.key_count(), Some(0), "no image is left behind");
+
+    let working = app_with(Adapters::publisher(sdk, &stack.output("TopicArn")));
+    let mut retry = api_request("POST", "/v1/images", "user-1", png(100, 100), "image/png");
+    retry.headers_mut().insert("idempotency-key", "retry-me".parse().expect("header"));
+    let (status, _, job) = call(&working, retry).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), stack.output("QueueUrl"));
+    assert_eq!(receive(&queue, 1).await.len(), 1);
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn results_too_large_for_an_item_are_kept_in_s3_behind_a_pointer() {
+    let stack = Stack::deploy(&[]).await;
+    let sdk = &stack.sdk;
+    let api = request_handler_app(sdk, &handler_config(&stack));
+    let id = submit(&api, "user-1", png(100, 100), "image/png").await;
+    let adapters = Adapters::new(sdk, &stack.resources());
+    let job = adapters.jobs.get(&id).await.expect("get").expect("the job");
+    // About 600 KB of labels: over DynamoDB's 400 KB item limit.
+    let labels: Vec<Label> = (0..2500)
+        .map(|i| Label {
+            name: format!("label {i} {}", "x".repeat(200)),
+            confidence: Confidence::new(60.0).expect("60"),
+            parents: vec![LabelName::new("Thing")],
+            aliases: vec![],
+            categories: vec![],
+            instances: vec![],
+        })
+        .collect();
+    let done = job.claim(job.created_at, Duration::from_secs(60)).expect("claim");
+    adapters.jobs.update(&done).await.expect("claim");
+    let done = done.succeed(labels.clone(), done.updated_at).expect("succeed");
+
+    adapters.jobs.update(&done).await.expect("a large result is stored");
+
+    let item = aws_sdk_dynamodb::Client::new(sdk)
+        .get_item()
+        .table_name(stack.output("TableName"))
+        .key("pk", AttributeValue::S(format!("job#{id}")))
+        .send()
+        .await
+        .expect("get_item")
+        .item
+        .expect("the item");
+    assert_eq!(item.get("labels_ref").and_then(|v| v.as_s().ok()), Some(&format!("results/{id}.json")));
+    let read = adapters.jobs.get(&id).await.expect("get").expect("the job");
+    assert_eq!(read.labels().map(<[Label]>::len), Some(2500));
+    assert_eq!(read, done);
+    let owner = read.owner.clone();
+    adapters.jobs.delete(&owner, &id).await.expect("delete");
+    let results = s3_client(sdk).list_objects_v2().bucket(stack.output("BucketName")).prefix("results/").send().await;
+    assert_eq!(results.expect("list").key_count(), Some(0), "the results object went with the job");
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn the_dynamodb_job_store_keeps_the_job_store_contract() {
+    let stack = Stack::deploy(&[]).await;
+    let adapters = Adapters::new(&stack.sdk, &stack.resources());
+    job_store_contract(&*adapters.jobs).await;
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn labelq_serve_with_the_aws_backend_labels_an_image_through_localstack() {
+    let stack = Stack::deploy(&[]).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labelq-under-test"))
+        .args(["serve", "--backend", "aws", "--listen", "127.0.0.1:0", "--workers", "2"])
+        .args(["--max-receives", "5", "--visibility-timeout", "180s"])
+        .arg("--model-dir")
+        .arg(model_dir())
+        .envs(stack.env())
+        .env("LABELQ_LOG", "warn")
+        .env_remove("LABELQ_TOKENS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting labelq serve --backend aws");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("the listen line");
+    let base = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
+
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{base}/v1/images"))
+        .header("content-type", "image/png")
+        .body(photo("chelsea.png"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().expect("location").to_owned();
+    let started = Instant::now();
+    let job = loop {
+        let job: Value = http.get(format!("{base}{location}")).send().await.expect("GET").json().await.expect("JSON");
+        if job["status"] == "SUCCEEDED" || job["status"] == "FAILED" {
+            break job;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "still {} after a minute", job["status"]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+
+    assert_eq!(job["status"], "SUCCEEDED", "{job}");
+    assert!(job["labels"].as_array().expect("labels").iter().any(|l| l["name"] == "Cat"), "{job}");
+    stack.delete().await;
+}
