@@ -24,7 +24,7 @@ test: rust-checks rust-tests infra-checks aws-tests
 
 rust-checks:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features labelq-e2e/localstack -- -D warnings
 
 rust-tests: model photos
 	$(CARGO) test --workspace --no-fail-fast

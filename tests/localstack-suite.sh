@@ -13,5 +13,6 @@ trap '"$root/localstack/stop.sh" || true; rm -f "$env_file"' EXIT
 # shellcheck disable=SC1090
 source "$env_file"
 
-cargo test -p labelq-e2e --features localstack --test aws
+# `--workspace` so features unify as in `make rust-tests` and the SDK crates built there are reused.
+cargo test --workspace --features labelq-e2e/localstack --test aws
 "$root/tests/lambda/invoke.sh"

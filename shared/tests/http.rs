@@ -14,7 +14,7 @@ use labelq_shared::http::auth::OpenAccess;
 use labelq_shared::http::{ApiState, router};
 use labelq_shared::service::{QueryService, SubmitConfig, SubmitService};
 use serde_json::Value;
-use support::{MemoryImages, MemoryJobs, MemoryPublisher, TestClock};
+use support::{MemoryImages, MemoryJobs, MemoryPublisher, TestClock, png_header};
 use tower::ServiceExt;
 
 struct Api {
@@ -39,14 +39,6 @@ fn api(with_submit: bool) -> Api {
     Api { images, jobs, publisher, app: router(state) }
 }
 
-fn png() -> Vec<u8> {
-    let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
-    v.extend_from_slice(&100u32.to_be_bytes());
-    v.extend_from_slice(&100u32.to_be_bytes());
-    v.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
-    v
-}
-
 fn post(body: Vec<u8>) -> Request<Body> {
     Request::post("/v1/images").header(header::CONTENT_TYPE, "image/png").body(Body::from(body)).unwrap()
 }
@@ -61,7 +53,7 @@ async fn an_unavailable_topic_is_a_retryable_503_and_leaves_no_job() {
     let api = api(true);
     api.publisher.fail.store(true, Ordering::SeqCst);
 
-    let response = api.app.clone().oneshot(post(png())).await.unwrap();
+    let response = api.app.clone().oneshot(post(png_header(100, 100).to_vec())).await.unwrap();
 
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()[header::RETRY_AFTER], "1");
@@ -85,7 +77,7 @@ async fn a_server_error_body_reveals_nothing_about_its_cause() {
 #[tokio::test]
 async fn a_read_only_deployment_has_no_upload_route() {
     let api = api(false);
-    let response = api.app.clone().oneshot(post(png())).await.unwrap();
+    let response = api.app.clone().oneshot(post(png_header(100, 100).to_vec())).await.unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     let list = api.app.clone().oneshot(Request::get("/v1/images").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(list.status(), StatusCode::OK);
@@ -94,7 +86,7 @@ async fn a_read_only_deployment_has_no_upload_route() {
 #[tokio::test]
 async fn the_request_id_is_echoed_and_carried_with_the_job() {
     let api = api(true);
-    let mut request = post(png());
+    let mut request = post(png_header(100, 100).to_vec());
     request.headers_mut().insert("x-request-id", "trace-abc-123".parse().unwrap());
     let response = api.app.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);

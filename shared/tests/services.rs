@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use labelq_shared::domain::{
     Clock, ContentType, CorrelationId, FailureCode, IdempotencyKey, JobId, JobStatus, OwnerId,
 };
@@ -16,7 +15,7 @@ use labelq_shared::service::{
     Backoff, Disposition, Submission, SubmitConfig, SubmitError, SubmitRequest, SubmitService, Upload, WorkerConfig,
     WorkerService,
 };
-use support::{Behaviour, MemoryImages, MemoryJobs, MemoryPublisher, ScriptedDetector, TestClock};
+use support::{Behaviour, MemoryImages, MemoryJobs, MemoryPublisher, ScriptedDetector, TestClock, png_header};
 
 struct Fixture {
     images: Arc<MemoryImages>,
@@ -48,18 +47,10 @@ fn fixture(behaviour: Behaviour) -> Fixture {
     Fixture { images, jobs, publisher, detector, clock, submit, worker }
 }
 
-fn png() -> Bytes {
-    let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
-    v.extend_from_slice(&100u32.to_be_bytes());
-    v.extend_from_slice(&100u32.to_be_bytes());
-    v.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
-    Bytes::from(v)
-}
-
 fn request(key: Option<&str>) -> SubmitRequest {
     SubmitRequest {
         owner: OwnerId::parse("alice").unwrap(),
-        upload: Upload { bytes: png(), declared: ContentType::Png },
+        upload: Upload { bytes: png_header(100, 100), declared: ContentType::Png },
         idempotency_key: key.map(|k| IdempotencyKey::parse(k).unwrap()),
         correlation_id: CorrelationId::new(),
     }

@@ -362,6 +362,52 @@ impl LabelDetector for FailFor {
     }
 }
 
+/// A real `labelq serve` process (the binary built from the runner's own `main`), on a free
+/// port; killed when dropped.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl ServeProcess {
+    /// Starts `BINARY serve --listen 127.0.0.1:0 ARGS...` with the built-in model and `envs`, and
+    /// waits until it prints where it listens. Tests pass `env!("CARGO_BIN_EXE_labelq-under-test")`,
+    /// which Cargo defines only for test and bench targets, not for this library.
+    pub fn start(binary: &str, args: &[&str], envs: &[(String, String)]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(binary)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .arg("--model-dir")
+            .arg(model_dir())
+            .envs(envs.iter().cloned())
+            .env("LABELQ_LOG", "warn")
+            .env_remove("LABELQ_TOKENS")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("starting labelq serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("reading the listen line");
+        let base = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
+        assert!(base.starts_with("http://127.0.0.1:"), "unexpected first line {line:?}");
+        Self { child, base }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub mod contract;
 
 #[cfg(feature = "localstack")]

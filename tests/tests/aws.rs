@@ -6,8 +6,6 @@
 //! Run by `make test` after `localstack/start.sh`:
 //! `cargo test -p labelq-e2e --features localstack --test aws`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +15,7 @@ use axum::body::Body;
 use http::StatusCode;
 use labelq_e2e::aws::{Stack, api_request};
 use labelq_e2e::contract::job_store_contract;
-use labelq_e2e::{FailFor, FlakyDetector, StubDetector, model_dir, onnx_detector, photo, png};
+use labelq_e2e::{FailFor, FlakyDetector, ServeProcess, StubDetector, model_dir, onnx_detector, photo, png};
 use labelq_shared::adapters::aws::{SnsPublisher, SqsQueue, s3_client};
 use labelq_shared::domain::{
     Confidence, DetectOptions, ImageSubmitted, JobId, JobStatus, Label, LabelName, SystemClock,
@@ -92,6 +90,19 @@ fn job_of(message: &aws_sdk_sqs::types::Message) -> JobId {
     ImageSubmitted::parse(message.body().unwrap_or_default()).expect("a labelq message").job_id
 }
 
+/// The job's raw DynamoDB item, as the table stores it.
+async fn job_item(stack: &Stack, id: &JobId) -> std::collections::HashMap<String, AttributeValue> {
+    aws_sdk_dynamodb::Client::new(&stack.sdk)
+        .get_item()
+        .table_name(stack.output("TableName"))
+        .key("pk", AttributeValue::S(format!("job#{id}")))
+        .send()
+        .await
+        .expect("get_item")
+        .item
+        .expect("the job item")
+}
+
 fn failed(response: &SqsBatchResponse) -> Vec<String> {
     response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
 }
@@ -120,15 +131,7 @@ async fn a_submission_flows_through_s3_dynamodb_sns_sqs_the_worker_and_the_statu
     assert_eq!(object.metadata().and_then(|m| m.get("owner")).map(String::as_str), Some("user-1"));
     assert_eq!(object.server_side_encryption().map(|s| s.as_str()), Some("AES256"));
     // The job is PENDING in DynamoDB, with its TTL.
-    let item = aws_sdk_dynamodb::Client::new(sdk)
-        .get_item()
-        .table_name(stack.output("TableName"))
-        .key("pk", AttributeValue::S(format!("job#{id}")))
-        .send()
-        .await
-        .expect("get_item")
-        .item
-        .expect("the job item");
+    let item = job_item(&stack, &id).await;
     assert_eq!(item.get("status").and_then(|v| v.as_s().ok()).map(String::as_str), Some("PENDING"));
     assert!(item.contains_key("ttl"));
     // SNS delivered it to SQS raw, with the correlation id as an attribute.
@@ -339,15 +342,7 @@ async fn results_too_large_for_an_item_are_kept_in_s3_behind_a_pointer() {
 
     adapters.jobs.update(&done).await.expect("a large result is stored");
 
-    let item = aws_sdk_dynamodb::Client::new(sdk)
-        .get_item()
-        .table_name(stack.output("TableName"))
-        .key("pk", AttributeValue::S(format!("job#{id}")))
-        .send()
-        .await
-        .expect("get_item")
-        .item
-        .expect("the item");
+    let item = job_item(&stack, &id).await;
     assert_eq!(item.get("labels_ref").and_then(|v| v.as_s().ok()), Some(&format!("results/{id}.json")));
     let read = adapters.jobs.get(&id).await.expect("get").expect("the job");
     assert_eq!(read.labels().map(<[Label]>::len), Some(2500));
@@ -370,22 +365,12 @@ async fn the_dynamodb_job_store_keeps_the_job_store_contract() {
 #[tokio::test]
 async fn labelq_serve_with_the_aws_backend_labels_an_image_through_localstack() {
     let stack = Stack::deploy(&[]).await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_labelq-under-test"))
-        .args(["serve", "--backend", "aws", "--listen", "127.0.0.1:0", "--workers", "2"])
-        .args(["--max-receives", "5", "--visibility-timeout", "180s"])
-        .arg("--model-dir")
-        .arg(model_dir())
-        .envs(stack.env())
-        .env("LABELQ_LOG", "warn")
-        .env_remove("LABELQ_TOKENS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting labelq serve --backend aws");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("the listen line");
-    let base = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
-
+    let serve = ServeProcess::start(
+        env!("CARGO_BIN_EXE_labelq-under-test"),
+        &["--backend", "aws", "--workers", "2", "--max-receives", "5", "--visibility-timeout", "180s"],
+        &stack.env(),
+    );
+    let base = serve.base.clone();
     let http = reqwest::Client::new();
     let response = http
         .post(format!("{base}/v1/images"))
@@ -405,8 +390,7 @@ async fn labelq_serve_with_the_aws_backend_labels_an_image_through_localstack() 
         assert!(started.elapsed() < Duration::from_secs(60), "still {} after a minute", job["status"]);
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(serve);
 
     assert_eq!(job["status"], "SUCCEEDED", "{job}");
     assert!(job["labels"].as_array().expect("labels").iter().any(|l| l["name"] == "Cat"), "{job}");

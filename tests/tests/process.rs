@@ -1,52 +1,19 @@
 //! The real `labelq serve` binary as a process: crash recovery and graceful shutdown.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use labelq_e2e::{model_dir, photo};
+use labelq_e2e::{ServeProcess, photo};
 use serde_json::Value;
 
-struct Process {
-    child: Child,
-    base: String,
-}
-
-impl Process {
-    /// Starts `labelq serve` on a free port and waits until it says where it listens.
-    fn start(data_dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_labelq-under-test"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1", "--visibility-timeout", "2s"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--model-dir")
-            .arg(model_dir())
-            .env("LABELQ_LOG", "warn")
-            .env_remove("LABELQ_TOKENS")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting labelq serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("reading the listen line");
-        let base = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
-        assert!(base.starts_with("http://127.0.0.1:"), "unexpected first line {line:?}");
-        Self { child, base }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status().expect("kill");
-        assert!(status.success());
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `labelq serve` with one worker and a short visibility timeout, over `data_dir`.
+fn start(data_dir: &Path) -> ServeProcess {
+    let dir = data_dir.to_str().expect("a UTF-8 path");
+    ServeProcess::start(
+        env!("CARGO_BIN_EXE_labelq-under-test"),
+        &["--workers", "1", "--visibility-timeout", "2s", "--data-dir", dir],
+        &[],
+    )
 }
 
 async fn submit_photos(http: &reqwest::Client, base: &str, count: usize) -> Vec<String> {
@@ -94,7 +61,7 @@ async fn wait_all_succeeded(http: &reqwest::Client, base: &str, ids: &[String], 
 async fn a_process_killed_in_the_middle_of_20_jobs_finishes_them_all_after_a_restart() {
     let data_dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-    let first = Process::start(data_dir.path());
+    let first = start(data_dir.path());
     let ids = submit_photos(&http, &first.base, 20).await;
 
     // Kill it once some, but not all, jobs are done.
@@ -111,7 +78,7 @@ async fn a_process_killed_in_the_middle_of_20_jobs_finishes_them_all_after_a_res
     drop(first);
     assert!(done_before_kill < 20, "the kill came too late to test anything");
 
-    let second = Process::start(data_dir.path());
+    let second = start(data_dir.path());
     let left: Vec<String> =
         statuses(&http, &second.base, &ids).await.into_iter().filter(|s| s != "SUCCEEDED").collect();
     assert!(!left.is_empty(), "jobs were left unfinished by the kill: {left:?}");
@@ -122,7 +89,7 @@ async fn a_process_killed_in_the_middle_of_20_jobs_finishes_them_all_after_a_res
 async fn sigterm_stops_the_server_gracefully_and_a_restart_finishes_the_backlog() {
     let data_dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-    let mut first = Process::start(data_dir.path());
+    let mut first = start(data_dir.path());
     let ids = submit_photos(&http, &first.base, 8).await;
 
     first.signal("TERM");
@@ -137,6 +104,6 @@ async fn sigterm_stops_the_server_gracefully_and_a_restart_finishes_the_backlog(
     assert!(status.success(), "a graceful stop exits 0, got {status}");
     drop(first);
 
-    let second = Process::start(data_dir.path());
+    let second = start(data_dir.path());
     wait_all_succeeded(&http, &second.base, &ids, Duration::from_secs(60)).await;
 }

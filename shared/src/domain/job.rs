@@ -234,6 +234,21 @@ impl Job {
         }
     }
 
+    /// The names the job can be found by with `label=`: its labels' and their parents', lower-cased,
+    /// sorted, each once. Empty until the job succeeds.
+    pub fn label_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .labels()
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|l| std::iter::once(&l.name).chain(l.parents.iter().map(|p| &p.name)))
+            .map(|n| n.to_lowercase())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     pub fn failure(&self) -> Option<&Failure> {
         match &self.state {
             JobState::Failed { failure } => Some(failure),

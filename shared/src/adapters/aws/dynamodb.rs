@@ -107,15 +107,7 @@ impl DynamoJobStore {
         item.insert("pk".into(), s(job_pk(&job.id)));
         item.insert("created_key".into(), s(created_key(&ListPosition::of(job))));
         item.insert("ttl".into(), AttributeValue::N(job.expires_at.unix_timestamp().to_string()));
-        let mut names: Vec<String> = job
-            .labels()
-            .unwrap_or_default()
-            .iter()
-            .flat_map(|l| std::iter::once(&l.name).chain(l.parents.iter().map(|p| &p.name)))
-            .map(|n| n.to_lowercase())
-            .collect();
-        names.sort();
-        names.dedup();
+        let mut names = job.label_names();
         // The filter set shares the item's 400 KB; a pathological label list keeps the first names
         // within the budget (the labels themselves are complete, in S3 if need be).
         let mut budget = LABEL_NAMES_BYTES;

@@ -86,25 +86,11 @@ fn decode(json: &str) -> rusqlite::Result<Job> {
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
-/// The lower-cased names a job can be found by: its labels and their parents.
-fn label_names(job: &Job) -> Vec<String> {
-    let mut names: Vec<String> = job
-        .labels()
-        .unwrap_or_default()
-        .iter()
-        .flat_map(|l| std::iter::once(&l.name).chain(l.parents.iter().map(|p| &p.name)))
-        .map(|n| n.to_lowercase())
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
 fn replace_labels(tx: &Transaction<'_>, job: &Job) -> rusqlite::Result<()> {
     let id = job.id.to_string();
     tx.execute("DELETE FROM job_labels WHERE job_id = ?1", [&id])?;
     let mut insert = tx.prepare_cached("INSERT INTO job_labels (job_id, name) VALUES (?1, ?2)")?;
-    for name in label_names(job) {
+    for name in job.label_names() {
         insert.execute(params![id, name])?;
     }
     Ok(())
