@@ -34,6 +34,7 @@ UNENCRYPTED_TOPICS = {
 WORKER = "WorkerFunction"
 
 # What each binary reads from its environment (the Rust side's contract; infra/README.md).
+TLS_CONDITION = "AmazonTrustServicesEndpoints"
 REQUIRED_ENV = {
     "RequestHandlerFunction": {"LABELQ_TABLE", "LABELQ_BUCKET", "LABELQ_TOPIC_ARN"},
     "StatusApiFunction": {"LABELQ_TABLE", "LABELQ_BUCKET"},
@@ -405,6 +406,14 @@ def check_environment_contract(ts: dict[str, Template]) -> list[str]:
     visibility = storage.get("Parameters", {}).get("QueueVisibilityTimeoutSeconds")
     if str(worker_env.get("LABELQ_VISIBILITY_TIMEOUT_SECONDS")) != str(visibility):
         found.append(f"{WORKER}: LABELQ_VISIBILITY_TIMEOUT_SECONDS differs from the queue's visibility ({visibility})")
+    # Trusting only the Amazon roots is right in the aws and aws-us-gov partitions and nowhere else.
+    partitions = ts["template"].get("Conditions", {}).get(TLS_CONDITION)
+    if partitions != {"Fn::Or": [{"Fn::Equals": [{"Ref": "AWS::Partition"}, p]} for p in ("aws", "aws-us-gov")]}:
+        found.append(f"{TLS_CONDITION}: not exactly the aws and aws-us-gov partitions")
+    for name in REQUIRED_ENV:
+        trust = props(functions.get(name, {})).get("Environment", {}).get("Variables", {}).get("LABELQ_TLS_TRUST")
+        if trust != {"Fn::If": [TLS_CONDITION, "amazon", "native"]}:
+            found.append(f"{name}: LABELQ_TLS_TRUST is {trust!r}, not amazon only where {TLS_CONDITION}")
     return found
 
 
@@ -597,6 +606,12 @@ MUTATIONS: list[tuple[str, Callable, Callable[[dict[str, Template]], None]]] = [
     ("worker lease out of step with the queue's visibility", check_environment_contract,
      lambda ts: props(resources(ts["template"])[WORKER])["Environment"]["Variables"].update(
          LABELQ_VISIBILITY_TIMEOUT_SECONDS="30")),
+    ("Amazon-only trust in every partition", check_environment_contract,
+     lambda ts: props(resources(ts["template"])[WORKER])["Environment"]["Variables"].update(
+         LABELQ_TLS_TRUST="amazon")),
+    ("Amazon-only trust in aws-cn too", check_environment_contract,
+     lambda ts: ts["template"]["Conditions"][TLS_CONDITION]["Fn::Or"].append(
+         {"Fn::Equals": [{"Ref": "AWS::Partition"}, "aws-cn"]})),
     ("an alarm without its action", check_alarms_notify_the_topic,
      lambda ts: props(resources(ts["template"])["WorkerErrorsAlarm"]).pop("AlarmActions")),
     ("DLQ alarm watching the main queue", check_alarms_notify_the_topic,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use aws_config::SdkConfig;
 use clap::{Args, Parser, Subcommand};
-use labelq_shared::adapters::aws::{RekognitionDetector, sdk_config};
+use labelq_shared::adapters::aws::{RekognitionDetector, TlsTrust, sdk_config};
 use labelq_shared::adapters::onnx::{OnnxConfig, OnnxDetector};
 use labelq_shared::config;
 use labelq_shared::domain::{Confidence, ContentType, DetectOptions, OwnerId, SystemClock};
@@ -242,7 +242,7 @@ async fn aws_backends() -> anyhow::Result<(Backends, SdkConfig, Resources)> {
     let resources = Resources::from_env()?;
     let topic_arn = config::required("LABELQ_TOPIC_ARN")?;
     let queue_url = config::required("LABELQ_QUEUE_URL")?;
-    let sdk = sdk_config().await;
+    let sdk = sdk_config(TlsTrust::from_env()?).await;
     let adapters = Adapters::new(&sdk, &resources);
     info!(table = %resources.table, bucket = %resources.bucket, queue = %queue_url, "using the AWS backends");
     let backends = Backends {

@@ -3,13 +3,13 @@
 //! answers 202. The handler is labelq's one axum router (`labelq_shared::http`), run by
 //! `lambda_http`, which also decodes API Gateway's base64 bodies.
 
-use labelq_shared::adapters::aws::sdk_config;
+use labelq_shared::adapters::aws::{TlsTrust, sdk_config};
 use labelq_shared::lambda::{RequestHandlerConfig, request_handler_app};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
     let config = RequestHandlerConfig::from_env()?;
-    let sdk = sdk_config().await;
+    let sdk = sdk_config(TlsTrust::from_env()?).await;
     lambda_http::run(request_handler_app(&sdk, &config)).await
 }

@@ -2,13 +2,13 @@
 //! behind API Gateway's HTTP API, scoped to the JWT's `sub`. The same axum router as
 //! `labelq serve`, without the upload route.
 
-use labelq_shared::adapters::aws::sdk_config;
+use labelq_shared::adapters::aws::{TlsTrust, sdk_config};
 use labelq_shared::lambda::{Resources, status_api_app};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
     let resources = Resources::from_env()?;
-    let sdk = sdk_config().await;
+    let sdk = sdk_config(TlsTrust::from_env()?).await;
     lambda_http::run(status_api_app(&sdk, &resources)).await
 }

@@ -114,11 +114,17 @@ fn median_p90(mut v: Vec<Duration>) -> (f64, f64) {
 
 #[tokio::main]
 async fn main() {
-    let resources = |extra: Vec<(&'static str, String)>| {
-        let mut env = vec![("LABELQ_TABLE", "labelq-jobs".to_owned()), ("LABELQ_BUCKET", "labelq-images".to_owned())];
+    // As the SAM template deploys them in the aws partition: trusting the Amazon roots only.
+    let resources = |trust: &str, extra: Vec<(&'static str, String)>| {
+        let mut env = vec![
+            ("LABELQ_TLS_TRUST", trust.to_owned()),
+            ("LABELQ_TABLE", "labelq-jobs".to_owned()),
+            ("LABELQ_BUCKET", "labelq-images".to_owned()),
+        ];
         env.extend(extra);
         env
     };
+    let topic = || vec![("LABELQ_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:labelq".to_owned())];
     let worker = |detector: &str| {
         vec![
             ("LABELQ_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/labelq".to_owned()),
@@ -128,16 +134,21 @@ async fn main() {
             ("LABELQ_WORKER_CONCURRENCY", "1".to_owned()),
         ]
     };
+    // The system's store as this machine keeps it (a bundle plus one file per CA), and as a single
+    // bundle file, the way Amazon Linux keeps it.
+    let mut single_bundle = resources("native", topic());
+    single_bundle.extend([
+        ("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt".to_owned()),
+        ("SSL_CERT_DIR", "/nonexistent".to_owned()),
+    ]);
     let functions = [
         Function { name: "hello-lambda", label: "hello-world (baseline)", env: vec![] },
-        Function {
-            name: "request-handler",
-            label: "request-handler",
-            env: resources(vec![("LABELQ_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:labelq".to_owned())]),
-        },
-        Function { name: "status-api", label: "status-api", env: resources(vec![]) },
-        Function { name: "worker", label: "worker (Rekognition)", env: resources(worker("rekognition")) },
-        Function { name: "worker", label: "worker (built-in model)", env: resources(worker("onnx")) },
+        Function { name: "request-handler", label: "request-handler", env: resources("amazon", topic()) },
+        Function { name: "status-api", label: "status-api", env: resources("amazon", vec![]) },
+        Function { name: "worker", label: "worker (Rekognition)", env: resources("amazon", worker("rekognition")) },
+        Function { name: "worker", label: "worker (built-in model)", env: resources("amazon", worker("onnx")) },
+        Function { name: "request-handler", label: "  ..native trust", env: resources("native", topic()) },
+        Function { name: "request-handler", label: "  ..native, one bundle", env: single_bundle },
     ];
 
     let dir = tempfile::tempdir().expect("a temporary directory");

@@ -54,11 +54,14 @@ for _ in $(seq 1 240); do
 done
 listening || die "the emulator did not come up on port $port"
 
-# start NAME [VAR=VALUE ...]: runs target/lambda/NAME/bootstrap against the emulator.
+# start NAME [VAR=VALUE ...]: runs target/lambda/NAME/bootstrap against the emulator, trusting
+# the Amazon roots only, as deployed. LocalStack speaks plain HTTP, so that proves the compiled-in
+# roots load into the SDK's connector on the first call, not a handshake against them.
 start() {
     local name="$1"
     shift
     env "$@" \
+        LABELQ_TLS_TRUST=amazon \
         AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$port/.rt/$name" \
         AWS_LAMBDA_FUNCTION_NAME="$name" \
         AWS_LAMBDA_FUNCTION_VERSION=1 \

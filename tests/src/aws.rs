@@ -10,7 +10,7 @@ use aws_lambda_events::apigw::{
     ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerJwtDescription, ApiGatewayV2httpRequestContext,
 };
 use aws_sdk_cloudformation::types::{Parameter, StackStatus};
-use labelq_shared::adapters::aws::{s3_client, sdk_config};
+use labelq_shared::adapters::aws::{TlsTrust, s3_client, sdk_config};
 use labelq_shared::lambda::Resources;
 use lambda_http::request::RequestContext;
 
@@ -31,7 +31,7 @@ pub async fn localstack() -> SdkConfig {
         endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
         "the LocalStack suite needs LocalStack: eval \"$(localstack/start.sh)\" first (AWS_ENDPOINT_URL={endpoint:?})"
     );
-    sdk_config().await
+    sdk_config(TlsTrust::Native).await
 }
 
 impl Stack {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use labelq_shared::adapters::aws::{RekognitionDetector, sdk_config};
+use labelq_shared::adapters::aws::{RekognitionDetector, TlsTrust, sdk_config};
 use labelq_shared::adapters::onnx::{OnnxConfig, OnnxDetector};
 use labelq_shared::lambda::{DetectorChoice, WorkerFunction, WorkerFunctionConfig};
 use labelq_shared::ports::LabelDetector;
@@ -15,7 +15,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = WorkerFunctionConfig::from_env()?;
-    let sdk = sdk_config().await;
+    let sdk = sdk_config(TlsTrust::from_env()?).await;
     // The model loads during init, once per execution environment, not on the first batch.
     let detector: Arc<dyn LabelDetector> = match config.detector {
         DetectorChoice::Rekognition => {

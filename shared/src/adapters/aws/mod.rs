@@ -21,15 +21,79 @@ pub use s3::S3ImageStore;
 pub use sns::{CORRELATION_ID, MESSAGE_TYPE, SnsPublisher};
 pub use sqs::{SqsQueue, delivery_from_sqs, unwrap_sns_envelope};
 
+use std::str::FromStr;
+
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_http_client::Builder as HttpsClientBuilder;
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 
+use crate::config::{ConfigError, optional};
 use crate::ports::BackendError;
 
-/// The shared SDK configuration: region, credentials and endpoint from the environment.
-pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+/// The shared SDK configuration: region, credentials and endpoint from the environment, and an
+/// HTTPS client trusting the certificate authorities `trust` names.
+pub async fn sdk_config(trust: TlsTrust) -> SdkConfig {
+    let loader = aws_config::defaults(BehaviorVersion::latest());
+    match trust {
+        TlsTrust::Native => loader,
+        TlsTrust::Amazon => loader.http_client(https_client(amazon_trust_store())),
+    }
+    .load()
+    .await
+}
+
+/// Which certificate authorities the SDK's HTTPS client trusts (`LABELQ_TLS_TRUST`).
+///
+/// `native`, the default, is the SDK's own choice: every root in the system's store, read from disk
+/// when the first client is built. `amazon` trusts only the Amazon Trust Services roots that every
+/// AWS service endpoint chains to in the `aws` and `aws-us-gov` partitions, compiled in. It is a
+/// smaller set of authorities to trust, and it spares each cold start reading and parsing the
+/// system bundle, a third of a Lambda's init time (see BENCHMARKS.md). It is wrong for the China
+/// and isolated partitions, for endpoints behind a TLS-inspecting proxy, and for emulators served
+/// over HTTPS with their own certificate: keep `native` there. The SAM template sets `amazon` only
+/// in the two partitions where it holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsTrust {
+    #[default]
+    Native,
+    Amazon,
+}
+
+impl TlsTrust {
+    pub const VARIABLE: &str = "LABELQ_TLS_TRUST";
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(optional(Self::VARIABLE)?.unwrap_or_default())
+    }
+}
+
+impl FromStr for TlsTrust {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "native" => Ok(Self::Native),
+            "amazon" => Ok(Self::Amazon),
+            _ => Err("expected native or amazon".to_owned()),
+        }
+    }
+}
+
+/// The Amazon Trust Services roots, as PEM.
+pub const AMAZON_TRUST_ROOTS_PEM: &str = include_str!("../../../data/amazon-trust-roots.pem");
+
+fn amazon_trust_store() -> TrustStore {
+    TrustStore::empty().with_native_roots(false).with_pem_certificate(AMAZON_TRUST_ROOTS_PEM.as_bytes())
+}
+
+/// The SDK's own HTTPS client (rustls with aws-lc, connectors cached per timeout settings) over a
+/// chosen trust store.
+fn https_client(trust_store: TrustStore) -> SharedHttpClient {
+    let tls = TlsContext::builder().with_trust_store(trust_store).build().expect("a TLS context without extra names");
+    HttpsClientBuilder::new().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc)).tls_context(tls).build_https()
 }
 
 /// An S3 client; path-style addressing when the endpoint is overridden (LocalStack, MinIO).
@@ -101,5 +165,38 @@ mod tests {
         assert!(!is_transient(Some("ResourceNotFoundException"), 400));
         assert!(!is_transient(Some("AccessDenied"), 403));
         assert!(!is_transient(Some("ValidationException"), 400));
+    }
+
+    /// What the SDK does with the PEM when it builds its first connector, where a bad certificate
+    /// would panic at init.
+    #[test]
+    fn the_amazon_trust_store_is_the_five_amazon_trust_services_roots() {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+
+        let certs = CertificateDer::pem_slice_iter(AMAZON_TRUST_ROOTS_PEM.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("valid PEM");
+        let mut roots = rustls::RootCertStore::empty();
+        assert_eq!(roots.add_parsable_certificates(certs), (5, 0));
+        let subjects: Vec<String> =
+            roots.roots.iter().map(|anchor| String::from_utf8_lossy(anchor.subject.as_ref()).into_owned()).collect();
+        for name in [
+            "Amazon Root CA 1",
+            "Amazon Root CA 2",
+            "Amazon Root CA 3",
+            "Amazon Root CA 4",
+            "Starfield Services Root Certificate Authority - G2",
+        ] {
+            assert!(subjects.iter().any(|s| s.contains(name)), "{name} missing from {subjects:?}");
+        }
+    }
+
+    #[test]
+    fn tls_trust_is_native_unless_amazon_is_asked_for() {
+        assert_eq!(TlsTrust::default(), TlsTrust::Native);
+        assert_eq!("native".parse(), Ok(TlsTrust::Native));
+        assert_eq!("amazon".parse(), Ok(TlsTrust::Amazon));
+        assert!("webpki".parse::<TlsTrust>().is_err());
     }
 }
