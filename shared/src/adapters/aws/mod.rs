@@ -51,7 +51,7 @@ pub async fn sdk_config(trust: TlsTrust) -> SdkConfig {
 /// when the first client is built. `amazon` trusts only the Amazon Trust Services roots that every
 /// AWS service endpoint chains to in the `aws` and `aws-us-gov` partitions, compiled in. It is a
 /// smaller set of authorities to trust, and it spares each cold start reading and parsing the
-/// system bundle, a third of a Lambda's init time (see BENCHMARKS.md). It is wrong for the China
+/// system store, more than half of a Lambda's init time (see BENCHMARKS.md). It is wrong for the China
 /// and isolated partitions, for endpoints behind a TLS-inspecting proxy, and for emulators served
 /// over HTTPS with their own certificate: keep `native` there. The SAM template sets `amazon` only
 /// in the two partitions where it holds.
