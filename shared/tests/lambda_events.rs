@@ -52,18 +52,17 @@ struct Api {
     app: axum::Router,
 }
 
+/// A submit service over these in-memory stores, publishing nowhere.
+fn submit_over(images: &Arc<MemoryImages>, jobs: &Arc<MemoryJobs>) -> SubmitService {
+    let publisher = Arc::new(MemoryPublisher::default());
+    SubmitService::new(images.clone(), jobs.clone(), publisher, Arc::new(SystemClock), SubmitConfig::default())
+}
+
 fn api() -> Api {
     let images = Arc::new(MemoryImages::default());
     let jobs = Arc::new(MemoryJobs::default());
-    let clock = Arc::new(SystemClock);
-    let submit = SubmitService::new(
-        images.clone(),
-        jobs.clone(),
-        Arc::new(MemoryPublisher::default()),
-        clock.clone(),
-        SubmitConfig::default(),
-    );
-    let query = QueryService::new(images, jobs.clone(), clock);
+    let submit = submit_over(&images, &jobs);
+    let query = QueryService::new(images, jobs.clone(), Arc::new(SystemClock));
     let app =
         router(ApiState { submit: Some(Arc::new(submit)), query: Arc::new(query), auth: Arc::new(ApiGatewayJwt) });
     Api { jobs, app }
@@ -172,13 +171,7 @@ fn worker() -> Worker {
     let jobs = Arc::new(MemoryJobs::default());
     let detector = Arc::new(SelectiveDetector::default());
     let clock = Arc::new(SystemClock);
-    let submit = SubmitService::new(
-        images.clone(),
-        jobs.clone(),
-        Arc::new(MemoryPublisher::default()),
-        clock.clone(),
-        SubmitConfig::default(),
-    );
+    let submit = submit_over(&images, &jobs);
     let worker = WorkerService::new(images.clone(), jobs.clone(), detector.clone(), clock, WorkerConfig::default());
     Worker { images, jobs, detector, submit, worker, queue: RecordingQueue::default() }
 }
