@@ -7,7 +7,8 @@
 //! the machine's load affects every function alike.
 //!
 //! Run: `make bench-lambda` (builds the zips, then `cargo bench -p labelq-e2e --bench lambda`) (prints its figures;
-//! asserts nothing). The zips come from `cargo lambda build --release --x86-64`.
+//! asserts nothing). The zips come from `cargo lambda build --release --x86-64`, every one linked
+//! the same way: at a fixed address, or position-independent with `LABELQ_LAMBDA_PIE=1`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -67,6 +68,17 @@ fn unpack(name: &str, dir: &Path) -> PathBuf {
     let bootstrap = out.join("bootstrap");
     let _ = Command::new("chmod").arg("+x").arg(&bootstrap).status();
     bootstrap
+}
+
+/// How the bootstrap was linked, from its ELF header's type: `EXEC` at a fixed address (our build
+/// script's default), `DYN` position-independent.
+fn linking(path: &Path) -> &'static str {
+    let header = std::fs::read(path).unwrap_or_default();
+    match header.get(16..18) {
+        Some([2, 0]) => "fixed-address",
+        Some([3, 0]) => "position-independent",
+        _ => "unknown",
+    }
 }
 
 fn size_mb(path: &Path) -> f64 {
@@ -166,7 +178,10 @@ async fn main() {
 
     let (hello, _) = median_p90(samples[0].clone());
     let zip = |name: &str| size_mb(&zip_path(name));
-    println!("{SAMPLES} cold starts each (interleaved), x86_64, release profile; init = spawn -> GET invocation/next");
+    println!(
+        "{SAMPLES} cold starts each (interleaved), x86_64, release profile, {} executables; init = spawn -> GET invocation/next",
+        linking(&bootstraps[0])
+    );
     println!(
         "{:<26} {:>10} {:>9} {:>12} {:>10} {:>9}",
         "function", "binary MB", "zip MB", "init p50 ms", "p90 ms", "vs hello"

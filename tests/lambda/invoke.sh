@@ -38,6 +38,11 @@ for name in request-handler worker status-api; do
     [[ -f "$zip" ]] || die "$zip is missing: run make lambda-zips"
     python3 -m zipfile -e "$zip" "$work/$name"
     chmod +x "$work/$name/bootstrap"
+    # Linked at a fixed address (scripts/lambda-build.rs): ELF type EXEC, not a PIE's DYN.
+    if [[ "${LABELQ_LAMBDA_PIE:-}" != 1 ]]; then
+        elf_type="$(python3 -c 'import sys; print(int.from_bytes(open(sys.argv[1], "rb").read(18)[16:18], "little"))' "$work/$name/bootstrap")"
+        [[ "$elf_type" == 2 ]] || die "$name/bootstrap is not a fixed-address executable (ELF type $elf_type)"
+    fi
 done
 photo="$(python3 "$root/model/fetch_photos.py")/coffee.png"
 model_dir="$(python3 "$root/model/prepare.py")"

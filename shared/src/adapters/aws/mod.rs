@@ -23,26 +23,43 @@ pub use sqs::{SqsQueue, delivery_from_sqs, unwrap_sns_envelope};
 
 use std::str::FromStr;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aws_config::environment::{EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider};
+use aws_config::meta::region::ProvideRegion;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_smithy_http_client::Builder as HttpsClientBuilder;
+use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_http_client::{Builder as HttpsClientBuilder, ConnectorBuilder};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector};
+use aws_smithy_runtime_api::client::runtime_components::{RuntimeComponents, RuntimeComponentsBuilder};
 use aws_smithy_runtime_api::http::Response as HttpResponse;
+use aws_smithy_types::config_bag::ConfigBag;
 
 use crate::config::{ConfigError, optional};
 use crate::ports::BackendError;
 
-/// The shared SDK configuration: region, credentials and endpoint from the environment, and an
+/// The shared SDK configuration: region, credentials and endpoint from the environment, and one
 /// HTTPS client trusting the certificate authorities `trust` names.
+///
+/// Where the environment itself names the region and holds credentials, as Lambda's always does,
+/// they are taken from it directly. That is what the SDK's default chains settle on first anyway;
+/// skipping the chains spares each cold start building the providers behind them that would never
+/// be asked (an STS client for web identity, an IMDS client, the SSO token chain).
 pub async fn sdk_config(trust: TlsTrust) -> SdkConfig {
-    let loader = aws_config::defaults(BehaviorVersion::latest());
-    match trust {
-        TlsTrust::Native => loader,
-        TlsTrust::Amazon => loader.http_client(https_client(amazon_trust_store())),
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https_client(trust));
+    if let Some(region) = EnvironmentVariableRegionProvider::new().region().await {
+        loader = loader.region(region);
     }
-    .load()
-    .await
+    let from_env = EnvironmentVariableCredentialsProvider::new();
+    if from_env.provide_credentials().await.is_ok() {
+        loader = loader.credentials_provider(from_env);
+    }
+    loader.load().await
 }
 
 /// Which certificate authorities the SDK's HTTPS client trusts (`LABELQ_TLS_TRUST`).
@@ -85,15 +102,78 @@ impl FromStr for TlsTrust {
 /// The Amazon Trust Services roots, as PEM.
 pub const AMAZON_TRUST_ROOTS_PEM: &str = include_str!("../../../data/amazon-trust-roots.pem");
 
-fn amazon_trust_store() -> TrustStore {
-    TrustStore::empty().with_native_roots(false).with_pem_certificate(AMAZON_TRUST_ROOTS_PEM.as_bytes())
+impl TlsTrust {
+    fn trust_store(self) -> TrustStore {
+        match self {
+            Self::Native => TrustStore::default(),
+            Self::Amazon => {
+                TrustStore::empty().with_native_roots(false).with_pem_certificate(AMAZON_TRUST_ROOTS_PEM.as_bytes())
+            }
+        }
+    }
 }
 
-/// The SDK's own HTTPS client (rustls with aws-lc, connectors cached per timeout settings) over a
-/// chosen trust store.
-fn https_client(trust_store: TrustStore) -> SharedHttpClient {
-    let tls = TlsContext::builder().with_trust_store(trust_store).build().expect("a TLS context without extra names");
-    HttpsClientBuilder::new().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc)).tls_context(tls).build_https()
+/// The HTTPS client every SDK client in the process shares, validated once.
+fn https_client(trust: TlsTrust) -> SharedHttpClient {
+    // The compiled-in Amazon roots are a constant, checked by this module's tests; the system's
+    // store is checked once, when the first client is built.
+    let validated = AtomicBool::new(trust == TlsTrust::Amazon);
+    SharedHttpClient::new(ValidatedOnce { inner: hyper_client(trust), validated })
+}
+
+/// The SDK's default HTTPS client (hyper and rustls with aws-lc, connectors cached per timeout
+/// settings, proxies from the environment) over the trust store `trust` names.
+fn hyper_client(trust: TlsTrust) -> SharedHttpClient {
+    let tls =
+        TlsContext::builder().with_trust_store(trust.trust_store()).build().expect("a TLS context without extra names");
+    HttpsClientBuilder::new().build_with_connector_fn(move |settings, components| {
+        let mut connector =
+            ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc)).tls_context(tls.clone());
+        connector.set_connector_settings(settings.cloned());
+        connector.set_sleep_impl(components.and_then(|c| c.sleep_impl()));
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
+
+/// An HTTP client whose base configuration is validated by the first service client built on it
+/// and taken as valid by the rest.
+///
+/// The hyper client validates by building a connector and dropping it, so that an unusable trust
+/// store fails when a client is built rather than at its first request. That assembles a rustls
+/// configuration and parses every trusted root again for each service client (and for the
+/// clients inside the credential providers), the same check of the same store each time. The
+/// connector a request uses is built and cached on first use either way.
+#[derive(Debug)]
+struct ValidatedOnce {
+    inner: SharedHttpClient,
+    validated: AtomicBool,
+}
+
+impl HttpClient for ValidatedOnce {
+    fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
+        self.inner.http_connector(settings, components)
+    }
+
+    fn validate_base_client_config(
+        &self,
+        components: &RuntimeComponentsBuilder,
+        cfg: &ConfigBag,
+    ) -> Result<(), BoxError> {
+        if !self.validated.load(Ordering::Acquire) {
+            self.inner.validate_base_client_config(components, cfg)?;
+            self.validated.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    fn validate_final_config(&self, components: &RuntimeComponents, cfg: &ConfigBag) -> Result<(), BoxError> {
+        self.inner.validate_final_config(components, cfg)
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.inner.connector_metadata()
+    }
 }
 
 /// An S3 client; path-style addressing when the endpoint is overridden (LocalStack, MinIO).
@@ -190,6 +270,14 @@ mod tests {
         ] {
             assert!(subjects.iter().any(|s| s.contains(name)), "{name} missing from {subjects:?}");
         }
+    }
+
+    /// The check the first client would otherwise make at each cold start: building a connector
+    /// over the compiled-in roots, which panics on a root rustls cannot use.
+    #[test]
+    fn a_connector_builds_over_the_amazon_roots() {
+        let components = RuntimeComponentsBuilder::new("test");
+        hyper_client(TlsTrust::Amazon).validate_base_client_config(&components, &ConfigBag::base()).expect("valid");
     }
 
     #[test]
