@@ -22,7 +22,6 @@ pub use sns::{CORRELATION_ID, MESSAGE_TYPE, SnsPublisher};
 pub use sqs::{SqsQueue, delivery_from_sqs, unwrap_sns_envelope};
 
 use std::str::FromStr;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_config::environment::{EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider};
@@ -55,9 +54,8 @@ pub async fn sdk_config(trust: TlsTrust) -> SdkConfig {
     if let Some(region) = EnvironmentVariableRegionProvider::new().region().await {
         loader = loader.region(region);
     }
-    let from_env = EnvironmentVariableCredentialsProvider::new();
-    if from_env.provide_credentials().await.is_ok() {
-        loader = loader.credentials_provider(from_env);
+    if let Ok(credentials) = EnvironmentVariableCredentialsProvider::new().provide_credentials().await {
+        loader = loader.credentials_provider(credentials);
     }
     loader.load().await
 }
@@ -85,6 +83,15 @@ impl TlsTrust {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(optional(Self::VARIABLE)?.unwrap_or_default())
     }
+
+    fn trust_store(self) -> TrustStore {
+        match self {
+            Self::Native => TrustStore::default(),
+            Self::Amazon => {
+                TrustStore::empty().with_native_roots(false).with_pem_certificate(AMAZON_TRUST_ROOTS_PEM.as_bytes())
+            }
+        }
+    }
 }
 
 impl FromStr for TlsTrust {
@@ -101,17 +108,6 @@ impl FromStr for TlsTrust {
 
 /// The Amazon Trust Services roots, as PEM.
 pub const AMAZON_TRUST_ROOTS_PEM: &str = include_str!("../../../data/amazon-trust-roots.pem");
-
-impl TlsTrust {
-    fn trust_store(self) -> TrustStore {
-        match self {
-            Self::Native => TrustStore::default(),
-            Self::Amazon => {
-                TrustStore::empty().with_native_roots(false).with_pem_certificate(AMAZON_TRUST_ROOTS_PEM.as_bytes())
-            }
-        }
-    }
-}
 
 /// The HTTPS client every SDK client in the process shares, validated once.
 fn https_client(trust: TlsTrust) -> SharedHttpClient {
@@ -247,8 +243,8 @@ mod tests {
         assert!(!is_transient(Some("ValidationException"), 400));
     }
 
-    /// What the SDK does with the PEM when it builds its first connector, where a bad certificate
-    /// would panic at init.
+    /// What the SDK does with the PEM when it builds a connector, where a bad certificate would
+    /// panic (at the first request: the store is not re-checked at each cold start).
     #[test]
     fn the_amazon_trust_store_is_the_five_amazon_trust_services_roots() {
         use rustls_pki_types::CertificateDer;
