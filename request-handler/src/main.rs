@@ -6,7 +6,8 @@
 use labelq_shared::adapters::aws::{TlsTrust, sdk_config};
 use labelq_shared::lambda::{RequestHandlerConfig, request_handler_app};
 
-#[tokio::main]
+// One thread, as for every labelq Lambda: see `labelq_shared::lambda`, "The runtime".
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
     let config = RequestHandlerConfig::from_env()?;

@@ -6,6 +6,15 @@
 //! exactly the ids of the records to retry, never an empty or unknown id (on AWS either fails the
 //! whole batch), and an empty list when all went well. A record that fails transiently has its
 //! visibility set to the backoff the worker chose before it is reported.
+//!
+//! # The runtime
+//! Each function runs on a current-thread tokio runtime. Lambda hands an execution environment
+//! one event at a time, so the multi-thread scheduler's workers (one per vCPU) would sit idle
+//! while every cold start paid for spawning them: a quarter of a millisecond of a 2 ms init here
+//! (BENCHMARKS.md). Nothing is lost: the steps that take CPU time (hashing an upload, decoding and
+//! classifying an image) run on the blocking pool either way, and a worker's records still overlap
+//! on their I/O. The price: a future that blocked the one thread would stall the whole invocation,
+//! so nothing may block outside `spawn_blocking`.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -19,7 +28,7 @@ use lambda_http::request::RequestContext;
 use tracing::{error, warn};
 
 use crate::adapters::aws::{
-    CORRELATION_ID, DynamoJobStore, S3ImageStore, SnsPublisher, SqsQueue, delivery_from_sqs, s3_client,
+    CORRELATION_ID, DynamoJobStore, LazyClient, S3ImageStore, SnsPublisher, SqsQueue, delivery_from_sqs, s3_client,
 };
 use crate::config::{self, ConfigError};
 use crate::domain::{Confidence, DetectOptions, ImageLimits, OwnerId, SystemClock};
@@ -49,8 +58,20 @@ pub struct Adapters {
 }
 
 impl Adapters {
+    /// Both clients built now: for a process whose requests all use S3 (the request-handler
+    /// stores every upload there).
     pub fn new(sdk: &SdkConfig, resources: &Resources) -> Self {
-        let s3 = s3_client(sdk);
+        Self::with_s3(sdk, resources, s3_client(sdk).into())
+    }
+
+    /// The S3 client built on first use: for a function whose requests seldom reach S3 (the
+    /// status-api reads it for oversized results and deletes; the Rekognition worker, whose
+    /// detector reads the image itself, only for oversized results). See [`LazyClient`].
+    pub fn with_s3_on_first_use(sdk: &SdkConfig, resources: &Resources) -> Self {
+        Self::with_s3(sdk, resources, LazyClient::from_config(sdk, s3_client))
+    }
+
+    fn with_s3(sdk: &SdkConfig, resources: &Resources, s3: LazyClient<aws_sdk_s3::Client>) -> Self {
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         Self {
             images: Arc::new(S3ImageStore::new(s3.clone(), &resources.bucket)),
@@ -62,6 +83,7 @@ impl Adapters {
         Arc::new(SnsPublisher::new(aws_sdk_sns::Client::new(sdk), topic_arn))
     }
 
+    /// The queue with its client built now, for a poller that calls it all the time.
     pub fn queue(sdk: &SdkConfig, queue_url: &str) -> Arc<SqsQueue> {
         Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), queue_url))
     }
@@ -244,7 +266,7 @@ pub fn request_handler_app(sdk: &SdkConfig, config: &RequestHandlerConfig) -> ax
 
 /// The status-api's router: get, list, delete; no upload route.
 pub fn status_api_app(sdk: &SdkConfig, resources: &Resources) -> axum::Router {
-    let adapters = Adapters::new(sdk, resources);
+    let adapters = Adapters::with_s3_on_first_use(sdk, resources);
     let query = QueryService::new(adapters.images, adapters.jobs, Arc::new(SystemClock));
     router(ApiState { submit: None, query: Arc::new(query), auth: Arc::new(ApiGatewayJwt) })
 }
@@ -327,15 +349,18 @@ pub struct WorkerFunction {
 const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
 impl WorkerFunction {
+    /// Built at init: DynamoDB, which every record uses, and S3 when the built-in model reads
+    /// each image from it. On first use: S3 for the Rekognition detector (which reads the image
+    /// itself), and SQS, called only to back off a failing record.
     pub fn new(sdk: &SdkConfig, config: &WorkerFunctionConfig, detector: Arc<dyn LabelDetector>) -> Self {
-        let adapters = Adapters::new(sdk, &config.resources);
+        let adapters = match config.detector {
+            DetectorChoice::Onnx => Adapters::new(sdk, &config.resources),
+            DetectorChoice::Rekognition => Adapters::with_s3_on_first_use(sdk, &config.resources),
+        };
         let worker =
             WorkerService::new(adapters.images, adapters.jobs, detector, Arc::new(SystemClock), config.worker.clone());
-        Self {
-            worker: Arc::new(worker),
-            queue: Adapters::queue(sdk, &config.queue_url),
-            concurrency: config.concurrency,
-        }
+        let queue = SqsQueue::new(LazyClient::from_config(sdk, aws_sdk_sqs::Client::new), &config.queue_url);
+        Self { worker: Arc::new(worker), queue: Arc::new(queue), concurrency: config.concurrency }
     }
 
     pub fn worker(&self) -> &Arc<WorkerService> {

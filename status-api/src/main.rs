@@ -5,7 +5,8 @@
 use labelq_shared::adapters::aws::{TlsTrust, sdk_config};
 use labelq_shared::lambda::{Resources, status_api_app};
 
-#[tokio::main]
+// One thread, as for every labelq Lambda: see `labelq_shared::lambda`, "The runtime".
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
     let resources = Resources::from_env()?;

@@ -1,6 +1,8 @@
 //! Benchmark: each Lambda's stripped binary and zip size, and its init time (process start until
 //! it asks the Runtime API for its first event), against a minimal hello-world Rust Lambda built
-//! the same way and measured in the same run.
+//! the same way and measured in the same run: as the template writes it (multi-thread runtime),
+//! and on one thread, as labelq's functions run (so the second ratio is the cost of what they do
+//! at init beyond the runtime).
 //!
 //! The Runtime API here is a stub that notes the moment `GET .../invocation/next` arrives and
 //! never answers; each sample is a fresh process, killed after. Runs are interleaved so drift in
@@ -155,6 +157,7 @@ async fn main() {
     ]);
     let functions = [
         Function { name: "hello-lambda", label: "hello-world (baseline)", env: vec![] },
+        Function { name: "hello-current-thread", label: "hello-world, one thread", env: vec![] },
         Function { name: "request-handler", label: "request-handler", env: resources("amazon", topic()) },
         Function { name: "status-api", label: "status-api", env: resources("amazon", vec![]) },
         Function { name: "worker", label: "worker (Rekognition)", env: resources("amazon", worker("rekognition")) },
@@ -177,25 +180,27 @@ async fn main() {
     }
 
     let (hello, _) = median_p90(samples[0].clone());
+    let (hello_one_thread, _) = median_p90(samples[1].clone());
     let zip = |name: &str| size_mb(&zip_path(name));
     println!(
         "{SAMPLES} cold starts each (interleaved), x86_64, release profile, {} executables; init = spawn -> GET invocation/next",
         linking(&bootstraps[0])
     );
     println!(
-        "{:<26} {:>10} {:>9} {:>12} {:>10} {:>9}",
-        "function", "binary MB", "zip MB", "init p50 ms", "p90 ms", "vs hello"
+        "{:<26} {:>10} {:>9} {:>12} {:>10} {:>9} {:>11}",
+        "function", "binary MB", "zip MB", "init p50 ms", "p90 ms", "vs hello", "vs 1-thread"
     );
     for ((function, samples), bootstrap) in functions.iter().zip(samples).zip(&bootstraps) {
         let (p50, p90) = median_p90(samples);
         println!(
-            "{:<26} {:>10.2} {:>9.2} {:>12.2} {:>10.2} {:>8.2}x",
+            "{:<26} {:>10.2} {:>9.2} {:>12.2} {:>10.2} {:>8.2}x {:>10.2}x",
             function.label,
             size_mb(bootstrap),
             zip(function.name),
             p50,
             p90,
-            p50 / hello
+            p50 / hello,
+            p50 / hello_one_thread
         );
     }
 }

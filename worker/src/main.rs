@@ -11,7 +11,8 @@ use labelq_shared::lambda::{DetectorChoice, WorkerFunction, WorkerFunctionConfig
 use labelq_shared::ports::LabelDetector;
 use lambda_runtime::{LambdaEvent, service_fn};
 
-#[tokio::main]
+// One thread, as for every labelq Lambda: see `labelq_shared::lambda`, "The runtime".
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = WorkerFunctionConfig::from_env()?;

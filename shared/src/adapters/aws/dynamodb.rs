@@ -26,7 +26,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use sha2::{Digest, Sha256};
 
-use super::{classify, service_code};
+use super::{LazyClient, classify, service_code};
 use crate::domain::{IdempotencyKey, Job, JobId, JobState, Label, OwnerId, timestamp};
 use crate::ports::{BackendError, Created, JobStore, ListPosition, ListQuery, Page, UpdateError};
 
@@ -43,7 +43,7 @@ type Item = HashMap<String, AttributeValue>;
 pub struct DynamoJobStore {
     client: Client,
     table: String,
-    s3: aws_sdk_s3::Client,
+    s3: LazyClient<aws_sdk_s3::Client>,
     bucket: String,
 }
 
@@ -97,8 +97,13 @@ fn transaction_error(
 
 impl DynamoJobStore {
     /// `s3` and `bucket` hold results too large for an item.
-    pub fn new(client: Client, table: impl Into<String>, s3: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
-        Self { client, table: table.into(), s3, bucket: bucket.into() }
+    pub fn new(
+        client: Client,
+        table: impl Into<String>,
+        s3: impl Into<LazyClient<aws_sdk_s3::Client>>,
+        bucket: impl Into<String>,
+    ) -> Self {
+        Self { client, table: table.into(), s3: s3.into(), bucket: bucket.into() }
     }
 
     /// The job as an item, offloading large labels to S3 first.

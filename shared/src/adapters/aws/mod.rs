@@ -1,9 +1,10 @@
 //! AWS adapters: [`S3ImageStore`], [`DynamoJobStore`], [`SnsPublisher`], [`SqsQueue`] and
 //! [`RekognitionDetector`], plus the SDK configuration they share.
 //!
-//! Clients are built once per process from one [`SdkConfig`]. Pointing everything at LocalStack is
-//! only an endpoint override (`AWS_ENDPOINT_URL`, read by the SDK itself) plus path-style S3
-//! addressing, which emulators need and which is switched on whenever an endpoint is overridden.
+//! Clients are built once per process from one [`SdkConfig`]; those a function seldom calls, on
+//! first use ([`LazyClient`]). Pointing everything at LocalStack is only an endpoint override
+//! (`AWS_ENDPOINT_URL`, read by the SDK itself) plus path-style S3 addressing, which emulators need
+//! and which is switched on whenever an endpoint is overridden.
 //!
 //! Every SDK error is sorted into transient or permanent here, deliberately: throttling, 5xx,
 //! timeouts and dropped connections are transient; everything else (a missing table, a malformed
@@ -21,8 +22,11 @@ pub use s3::S3ImageStore;
 pub use sns::{CORRELATION_ID, MESSAGE_TYPE, SnsPublisher};
 pub use sqs::{SqsQueue, delivery_from_sqs, unwrap_sns_envelope};
 
+use std::fmt;
+use std::ops::Deref;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use aws_config::environment::{EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider};
 use aws_config::meta::region::ProvideRegion;
@@ -178,6 +182,73 @@ pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 
+/// A service client built when first used rather than at init.
+///
+/// Building its first client is the bulk of what the SDK costs a cold start: each service crate
+/// parses and compiles its endpoint rules then, and the client assembles its runtime plugins. A
+/// function whose invocations seldom call a service would pay that at every start for nothing;
+/// the Rekognition worker, for one, reads S3 only for results too large for an item and calls
+/// SQS only to back off a failing message. A function builds at init the clients every invocation
+/// uses (deferring those would only move the cost into the first request) and defers the rest.
+///
+/// Deferring cannot turn an init failure into a request failure: what a client's build checks
+/// (HTTP client, sleep and time source, retry and timeout settings) comes from the shared
+/// [`SdkConfig`], already checked at init by the function's eager clients. Clones share one
+/// client; [`From`] wraps one that is built already.
+pub struct LazyClient<C> {
+    inner: Arc<LazyInner<C>>,
+}
+
+struct LazyInner<C> {
+    client: OnceLock<C>,
+    build: Box<dyn Fn() -> C + Send + Sync>,
+}
+
+impl<C: 'static> LazyClient<C> {
+    pub fn new(build: impl Fn() -> C + Send + Sync + 'static) -> Self {
+        Self { inner: Arc::new(LazyInner { client: OnceLock::new(), build: Box::new(build) }) }
+    }
+
+    /// A client `build` makes from `config` on first use, e.g. `LazyClient::from_config(sdk, s3_client)`.
+    pub fn from_config(config: &SdkConfig, build: fn(&SdkConfig) -> C) -> Self {
+        let config = config.clone();
+        Self::new(move || build(&config))
+    }
+}
+
+impl<C> LazyClient<C> {
+    /// Whether the client has been built yet.
+    pub fn is_built(&self) -> bool {
+        self.inner.client.get().is_some()
+    }
+}
+
+impl<C: Clone + Send + Sync + 'static> From<C> for LazyClient<C> {
+    fn from(client: C) -> Self {
+        let built = OnceLock::from(client.clone());
+        Self { inner: Arc::new(LazyInner { client: built, build: Box::new(move || client.clone()) }) }
+    }
+}
+
+impl<C> Deref for LazyClient<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        self.inner.client.get_or_init(|| (self.inner.build)())
+    }
+}
+
+impl<C> Clone for LazyClient<C> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+impl<C> fmt::Debug for LazyClient<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LazyClient").field("built", &self.is_built()).finish()
+    }
+}
+
 /// Service error codes that mean "not now" rather than "not ever".
 const TRANSIENT_CODES: &[&str] = &[
     "ThrottlingException",
@@ -230,7 +301,35 @@ pub(crate) fn service_code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpRespon
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
+
+    #[test]
+    fn a_lazy_client_is_built_once_on_first_use_and_shared_by_its_clones() {
+        let builds = Arc::new(AtomicUsize::new(0));
+        let counter = builds.clone();
+        let lazy = LazyClient::new(move || counter.fetch_add(1, Ordering::SeqCst) + 100);
+        let clone = lazy.clone();
+        assert_eq!(builds.load(Ordering::SeqCst), 0, "nothing built before first use");
+        assert!(!lazy.is_built());
+
+        let used: Vec<usize> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..4).map(|_| s.spawn(|| *clone.clone())).collect();
+            threads.into_iter().map(|t| t.join().expect("thread")).collect()
+        });
+        assert_eq!(used, [100; 4]);
+        assert_eq!(*lazy, 100);
+        assert_eq!(builds.load(Ordering::SeqCst), 1);
+        assert!(lazy.is_built());
+    }
+
+    #[test]
+    fn a_client_built_already_is_not_built_again() {
+        let lazy = LazyClient::from(String::from("built"));
+        assert!(lazy.is_built());
+        assert_eq!(lazy.as_str(), "built");
+    }
 
     #[test]
     fn throttling_and_server_errors_are_transient_the_rest_permanent() {

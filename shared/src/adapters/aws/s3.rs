@@ -8,19 +8,19 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use bytes::Bytes;
 
-use super::{classify, service_code};
+use super::{LazyClient, classify, service_code};
 use crate::domain::ObjectKey;
 use crate::ports::{BackendError, ImageStore, StoredImage};
 
 #[derive(Debug, Clone)]
 pub struct S3ImageStore {
-    client: Client,
+    client: LazyClient<Client>,
     bucket: String,
 }
 
 impl S3ImageStore {
-    pub fn new(client: Client, bucket: impl Into<String>) -> Self {
-        Self { client, bucket: bucket.into() }
+    pub fn new(client: impl Into<LazyClient<Client>>, bucket: impl Into<String>) -> Self {
+        Self { client: client.into(), bucket: bucket.into() }
     }
 
     pub fn bucket(&self) -> &str {

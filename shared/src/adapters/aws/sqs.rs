@@ -15,8 +15,8 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use serde::Deserialize;
 
-use super::classify;
 use super::sns::CORRELATION_ID;
+use super::{LazyClient, classify};
 use crate::domain::CorrelationId;
 use crate::ports::{BackendError, Delivery, JobQueue};
 
@@ -77,13 +77,13 @@ pub fn delivery_from_sqs(
 
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
-    client: Client,
+    client: LazyClient<Client>,
     queue_url: String,
 }
 
 impl SqsQueue {
-    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
-        Self { client, queue_url: queue_url.into() }
+    pub fn new(client: impl Into<LazyClient<Client>>, queue_url: impl Into<String>) -> Self {
+        Self { client: client.into(), queue_url: queue_url.into() }
     }
 
     pub fn queue_url(&self) -> &str {
