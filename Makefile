@@ -48,6 +48,7 @@ aws-tests: model photos lambda-zips
 bench: model photos
 	$(CARGO) bench -p labelq-e2e --bench pipeline
 	$(CARGO) bench -p labelq-e2e --bench detector
+	$(CARGO) bench -p labelq-e2e --bench worker_batch
 
 bench-lambda: model lambda-zips
 	$(CARGO) bench -p labelq-e2e --bench lambda

@@ -288,3 +288,56 @@ async fn records_left_at_the_deadline_are_reported_for_retry() {
 
     assert_eq!(failed_ids(&response), ["m-late"]);
 }
+
+/// The functions run on a current-thread runtime (`labelq_shared::lambda`, "The runtime"): a
+/// batch's records must still be in flight together, as many as the bound allows and no more.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batchs_records_overlap_up_to_the_bound_on_one_thread() {
+    let w = worker();
+    let mut records = Vec::new();
+    for i in 0..4 {
+        let (_, body, _) = w.job(100 + i).await;
+        records.push(record(&format!("m-{i}"), &body));
+    }
+    let detector = support::ScriptedDetector::new(support::Behaviour::Block);
+    let held = Arc::new(WorkerService::new(
+        w.images.clone(),
+        w.jobs.clone(),
+        detector.clone(),
+        Arc::new(SystemClock),
+        WorkerConfig::default(),
+    ));
+    let queue = Arc::new(RecordingQueue::default());
+    let batch = tokio::spawn({
+        let (held, queue) = (held.clone(), queue.clone());
+        async move { handle_sqs_batch(&held, &*queue, event(records), 2, None).await }
+    });
+    // Lets the batch run until `calls` records have entered the detector, then a while longer,
+    // so a third record would have been started by now if the bound let it.
+    let settle = |calls: usize| {
+        let detector = detector.clone();
+        async move {
+            let entered = async {
+                while detector.calls() < calls {
+                    tokio::task::yield_now().await;
+                }
+            };
+            let reached = tokio::time::timeout(std::time::Duration::from_secs(5), entered).await.is_ok();
+            for _ in 0..50 {
+                tokio::task::yield_now().await;
+            }
+            reached
+        }
+    };
+
+    assert!(settle(2).await, "two records in the detector at once");
+    assert_eq!(detector.calls(), 2, "no more than the bound");
+    detector.release.notify_waiters();
+    assert!(settle(4).await, "the other two started as the first finished");
+    detector.release.notify_waiters();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(5), batch).await;
+
+    let response = response.expect("the batch finished").expect("the batch did not panic");
+    assert!(response.batch_item_failures.is_empty());
+    assert!(queue.retried.lock().unwrap().is_empty());
+}
