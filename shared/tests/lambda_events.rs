@@ -186,14 +186,7 @@ impl Worker {
             correlation_id: CorrelationId::new(),
         };
         let job = self.submit.submit(request).await.unwrap().job;
-        let message = ImageSubmitted {
-            job_id: job.id,
-            owner: job.owner.clone(),
-            object_key: job.image.object_key.clone(),
-            content_type: job.image.content_type,
-            submitted_at: job.created_at,
-        };
-        (job.id, message.to_json(), png)
+        (job.id, ImageSubmitted::for_job(&job).to_json(), png)
     }
 }
 

@@ -52,17 +52,10 @@ impl Pipeline {
                 correlation_id: CorrelationId::new(),
             };
             let job = self.submit.submit(request).await.expect("submitted").job;
-            let message = ImageSubmitted {
-                job_id: job.id,
-                owner: job.owner.clone(),
-                object_key: job.image.object_key.clone(),
-                content_type: job.image.content_type,
-                submitted_at: job.created_at,
-            };
             records.push(json!({
                 "messageId": format!("m-{round}-{i}"),
                 "receiptHandle": format!("r-{round}-{i}"),
-                "body": message.to_json(),
+                "body": ImageSubmitted::for_job(&job).to_json(),
                 "attributes": { "ApproximateReceiveCount": "1" },
                 "messageAttributes": {},
                 "eventSource": "aws:sqs",

@@ -21,14 +21,7 @@ async fn the_same_message_delivered_three_times_gives_one_result() {
     let id = app.submit_ok(ALICE, png(100, 100), "image/png").await;
     // Two more copies of exactly the message the API published, as SNS/SQS may deliver it.
     let job = app.embedded.jobs.get(&JobId::parse(&id).unwrap()).await.unwrap().unwrap();
-    let body = labelq_shared::domain::ImageSubmitted {
-        job_id: job.id,
-        owner: job.owner.clone(),
-        object_key: job.image.object_key.clone(),
-        content_type: job.image.content_type,
-        submitted_at: job.created_at,
-    }
-    .to_json();
+    let body = labelq_shared::domain::ImageSubmitted::for_job(&job).to_json();
     for _ in 0..2 {
         app.embedded.queue.send_raw(body.clone(), None).await.unwrap();
     }

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 use super::ids::{JobId, ObjectKey, OwnerId};
 use super::image::ContentType;
+use super::job::Job;
 
 /// The `type` of every message this module writes; also sent as a message attribute.
 pub const IMAGE_SUBMITTED: &str = "labelq.image.submitted";
@@ -49,6 +50,17 @@ pub struct InvalidMessage {
 
 impl ImageSubmitted {
     pub const VERSION: u32 = 1;
+
+    /// The message announcing `job`, as the API publishes it once the job is recorded.
+    pub fn for_job(job: &Job) -> Self {
+        Self {
+            job_id: job.id,
+            owner: job.owner.clone(),
+            object_key: job.image.object_key.clone(),
+            content_type: job.image.content_type,
+            submitted_at: job.created_at,
+        }
+    }
 
     pub fn to_json(&self) -> String {
         let wire = Wire { kind: IMAGE_SUBMITTED.to_owned(), version: Self::VERSION, body: self };

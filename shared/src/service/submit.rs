@@ -177,16 +177,7 @@ impl SubmitService {
 }
 
 pub(crate) fn envelope(job: &Job) -> Envelope {
-    Envelope {
-        message: ImageSubmitted {
-            job_id: job.id,
-            owner: job.owner.clone(),
-            object_key: job.image.object_key.clone(),
-            content_type: job.image.content_type,
-            submitted_at: job.created_at,
-        },
-        correlation_id: job.correlation_id.clone(),
-    }
+    Envelope { message: ImageSubmitted::for_job(job), correlation_id: job.correlation_id.clone() }
 }
 
 /// SHA-256 off the async threads: a 5 MiB body takes milliseconds to hash.
