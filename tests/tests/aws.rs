@@ -270,6 +270,10 @@ async fn a_batch_with_one_bad_record_reports_exactly_that_record() {
     assert_eq!(stored_status(&adapters, &ids[0]).await, JobStatus::Succeeded);
     assert_eq!(stored_status(&adapters, &ids[1]).await, JobStatus::Pending);
     assert_eq!(stored_status(&adapters, &ids[2]).await, JobStatus::Succeeded);
+    // The function set the failed record's visibility to its backoff (under a second, against the
+    // 30 s it was received with) through the SQS client it builds on first use: it is back at once.
+    let again = receive(&queue, 1).await;
+    assert_eq!(again.iter().filter_map(|m| m.message_id()).collect::<Vec<_>>(), [bad.as_str()]);
     stack.delete().await;
 }
 
