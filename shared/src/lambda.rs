@@ -11,10 +11,12 @@
 //! Each function runs on a current-thread tokio runtime. Lambda hands an execution environment
 //! one event at a time, so the multi-thread scheduler's workers (one per vCPU) would sit idle
 //! while every cold start paid for spawning them: a quarter of a millisecond of a 2 ms init here
-//! (BENCHMARKS.md). Nothing is lost: the steps that take CPU time (hashing an upload, decoding and
-//! classifying an image) run on the blocking pool either way, and a worker's records still overlap
-//! on their I/O. The price: a future that blocked the one thread would stall the whole invocation,
-//! so nothing may block outside `spawn_blocking`.
+//! (BENCHMARKS.md). Nothing is lost. The request-handler and the status-api serve one request at a
+//! time, so work done on the thread (the SDK's SHA-256 of an upload, which it signs, up to 4.3 MB)
+//! delays nothing else. A worker's records share the thread, but the long step, decoding and
+//! classifying an image, runs on the blocking pool, and the records still overlap on their I/O.
+//! The price: a record that blocked the thread or computed long on it would stall the batch's
+//! other records, so the worker keeps such work in `spawn_blocking`.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;

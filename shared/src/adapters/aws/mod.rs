@@ -191,10 +191,11 @@ pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
 /// SQS only to back off a failing message. A function builds at init the clients every invocation
 /// uses (deferring those would only move the cost into the first request) and defers the rest.
 ///
-/// Deferring cannot turn an init failure into a request failure: what a client's build checks
-/// (HTTP client, sleep and time source, retry and timeout settings) comes from the shared
-/// [`SdkConfig`], already checked at init by the function's eager clients. Clones share one
-/// client; [`From`] wraps one that is built already.
+/// Deferring does not turn an init failure into a request failure as long as a function builds
+/// at least one client from the same [`SdkConfig`] at init, as each of ours does: what a client's
+/// build checks (HTTP client, sleep and time source, retry and timeout settings) comes from that
+/// config and is checked by the first client built from it. Clones share one client; [`From`]
+/// wraps one that is built already.
 pub struct LazyClient<C> {
     inner: Arc<LazyInner<C>>,
 }
@@ -205,6 +206,8 @@ struct LazyInner<C> {
 }
 
 impl<C: 'static> LazyClient<C> {
+    /// A client `build` makes when first dereferenced; `build` runs once, whichever clone gets
+    /// there first.
     pub fn new(build: impl Fn() -> C + Send + Sync + 'static) -> Self {
         Self { inner: Arc::new(LazyInner { client: OnceLock::new(), build: Box::new(build) }) }
     }
