@@ -15,14 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::SqsEvent;
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use labelq_e2e::{model_dir, photo};
 use labelq_shared::adapters::fs::FsImageStore;
 use labelq_shared::adapters::onnx::{OnnxConfig, OnnxDetector};
 use labelq_shared::adapters::sqlite::{SqliteJobStore, SqliteQueue};
 use labelq_shared::domain::{ContentType, CorrelationId, ImageSubmitted, OwnerId, SystemClock};
-use labelq_shared::lambda::handle_sqs_batch;
+use labelq_shared::lambda::{handle_sqs_batch, record_from_sdk};
 use labelq_shared::service::{SubmitConfig, SubmitRequest, SubmitService, Upload, WorkerConfig, WorkerService};
-use serde_json::json;
 use tokio::runtime::{Builder, Runtime};
 
 const PHOTOS: [&str; 7] =
@@ -52,16 +52,17 @@ impl Pipeline {
                 correlation_id: CorrelationId::new(),
             };
             let job = self.submit.submit(request).await.expect("submitted").job;
-            records.push(json!({
-                "messageId": format!("m-{round}-{i}"),
-                "receiptHandle": format!("r-{round}-{i}"),
-                "body": ImageSubmitted::for_job(&job).to_json(),
-                "attributes": { "ApproximateReceiveCount": "1" },
-                "messageAttributes": {},
-                "eventSource": "aws:sqs",
-            }));
+            let message = Message::builder()
+                .message_id(format!("m-{round}-{i}"))
+                .receipt_handle(format!("r-{round}-{i}"))
+                .body(ImageSubmitted::for_job(&job).to_json())
+                .attributes(MessageSystemAttributeName::ApproximateReceiveCount, "1")
+                .build();
+            records.push(record_from_sdk(message));
         }
-        serde_json::from_value(json!({ "Records": records })).expect("an SQS event")
+        let mut event = SqsEvent::default();
+        event.records = records;
+        event
     }
 
     /// Wall time of one batch through the handler on `runtime`.
