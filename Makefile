@@ -25,9 +25,12 @@ test: rust-checks rust-tests infra-checks aws-tests
 rust-checks:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --features labelq-e2e/localstack -- -D warnings
+	@# What `make run` builds: the local runner without the AWS backend.
+	$(CARGO) clippy -p labelq --all-targets -- -D warnings
 
+## Every Rust test but the LocalStack suite, which aws-tests runs from the same test binary.
 rust-tests: model photos
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) test --workspace --no-fail-fast --features labelq-e2e/localstack -- --skip localstack::
 
 ## cfn-lint and checkov on every template, then the template property tests.
 infra-checks:

@@ -123,13 +123,13 @@ def cache_root() -> Path:
 
 
 def resolve_model_dir(cli_value: str | None) -> Path:
-    """`--model-dir`, else `$LABELQ_MODEL_DIR`, else `${XDG_CACHE_HOME:-~/.cache}/labelq/model`."""
+    """`--model-dir`, else `$LABELQ_MODEL_DIR`, else `model/` in the cache directory."""
     value = cli_value or os.environ.get("LABELQ_MODEL_DIR")
-    return Path(value).expanduser().resolve() if value else cache_root() / "model"
+    return Path(value).expanduser().resolve() if value else resolve_cache_dir() / "model"
 
 
 def resolve_cache_dir() -> Path:
-    """`$LABELQ_CACHE_DIR`, else `${XDG_CACHE_HOME:-~/.cache}/labelq`: the tool venv and photos."""
+    """`$LABELQ_CACHE_DIR`, else `${XDG_CACHE_HOME:-~/.cache}/labelq`: the model, the tool venv, photos."""
     value = os.environ.get("LABELQ_CACHE_DIR")
     return Path(value).expanduser().resolve() if value else cache_root()
 

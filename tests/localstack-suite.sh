@@ -13,6 +13,6 @@ trap '"$root/localstack/stop.sh" || true; rm -f "$env_file"' EXIT
 # shellcheck disable=SC1090
 source "$env_file"
 
-# `--workspace` so features unify as in `make rust-tests` and the SDK crates built there are reused.
-cargo test --workspace --features labelq-e2e/localstack --test aws
+# The same command line as `make rust-tests`, so the test binary built there is the one run here.
+cargo test --workspace --features labelq-e2e/localstack --test e2e -- localstack::
 "$root/tests/lambda/invoke.sh"

@@ -43,7 +43,7 @@ REQUIRED_ENV = {
         "LABELQ_BUCKET",
         "LABELQ_QUEUE_URL",
         "LABELQ_MAX_RECEIVE_COUNT",
-        "LABELQ_VISIBILITY_TIMEOUT_SECONDS",
+        "LABELQ_VISIBILITY_TIMEOUT",
         "LABEL_DETECTOR",
     },
 }
@@ -404,8 +404,8 @@ def check_environment_contract(ts: dict[str, Template]) -> list[str]:
     worker_env = props(functions.get(WORKER, {})).get("Environment", {}).get("Variables", {})
     storage = props(resources(ts["template"], "AWS::Serverless::Application").get("Storage", {}))
     visibility = storage.get("Parameters", {}).get("QueueVisibilityTimeoutSeconds")
-    if str(worker_env.get("LABELQ_VISIBILITY_TIMEOUT_SECONDS")) != str(visibility):
-        found.append(f"{WORKER}: LABELQ_VISIBILITY_TIMEOUT_SECONDS differs from the queue's visibility ({visibility})")
+    if str(worker_env.get("LABELQ_VISIBILITY_TIMEOUT")) != f"{visibility}s":
+        found.append(f"{WORKER}: LABELQ_VISIBILITY_TIMEOUT differs from the queue's visibility ({visibility}s)")
     # Trusting only the Amazon roots is right in the aws and aws-us-gov partitions and nowhere else.
     partitions = ts["template"].get("Conditions", {}).get(TLS_CONDITION)
     if partitions != {"Fn::Or": [{"Fn::Equals": [{"Ref": "AWS::Partition"}, p]} for p in ("aws", "aws-us-gov")]}:
@@ -605,7 +605,7 @@ MUTATIONS: list[tuple[str, Callable, Callable[[dict[str, Template]], None]]] = [
      lambda ts: props(resources(ts["template"])[WORKER])["Environment"]["Variables"].pop("LABELQ_QUEUE_URL")),
     ("worker lease out of step with the queue's visibility", check_environment_contract,
      lambda ts: props(resources(ts["template"])[WORKER])["Environment"]["Variables"].update(
-         LABELQ_VISIBILITY_TIMEOUT_SECONDS="30")),
+         LABELQ_VISIBILITY_TIMEOUT="30s")),
     ("Amazon-only trust in every partition", check_environment_contract,
      lambda ts: props(resources(ts["template"])[WORKER])["Environment"]["Variables"].update(
          LABELQ_TLS_TRUST="amazon")),

@@ -1,5 +1,11 @@
 //! The `labelq` command line: `serve`, `label`, `submit`.
+//!
+//! Settings the Lambda functions share (labels, confidence, deliveries, visibility, TTL,
+//! concurrency, detector) are parsed by the same rules ([`labelq_shared::config`]): each flag
+//! falls back to the function's environment variable, and a bad value is refused naming the flag,
+//! never clamped.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,26 +13,42 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use aws_config::SdkConfig;
 use clap::{Args, Parser, Subcommand};
-use labelq_shared::adapters::aws::{RekognitionDetector, TlsTrust, sdk_config};
-use labelq_shared::adapters::onnx::{OnnxConfig, OnnxDetector};
-use labelq_shared::config;
-use labelq_shared::domain::{Confidence, ContentType, DetectOptions, OwnerId, SystemClock};
+use labelq_shared::config::{
+    Concurrency, JobTtl, MaxLabels, MaxReceives, MinConfidence, Setting, VisibilityTimeout, parse_duration,
+};
+use labelq_shared::detectors::{DetectorBuilder, DetectorConfig, DetectorKind};
+use labelq_shared::domain::{ContentType, DetectOptions, OwnerId, SystemClock};
 use labelq_shared::http::auth::{Authenticator, BearerTokens, OpenAccess};
-use labelq_shared::lambda::{Adapters, Resources};
-use labelq_shared::ports::{DetectError, LabelDetector};
+use labelq_shared::ports::{DetectError, ImageInput, LabelDetector};
 use labelq_shared::service::{Backoff, SubmitConfig, WorkerConfig};
-use serde_json::json;
+use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use crate::client::{self, SubmitOptions};
-use crate::duration;
+use crate::embedded::Embedded;
 use crate::model;
-use crate::server::{Backends, Consumer, Embedded, ServeOptions, Server};
+use crate::output::Lines;
+use crate::server::{Backends, ServeOptions, Server};
+
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  every file labelled (label, submit --wait) or accepted (submit); serve stopped on a signal
+  1  a file failed: unreadable, not a JPEG or PNG, or refused by the API
+  2  usage: an unknown flag, or a value outside its setting's rule
+  3  could not start: configuration, the model, the data directory, the address, or the API
+     unreachable
+  4  timed out waiting for a job (submit --wait --timeout)
+  5  a job failed: the image could not be labelled
+When files end differently, the status is the first of 3, 4, 5, 1 that applies.";
 
 #[derive(Debug, Parser)]
-#[command(name = "labelq", version, about = "Asynchronous image labelling: submit an image, get 202, poll for labels.")]
+#[command(
+    name = "labelq",
+    version,
+    about = "Asynchronous image labelling: submit an image, get 202, poll for labels.",
+    after_help = EXIT_STATUS_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,31 +57,67 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the API and the workers in one process, with embedded backends and the built-in model.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Serve(Box<ServeArgs>),
-    /// Label local image files now, without a server, and print JSON.
+    /// Label local image files now, without a server; one JSON document per file and line.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Label(LabelArgs),
-    /// Submit image files to a running labelq API, optionally waiting for their labels.
+    /// Submit image files to a running labelq API; one JSON document per file and line.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Submit(SubmitArgs),
+}
+
+/// How `labelq` ends; see [`EXIT_STATUS_HELP`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok,
+    InputFailed,
+    CouldNotStart,
+    TimedOut,
+    JobFailed,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Ok => 0,
+            Self::InputFailed => 1,
+            Self::CouldNotStart => 3,
+            Self::TimedOut => 4,
+            Self::JobFailed => 5,
+        }
+    }
+
+    /// Which of two outcomes the whole run reports: 3, then 4, then 5, then 1, then 0.
+    pub fn worst(self, other: Self) -> Self {
+        let rank = |e: Self| match e {
+            Self::Ok => 0,
+            Self::InputFailed => 1,
+            Self::JobFailed => 2,
+            Self::TimedOut => 3,
+            Self::CouldNotStart => 4,
+        };
+        if rank(other) > rank(self) { other } else { self }
+    }
 }
 
 #[derive(Debug, Args)]
 struct DetectArgs {
-    /// The model directory [default: $LABELQ_MODEL_DIR, else ~/.cache/labelq/model]. Prepared on
-    /// first use if missing.
+    /// The model directory [default: $LABELQ_CACHE_DIR/model, else ~/.cache/labelq/model].
+    /// Prepared on first use if missing.
     #[arg(long, env = "LABELQ_MODEL_DIR")]
     model_dir: Option<PathBuf>,
-    /// At most this many labels per image.
-    #[arg(long, default_value_t = 10, env = "LABELQ_MAX_LABELS")]
-    max_labels: usize,
-    /// Only labels at least this confident (percent).
-    #[arg(long, default_value_t = 55.0, env = "LABELQ_MIN_CONFIDENCE")]
-    min_confidence: f32,
+    /// At most this many labels per image (1..=1000).
+    #[arg(long, env = MaxLabels::VARIABLE, default_value_t = MaxLabels::DEFAULT)]
+    max_labels: MaxLabels,
+    /// Only labels at least this confident, in percent (0..=100).
+    #[arg(long, env = MinConfidence::VARIABLE, default_value = "55")]
+    min_confidence: MinConfidence,
 }
 
 impl DetectArgs {
-    fn options(&self) -> anyhow::Result<DetectOptions> {
-        let min_confidence = Confidence::new(self.min_confidence).context("--min-confidence must be within 0..=100")?;
-        Ok(DetectOptions { max_labels: self.max_labels.max(1), min_confidence })
+    fn options(&self) -> DetectOptions {
+        DetectOptions { max_labels: self.max_labels.get(), min_confidence: self.min_confidence.get() }
     }
 }
 
@@ -70,17 +128,14 @@ enum Backend {
     Embedded,
     /// S3, DynamoDB, SNS and SQS (or LocalStack, with AWS_ENDPOINT_URL), named by LABELQ_TABLE,
     /// LABELQ_BUCKET, LABELQ_TOPIC_ARN and LABELQ_QUEUE_URL; the worker polls SQS like Lambda's
-    /// event source mapping and runs the worker Lambda's handler.
+    /// event source mapping and runs the worker Lambda's handler. Needs a build with the cargo
+    /// feature `aws`.
     Aws,
 }
 
-/// Which label detector the workers run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Detector {
-    /// The built-in offline model.
-    Onnx,
-    /// Amazon Rekognition DetectLabels (with --backend aws; reads the image from S3).
-    Rekognition,
+/// A duration that is more than zero.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).and_then(|d| if d.is_zero() { Err("must be more than 0".into()) } else { Ok(d) })
 }
 
 #[derive(Debug, Args)]
@@ -88,18 +143,18 @@ struct ServeArgs {
     /// Where jobs, images and the queue live.
     #[arg(long, value_enum, default_value = "embedded", env = "LABELQ_BACKEND")]
     backend: Backend,
-    /// The label detector.
-    #[arg(long, value_enum, default_value = "onnx", env = "LABEL_DETECTOR")]
-    detector: Detector,
+    /// The label detector: onnx (the built-in model) or rekognition (with --backend aws).
+    #[arg(long, default_value = "onnx", env = DetectorKind::VARIABLE)]
+    detector: DetectorKind,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000", env = "LABELQ_LISTEN")]
     listen: SocketAddr,
     /// Where images, jobs and the queue are kept.
     #[arg(long, default_value = ".labelq", env = "LABELQ_DATA_DIR")]
     data_dir: PathBuf,
-    /// Jobs processed at once (each uses one core for inference).
-    #[arg(long, default_value_t = default_workers(), env = "LABELQ_WORKERS")]
-    workers: usize,
+    /// Jobs processed at once, 1..=256 (each uses one core for inference) [default: one per core].
+    #[arg(long, env = Concurrency::VARIABLE)]
+    workers: Option<Concurrency>,
     /// A file of `owner:token` lines; clients send `Authorization: Bearer <token>`. The variable
     /// LABELQ_TOKENS may hold the same entries, comma-separated.
     #[arg(long, env = "LABELQ_TOKENS_FILE")]
@@ -109,23 +164,24 @@ struct ServeArgs {
     open: bool,
     #[command(flatten)]
     detect: DetectArgs,
-    /// How long jobs and images are kept.
-    #[arg(long, default_value = "24h", value_parser = duration::parse)]
-    ttl: Duration,
-    /// Deliveries of one message before it is dead-lettered.
-    #[arg(long, default_value_t = 5)]
-    max_receives: u32,
-    /// How long a delivered message stays hidden (and its job leased) before it is redelivered.
-    #[arg(long, default_value = "60s", value_parser = duration::parse)]
-    visibility_timeout: Duration,
+    /// How long jobs and images are kept (1m..=365d).
+    #[arg(long, default_value = "24h", env = JobTtl::VARIABLE)]
+    ttl: JobTtl,
+    /// Deliveries of one message before it is dead-lettered (1..=1000).
+    #[arg(long, default_value_t = MaxReceives::DEFAULT, env = MaxReceives::VARIABLE)]
+    max_receives: MaxReceives,
+    /// How long a delivered message stays hidden, and its job leased, before it is redelivered
+    /// (1s..=12h).
+    #[arg(long, default_value = "60s", env = VisibilityTimeout::VARIABLE)]
+    visibility_timeout: VisibilityTimeout,
     /// First retry delay after a transient failure; doubles per attempt.
-    #[arg(long, default_value = "1s", value_parser = duration::parse)]
+    #[arg(long, default_value = "1s", value_parser = positive_duration)]
     retry_base: Duration,
     /// On SIGINT/SIGTERM, how long in-flight jobs may finish before they are given back.
-    #[arg(long, default_value = "10s", value_parser = duration::parse)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     grace: Duration,
     /// How often expired jobs are removed.
-    #[arg(long, default_value = "60s", value_parser = duration::parse)]
+    #[arg(long, default_value = "60s", value_parser = positive_duration)]
     sweep_interval: Duration,
 }
 
@@ -153,12 +209,8 @@ struct SubmitArgs {
     #[arg(long)]
     wait: bool,
     /// Give up waiting after this long.
-    #[arg(long, default_value = "5m", value_parser = duration::parse)]
+    #[arg(long, default_value = "5m", value_parser = positive_duration)]
     timeout: Duration,
-}
-
-fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Entry point of the `labelq` binary.
@@ -169,17 +221,18 @@ pub fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("labelq: could not start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            let _ = writeln!(std::io::stderr(), "labelq: could not start the async runtime: {e}");
+            return ExitCode::from(Exit::CouldNotStart.code());
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(code) => code,
+    let exit = match runtime.block_on(run(cli)) {
+        Ok(exit) => exit,
         Err(e) => {
-            eprintln!("labelq: {e:#}");
-            ExitCode::FAILURE
+            let _ = writeln!(std::io::stderr(), "labelq: {e:#}");
+            Exit::CouldNotStart
         }
-    }
+    };
+    ExitCode::from(exit.code())
 }
 
 fn init_tracing(default_level: &str) {
@@ -188,14 +241,14 @@ fn init_tracing(default_level: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// `Err` is anything that stops the command before it could do its work (exit status 3).
+async fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
-        Command::Serve(args) => serve(*args).await.map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve(*args).await.map(|()| Exit::Ok),
         Command::Label(args) => label(args).await,
         Command::Submit(args) => {
             let options = SubmitOptions { url: args.url, token: args.token, wait: args.wait, timeout: args.timeout };
-            let ok = client::submit_files(&args.files, &options).await;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(client::submit_files(&args.files, &options, &mut Lines::stdout()).await)
         }
     }
 }
@@ -226,74 +279,89 @@ fn authenticator(args: &ServeArgs) -> anyhow::Result<Arc<dyn Authenticator>> {
     Ok(Arc::new(OpenAccess::new(owner)))
 }
 
-async fn load_detector(model_dir: Option<PathBuf>, sessions: usize) -> anyhow::Result<OnnxDetector> {
-    tokio::task::spawn_blocking(move || {
-        let dir = model::ensure(model_dir)?;
-        let started = std::time::Instant::now();
-        let detector = OnnxDetector::load(&OnnxConfig::new(&dir, sessions))?;
-        info!(dir = %dir.display(), load_ms = started.elapsed().as_millis() as u64, sessions, "label model loaded");
-        anyhow::Ok(detector)
-    })
-    .await?
+/// The built-in model's configuration, preparing the model directory first if it is missing.
+async fn onnx_config(model_dir: Option<PathBuf>, sessions: usize) -> anyhow::Result<DetectorConfig> {
+    let model_dir = tokio::task::spawn_blocking(move || model::ensure(model_dir)).await??;
+    Ok(DetectorConfig::Onnx { model_dir, sessions })
 }
 
-/// The AWS backends, named by the environment.
-async fn aws_backends() -> anyhow::Result<(Backends, SdkConfig, Resources)> {
-    let resources = Resources::from_env()?;
-    let topic_arn = config::required("LABELQ_TOPIC_ARN")?;
-    let queue_url = config::required("LABELQ_QUEUE_URL")?;
-    let sdk = sdk_config(TlsTrust::from_env()?).await;
-    let adapters = Adapters::new(&sdk, &resources);
-    info!(table = %resources.table, bucket = %resources.bucket, queue = %queue_url, "using the AWS backends");
-    let backends = Backends {
-        images: adapters.images,
-        jobs: adapters.jobs,
-        publisher: Adapters::publisher(&sdk, &topic_arn),
-        consumer: Consumer::Sqs { queue: Adapters::queue(&sdk, &queue_url), batch_size: 10 },
-        embedded: None,
-    };
-    Ok((backends, sdk, resources))
+#[cfg(feature = "aws")]
+mod aws {
+    //! The AWS backends of `labelq serve --backend aws`, named by the environment.
+
+    use labelq_shared::adapters::aws::{AwsStores, Resources, TlsTrust, sdk_config, sns_publisher, sqs_queue};
+    use labelq_shared::config;
+    use tracing::info;
+
+    use crate::server::{Backends, Consumer};
+
+    pub async fn backends() -> anyhow::Result<(Backends, aws_config::SdkConfig, Resources)> {
+        let resources = Resources::from_env()?;
+        let topic_arn = config::required("LABELQ_TOPIC_ARN")?;
+        let queue_url = config::required("LABELQ_QUEUE_URL")?;
+        let sdk = sdk_config(TlsTrust::from_env()?).await;
+        let stores = AwsStores::new(&sdk, &resources);
+        info!(table = %resources.table, bucket = %resources.bucket, queue = %queue_url, "using the AWS backends");
+        let backends = Backends {
+            stores: stores.stores(),
+            publisher: sns_publisher(&sdk, &topic_arn),
+            consumer: Consumer::Sqs { queue: sqs_queue(&sdk, &queue_url), batch_size: 10 },
+            embedded: None,
+        };
+        Ok((backends, sdk, resources))
+    }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let auth = authenticator(&args)?;
-    let detect = args.detect.options()?;
-    let workers = args.workers.max(1);
-    let (backends, aws) = match args.backend {
-        Backend::Embedded => (Embedded::open(&args.data_dir, args.max_receives)?.into(), None),
+    let workers = args.workers.unwrap_or_else(Concurrency::per_core).get();
+    let clock = Arc::new(SystemClock);
+    let (backends, detector) = match args.backend {
+        Backend::Embedded => {
+            let embedded = Embedded::open(&args.data_dir, args.max_receives, clock.clone()).await?;
+            let detector = match args.detector {
+                DetectorKind::Onnx => {
+                    DetectorBuilder::new(onnx_config(args.detect.model_dir.clone(), workers).await?).build().await?
+                }
+                DetectorKind::Rekognition => {
+                    bail!("--detector rekognition reads images from S3: use it with --backend aws")
+                }
+            };
+            (Backends::from(embedded), detector)
+        }
+        #[cfg(feature = "aws")]
         Backend::Aws => {
-            let (backends, sdk, resources) = aws_backends().await?;
-            (backends, Some((sdk, resources)))
+            let (backends, sdk, resources) = aws::backends().await?;
+            let config = match args.detector {
+                DetectorKind::Onnx => onnx_config(args.detect.model_dir.clone(), workers).await?,
+                DetectorKind::Rekognition => DetectorConfig::Rekognition { bucket: resources.bucket },
+            };
+            (backends, DetectorBuilder::new(config).with_aws(&sdk).build().await?)
         }
-    };
-    let detector: Arc<dyn LabelDetector> = match (args.detector, &aws) {
-        (Detector::Onnx, _) => Arc::new(load_detector(args.detect.model_dir.clone(), workers).await?),
-        (Detector::Rekognition, Some((sdk, resources))) => {
-            Arc::new(RekognitionDetector::new(aws_sdk_rekognition::Client::new(sdk), &resources.bucket))
-        }
-        (Detector::Rekognition, None) => {
-            bail!("--detector rekognition reads images from S3: use it with --backend aws")
+        #[cfg(not(feature = "aws"))]
+        Backend::Aws => {
+            bail!("this labelq was built without the AWS backend: build it with `cargo build -p labelq --features aws`")
         }
     };
     let options = ServeOptions {
         listen: args.listen,
         workers,
         auth,
-        submit: SubmitConfig { ttl: args.ttl, ..SubmitConfig::default() },
+        submit: SubmitConfig { ttl: args.ttl.get(), ..SubmitConfig::default() },
         worker: WorkerConfig {
             max_receives: args.max_receives,
-            lease: args.visibility_timeout,
+            lease: args.visibility_timeout.get(),
             backoff: Backoff { base: args.retry_base, max: Duration::from_secs(300).max(args.retry_base) },
-            detect,
+            detect: args.detect.options(),
         },
         poll_wait: Duration::from_secs(20),
         grace: args.grace,
         sweep_interval: args.sweep_interval,
     };
-    let server = Server::start(backends, detector, Arc::new(SystemClock), options)
+    let server = Server::start(backends, detector, clock, options)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    println!("labelq listening on http://{}", server.addr());
+    Lines::stdout().line(&format!("labelq listening on http://{}", server.addr()));
     let stop = server.stop_token();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -326,35 +394,84 @@ async fn wait_for_signal() {
     }
 }
 
-async fn label(args: LabelArgs) -> anyhow::Result<ExitCode> {
-    let options = args.detect.options()?;
-    let detector = load_detector(args.detect.model_dir.clone(), 1).await?;
-    let files = args.files;
-    let results = tokio::task::spawn_blocking(move || {
-        files
-            .iter()
-            .map(|file| {
-                let outcome = std::fs::read(file)
-                    .map_err(|e| json!({ "code": "unreadable_file", "message": e.to_string() }))
-                    .and_then(|bytes| {
-                        let content_type = ContentType::sniff(&bytes).ok_or_else(
-                            || json!({ "code": "unsupported_image", "message": "not a JPEG or PNG file" }),
-                        )?;
-                        detector.labels_blocking(&bytes, content_type, &options).map_err(|e| match e {
-                            DetectError::Permanent { code, message, .. } => json!({ "code": code, "message": message }),
-                            DetectError::Transient(e) => json!({ "code": "internal", "message": e.to_string() }),
-                        })
-                    });
-                match outcome {
-                    Ok(labels) => (true, json!({ "file": file, "labels": labels })),
-                    Err(error) => (false, json!({ "file": file, "error": error })),
-                }
-            })
-            .collect::<Vec<_>>()
-    })
-    .await?;
-    let ok = results.iter().all(|(ok, _)| *ok);
-    let documents: Vec<_> = results.into_iter().map(|(_, doc)| doc).collect();
-    println!("{}", serde_json::to_string_pretty(&documents)?);
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+/// Labels each file in turn and prints its document as soon as it is done; stops early, without
+/// an error, if the reader of the output goes away.
+async fn label(args: LabelArgs) -> anyhow::Result<Exit> {
+    let options = args.detect.options();
+    let detector = DetectorBuilder::new(onnx_config(args.detect.model_dir.clone(), 1).await?).build().await?;
+    let mut out = Lines::stdout();
+    let mut exit = Exit::Ok;
+    for file in &args.files {
+        let (outcome, document) = label_one(&*detector, file, &options).await;
+        exit = exit.worst(outcome);
+        if !out.json(&document) {
+            break;
+        }
+    }
+    Ok(exit)
+}
+
+async fn label_one(detector: &dyn LabelDetector, file: &PathBuf, options: &DetectOptions) -> (Exit, Value) {
+    let refused = |code: &str, message: String| {
+        (Exit::InputFailed, json!({ "file": file, "error": { "code": code, "message": message } }))
+    };
+    let bytes = match tokio::fs::read(file).await {
+        Ok(bytes) => bytes,
+        Err(e) => return refused("unreadable_file", e.to_string()),
+    };
+    let Some(content_type) = ContentType::sniff(&bytes) else {
+        return refused("unsupported_image", "not a JPEG or PNG file".into());
+    };
+    let image = ImageInput::Bytes { bytes: bytes.into(), content_type };
+    match detector.detect(image, options).await {
+        Ok(labels) => (Exit::Ok, json!({ "file": file, "labels": labels })),
+        Err(DetectError::Permanent { code, message, .. }) => {
+            (Exit::JobFailed, json!({ "file": file, "error": { "code": code, "message": message } }))
+        }
+        Err(DetectError::Transient(e)) => {
+            (Exit::JobFailed, json!({ "file": file, "error": { "code": "internal", "message": e.to_string() } }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn out_of_range_values_are_usage_errors_naming_the_flag() {
+        for (flag, value) in [
+            ("--max-labels", "0"),
+            ("--workers", "0"),
+            ("--max-receives", "0"),
+            ("--visibility-timeout", "0s"),
+            ("--min-confidence", "101"),
+            ("--ttl", "10s"),
+            ("--retry-base", "0s"),
+            ("--detector", "yolo"),
+        ] {
+            let err = Cli::try_parse_from(["labelq", "serve", flag, value]).expect_err(flag);
+            assert_eq!(err.exit_code(), 2, "{flag} {value}");
+            assert!(err.to_string().contains(flag), "{flag}: {err}");
+        }
+        assert!(Cli::try_parse_from(["labelq", "serve", "--max-labels", "1", "--visibility-timeout", "1s"]).is_ok());
+    }
+
+    #[test]
+    fn the_worst_outcome_decides_the_exit_status() {
+        assert_eq!(Exit::Ok.worst(Exit::InputFailed), Exit::InputFailed);
+        assert_eq!(Exit::InputFailed.worst(Exit::JobFailed), Exit::JobFailed);
+        assert_eq!(Exit::TimedOut.worst(Exit::JobFailed), Exit::TimedOut);
+        assert_eq!(Exit::CouldNotStart.worst(Exit::TimedOut), Exit::CouldNotStart);
+        let codes: Vec<u8> = [Exit::Ok, Exit::InputFailed, Exit::CouldNotStart, Exit::TimedOut, Exit::JobFailed]
+            .map(Exit::code)
+            .to_vec();
+        assert_eq!(codes, [0, 1, 3, 4, 5], "2 is clap's, for usage errors");
+    }
 }

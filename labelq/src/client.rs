@@ -13,6 +13,9 @@ use labelq_shared::domain::ContentType;
 use reqwest::{Client, Response, StatusCode, header};
 use serde_json::{Value, json};
 
+use crate::cli::Exit;
+use crate::output::Lines;
+
 #[derive(Debug, Clone)]
 pub struct SubmitOptions {
     pub url: String,
@@ -47,33 +50,49 @@ pub enum ClientError {
 
 const ATTEMPTS: u32 = 5;
 
-/// Submits each file, optionally waits for each result, prints one JSON document per file to
-/// stdout, and returns whether every file ended well.
-pub async fn submit_files(files: &[PathBuf], options: &SubmitOptions) -> bool {
+/// Submits each file, optionally waits for each result, prints one JSON document per file and
+/// line as each is done, and returns how the run ends (see the exit status in `--help`).
+pub async fn submit_files<W: std::io::Write>(files: &[PathBuf], options: &SubmitOptions, out: &mut Lines<W>) -> Exit {
     let client = Client::new();
     let progress = Progress::new();
-    let mut all_ok = true;
+    let mut exit = Exit::Ok;
     for file in files {
         let result = submit_one(&client, file, options, &progress).await;
         progress.clear();
-        let document = match result {
+        let (outcome, document) = match result {
             Ok(job) => {
-                let ok = match job["status"].as_str() {
-                    Some("SUCCEEDED") => true,
-                    Some("FAILED") => false,
-                    _ => !options.wait,
+                let outcome = match job["status"].as_str() {
+                    Some("SUCCEEDED") => Exit::Ok,
+                    Some("FAILED") => Exit::JobFailed,
+                    _ if options.wait => Exit::TimedOut,
+                    _ => Exit::Ok,
                 };
-                all_ok &= ok;
-                json!({ "file": file, "job": job })
+                (outcome, json!({ "file": file, "job": job }))
             }
-            Err(e) => {
-                all_ok = false;
-                json!({ "file": file, "error": error_chain(&e) })
-            }
+            Err(e) => (e.exit(), json!({ "file": file, "error": error_chain(&e) })),
         };
-        println!("{}", serde_json::to_string_pretty(&document).unwrap_or_default());
+        exit = exit.worst(outcome);
+        if !out.json(&document) {
+            break;
+        }
     }
-    all_ok
+    exit
+}
+
+impl ClientError {
+    /// What this failure means for the run: a problem with the file, a service that cannot be
+    /// used at all (unreachable, or refusing the credentials), or a wait that ran out.
+    fn exit(&self) -> Exit {
+        match self {
+            Self::Read { .. } => Exit::InputFailed,
+            Self::Refused { status, .. } if *status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN => {
+                Exit::CouldNotStart
+            }
+            Self::Refused { .. } => Exit::InputFailed,
+            Self::Http { .. } | Self::Exhausted { .. } | Self::NoLocation => Exit::CouldNotStart,
+            Self::Timeout { .. } => Exit::TimedOut,
+        }
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

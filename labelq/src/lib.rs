@@ -3,12 +3,16 @@
 //! labels files directly; `labelq submit` is a well-behaved API client.
 //!
 //! The same services run in the Lambda functions on AWS; only the adapters and the event loop
-//! differ.
+//! differ. The AWS backend (`serve --backend aws`, the Rekognition detector) is the cargo feature
+//! `aws`, which `make run` leaves out: a first run then builds no AWS SDK.
 
 pub mod cli;
 pub mod client;
-pub mod duration;
+mod consumer;
+pub mod embedded;
+#[cfg(feature = "aws")]
 pub mod event_source;
 pub mod model;
+pub mod output;
 pub mod pool;
 pub mod server;

@@ -27,21 +27,24 @@ pub enum SetupError {
     Incomplete { dir: PathBuf, file: &'static str },
 }
 
-/// The model directory: `--model-dir`, else `$LABELQ_MODEL_DIR`, else
-/// `${XDG_CACHE_HOME:-~/.cache}/labelq/model` (the same default as `model/prepare.py`).
+/// The model directory: `--model-dir`, else `$LABELQ_MODEL_DIR`, else `model/` in the cache
+/// directory, `$LABELQ_CACHE_DIR` or `${XDG_CACHE_HOME:-~/.cache}/labelq` (the same default as
+/// `model/prepare.py`).
 pub fn resolve_dir(flag: Option<PathBuf>) -> PathBuf {
     if let Some(dir) = flag {
         return dir;
     }
-    if let Some(dir) = std::env::var_os("LABELQ_MODEL_DIR").filter(|d| !d.is_empty()) {
-        return dir.into();
+    let var = |name: &str| std::env::var_os(name).filter(|d| !d.is_empty()).map(PathBuf::from);
+    if let Some(dir) = var("LABELQ_MODEL_DIR") {
+        return dir;
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("labelq").join("model")
+    let cache = var("LABELQ_CACHE_DIR").unwrap_or_else(|| {
+        let base = var("XDG_CACHE_HOME")
+            .or_else(|| var("HOME").map(|h| h.join(".cache")))
+            .unwrap_or_else(|| PathBuf::from(".cache"));
+        base.join("labelq")
+    });
+    cache.join("model")
 }
 
 fn is_prepared(dir: &std::path::Path) -> Option<&'static str> {

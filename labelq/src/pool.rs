@@ -1,20 +1,24 @@
-//! The worker pool of `labelq serve`: N tasks that each receive one message at a time from a
+//! The worker pool of `labelq serve`: N consumers that each receive one message at a time from a
 //! [`JobQueue`] and hand it to the [`WorkerService`], then settle the message as the service says.
 //! This is what Lambda's SQS event source mapping does on AWS, so the same service code runs in
 //! both places.
 //!
 //! Shutdown: on cancellation the workers stop receiving at once; a message in flight gets the grace
-//! period to finish, after which its job is given back (PROCESSING -> PENDING) and the message made
-//! visible again, so a restart picks it up without waiting for a lease to run out.
+//! period to finish, after which its handling is dropped, exactly the claim it held is given back
+//! (PROCESSING -> PENDING) and the message made visible again, so a restart picks it up without
+//! waiting for a lease to run out.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use labelq_shared::ports::{Delivery, JobQueue};
-use labelq_shared::service::{Disposition, WorkerService};
+use async_trait::async_trait;
+use labelq_shared::ports::{BackendError, Delivery, JobQueue};
+use labelq_shared::service::{ClaimSlot, Disposition, WorkerService};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{info, warn};
+
+use crate::consumer::{self, Source};
 
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -27,6 +31,12 @@ pub struct PoolConfig {
     pub grace: Duration,
 }
 
+struct Pool {
+    queue: Arc<dyn JobQueue>,
+    worker: Arc<WorkerService>,
+    config: PoolConfig,
+}
+
 /// Starts the workers; they run until `stop` is cancelled and their in-flight work is settled.
 pub fn spawn(
     queue: Arc<dyn JobQueue>,
@@ -34,68 +44,47 @@ pub fn spawn(
     config: PoolConfig,
     stop: CancellationToken,
 ) -> JoinSet<()> {
-    let mut set = JoinSet::new();
-    for n in 0..config.workers.max(1) {
-        let (queue, worker, config, stop) = (queue.clone(), worker.clone(), config.clone(), stop.clone());
-        set.spawn(run(queue, worker, config, stop).instrument(info_span!("worker", n)));
-    }
-    set
+    let workers = config.workers;
+    consumer::spawn(Arc::new(Pool { queue, worker, config }), workers, "worker", stop)
 }
 
-async fn run(queue: Arc<dyn JobQueue>, worker: Arc<WorkerService>, config: PoolConfig, stop: CancellationToken) {
-    let mut failures = 0u32;
-    while !stop.is_cancelled() {
-        let received = tokio::select! {
-            () = stop.cancelled() => break,
-            r = queue.receive(1, config.visibility, config.poll_wait) => r,
-        };
-        let deliveries = match received {
-            Ok(d) => {
-                failures = 0;
-                d
-            }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                let pause = Duration::from_millis(100 * u64::from(failures.min(50)));
-                warn!(error = %e, cause = ?e, ?pause, "receive failed");
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = tokio::time::sleep(pause) => continue,
-                }
-            }
-        };
+#[async_trait]
+impl Source for Pool {
+    type Batch = Vec<Delivery>;
+
+    async fn receive(&self) -> Result<Vec<Delivery>, BackendError> {
+        self.queue.receive(1, self.config.visibility, self.config.poll_wait).await
+    }
+
+    async fn handle(&self, deliveries: Vec<Delivery>, stop: &CancellationToken) {
         for delivery in deliveries {
-            process(&*queue, &worker, &delivery, &config, &stop).await;
+            self.process(&delivery, stop).await;
         }
     }
-    debug!("worker stopped");
 }
 
-async fn process(
-    queue: &dyn JobQueue,
-    worker: &WorkerService,
-    delivery: &Delivery,
-    config: &PoolConfig,
-    stop: &CancellationToken,
-) {
-    let mut handled = Box::pin(worker.handle(delivery));
-    let disposition = tokio::select! {
-        d = &mut handled => d,
-        () = async { stop.cancelled().await; tokio::time::sleep(config.grace).await } => {
-            info!(message_id = %delivery.message_id, "shutting down: giving the job back");
-            // Cancel the handling first, so a late result cannot land after the release.
-            drop(handled);
-            worker.release(delivery).await;
-            Disposition::Retry(Duration::ZERO)
+impl Pool {
+    async fn process(&self, delivery: &Delivery, stop: &CancellationToken) {
+        let slot = ClaimSlot::default();
+        let mut handled = Box::pin(self.worker.handle_holding(delivery, &slot));
+        let disposition = tokio::select! {
+            d = &mut handled => d,
+            () = async { stop.cancelled().await; tokio::time::sleep(self.config.grace).await } => {
+                info!(message_id = %delivery.message_id, "shutting down: giving the job back");
+                // Cancel the handling first, so a late result cannot land after the release.
+                drop(handled);
+                self.worker.release(&slot).await;
+                Disposition::Retry(Duration::ZERO)
+            }
+        };
+        let settled = match disposition {
+            Disposition::Ack => self.queue.ack(delivery).await,
+            Disposition::Retry(delay) => self.queue.retry(delivery, delay).await,
+            Disposition::DeadLetter => self.queue.dead_letter(delivery).await,
+        };
+        if let Err(e) = settled {
+            // The message will reappear after its visibility timeout; processing is idempotent.
+            warn!(error = %e, cause = ?e, message_id = %delivery.message_id, ?disposition, "could not settle message");
         }
-    };
-    let settled = match disposition {
-        Disposition::Ack => queue.ack(delivery).await,
-        Disposition::Retry(delay) => queue.retry(delivery, delay).await,
-        Disposition::DeadLetter => queue.dead_letter(delivery).await,
-    };
-    if let Err(e) = settled {
-        // The message will reappear after its visibility timeout; processing is idempotent.
-        warn!(error = %e, cause = ?e, message_id = %delivery.message_id, ?disposition, "could not settle message");
     }
 }

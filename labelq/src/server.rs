@@ -2,102 +2,21 @@
 //! whichever backends it is given. Tests start it on `127.0.0.1:0` with their own data directory.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use labelq_shared::adapters::aws::SqsQueue;
-use labelq_shared::adapters::fs::FsImageStore;
-use labelq_shared::adapters::sqlite::{QueueCounts, SqliteJobStore, SqliteQueue};
 use labelq_shared::domain::Clock;
 use labelq_shared::http::auth::Authenticator;
-use labelq_shared::http::{ApiState, router};
-use labelq_shared::ports::{BackendError, ImageStore, JobPublisher, JobQueue, JobStore, LabelDetector};
-use labelq_shared::service::{QueryService, SubmitConfig, SubmitService, WorkerConfig, WorkerService};
+use labelq_shared::http::{ApiState, Uploads, router};
+use labelq_shared::ports::{BackendError, JobQueue, LabelDetector, MessagePublisher};
+use labelq_shared::service::{Stores, SubmitConfig, WorkerConfig, WorkerService};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::event_source::{self, EventSourceConfig};
+use crate::embedded::{Embedded, Swept};
 use crate::pool::{self, PoolConfig};
-
-/// The embedded backends: one directory holds everything.
-///
-/// ```text
-/// DATA_DIR/images/{id}     the images
-/// DATA_DIR/jobs.sqlite3    the jobs
-/// DATA_DIR/queue.sqlite3   the queue and its dead letters
-/// ```
-#[derive(Debug, Clone)]
-pub struct Embedded {
-    pub images: Arc<FsImageStore>,
-    pub jobs: Arc<SqliteJobStore>,
-    pub queue: Arc<SqliteQueue>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error("could not create the data directory {path}")]
-    Dir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("could not open the database {path}")]
-    Db {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-}
-
-/// What an expiry pass removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Swept {
-    pub jobs: usize,
-    pub images: usize,
-}
-
-impl Embedded {
-    pub fn open(data_dir: &Path, max_receives: u32) -> Result<Self, OpenError> {
-        let dir_error = |source| OpenError::Dir { path: data_dir.to_owned(), source };
-        std::fs::create_dir_all(data_dir).map_err(dir_error)?;
-        let images = FsImageStore::open(data_dir).map_err(dir_error)?;
-        let db = |name: &str| data_dir.join(name);
-        let jobs = SqliteJobStore::open(&db("jobs.sqlite3"))
-            .map_err(|source| OpenError::Db { path: db("jobs.sqlite3"), source })?;
-        let queue = SqliteQueue::open(&db("queue.sqlite3"), max_receives)
-            .map_err(|source| OpenError::Db { path: db("queue.sqlite3"), source })?;
-        Ok(Self { images: Arc::new(images), jobs: Arc::new(jobs), queue: Arc::new(queue) })
-    }
-
-    /// Removes expired jobs with their images, then images older than `ttl` that no job points
-    /// to any more (left by a failed submission or a failed delete).
-    pub async fn sweep(&self, clock: &dyn Clock, ttl: Duration) -> Result<Swept, BackendError> {
-        let mut swept = Swept::default();
-        loop {
-            let expired = self.jobs.delete_expired(clock.now(), 500).await?;
-            for job in &expired {
-                self.images.delete(&job.image.object_key).await?;
-            }
-            swept.jobs += expired.len();
-            swept.images += expired.len();
-            if expired.len() < 500 {
-                break;
-            }
-        }
-        // Orphans go by file age, with an hour's grace over the TTL so an image whose job is
-        // still alive is never touched.
-        let cutoff = SystemTime::from(clock.now()) - ttl - Duration::from_secs(3600);
-        swept.images += self.images.remove_older_than(cutoff).await?;
-        Ok(swept)
-    }
-
-    pub async fn queue_counts(&self) -> Result<QueueCounts, BackendError> {
-        self.queue.counts().await
-    }
-}
 
 /// How the workers get their messages.
 #[derive(Debug, Clone)]
@@ -106,15 +25,15 @@ pub enum Consumer {
     Pool(Arc<dyn JobQueue>),
     /// Batches from SQS through the worker Lambda's own handler, as Lambda's event source
     /// mapping delivers them.
-    Sqs { queue: Arc<SqsQueue>, batch_size: usize },
+    #[cfg(feature = "aws")]
+    Sqs { queue: Arc<labelq_shared::adapters::aws::SqsQueue>, batch_size: usize },
 }
 
 /// The ports the server runs on.
 #[derive(Debug, Clone)]
 pub struct Backends {
-    pub images: Arc<dyn ImageStore>,
-    pub jobs: Arc<dyn JobStore>,
-    pub publisher: Arc<dyn JobPublisher>,
+    pub stores: Stores,
+    pub publisher: Arc<dyn MessagePublisher>,
     pub consumer: Consumer,
     /// Present for the embedded backends, which expire jobs themselves (AWS uses DynamoDB TTL
     /// and an S3 lifecycle rule instead).
@@ -124,8 +43,7 @@ pub struct Backends {
 impl From<Embedded> for Backends {
     fn from(e: Embedded) -> Self {
         Self {
-            images: e.images.clone(),
-            jobs: e.jobs.clone(),
+            stores: e.stores(),
             publisher: e.queue.clone(),
             consumer: Consumer::Pool(e.queue.clone()),
             embedded: Some(e),
@@ -171,16 +89,9 @@ impl Server {
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
-        let submit = SubmitService::new(
-            backends.images.clone(),
-            backends.jobs.clone(),
-            backends.publisher.clone(),
-            clock.clone(),
-            options.submit.clone(),
-        );
-        let query = QueryService::new(backends.images.clone(), backends.jobs.clone(), clock.clone());
-        let app =
-            router(ApiState { submit: Some(Arc::new(submit)), query: Arc::new(query), auth: options.auth.clone() });
+        let uploads = Uploads { publisher: backends.publisher.clone(), config: options.submit.clone() };
+        let state = ApiState::new(backends.stores.clone(), Some(uploads), clock.clone(), options.auth.clone());
+        let app = router(state);
         let http_stop = stop.clone();
         tasks.spawn(async move {
             let served = axum::serve(listener, app).with_graceful_shutdown(http_stop.cancelled_owned()).await;
@@ -189,13 +100,7 @@ impl Server {
             }
         });
 
-        let worker = WorkerService::new(
-            backends.images.clone(),
-            backends.jobs.clone(),
-            detector,
-            clock.clone(),
-            options.worker.clone(),
-        );
+        let worker = Arc::new(WorkerService::new(backends.stores, detector, clock.clone(), options.worker.clone()));
         let mut workers = match &backends.consumer {
             Consumer::Pool(queue) => {
                 let config = PoolConfig {
@@ -204,16 +109,17 @@ impl Server {
                     poll_wait: options.poll_wait,
                     grace: options.grace,
                 };
-                pool::spawn(queue.clone(), Arc::new(worker), config, stop.clone())
+                pool::spawn(queue.clone(), worker, config, stop.clone())
             }
+            #[cfg(feature = "aws")]
             Consumer::Sqs { queue, batch_size } => {
-                let config = EventSourceConfig {
+                let config = crate::event_source::EventSourceConfig {
                     pollers: 1,
                     batch_size: *batch_size,
                     concurrency: options.workers,
                     visibility: options.worker.lease,
                 };
-                event_source::spawn(queue.clone(), Arc::new(worker), config, stop.clone())
+                crate::event_source::spawn(queue.clone(), worker, config, stop.clone())
             }
         };
         tasks.spawn(async move { while workers.join_next().await.is_some() {} });

@@ -1,19 +1,21 @@
 //! labelq's core, shared by every binary: the local runner `labelq` and the three Lambda
 //! functions.
 //!
-//! - [`domain`]: ids, the job record and its state machine, labels, the queue message. No I/O.
-//! - [`ports`]: the async traits the services need (`ImageStore`, `JobStore`, `JobPublisher`,
-//!   `JobQueue`, `LabelDetector`).
+//! - [`domain`]: ids, the job record and its state machine, labels, the messages. No I/O.
+//! - [`ports`]: the async traits the services need (`ImageStore`, `JobStore`,
+//!   `MessagePublisher`, `JobQueue`, `LabelDetector`).
 //! - [`service`]: submit, query (get/list/delete) and process-one-message, written once.
 //! - [`http`]: the REST API as one axum `Router`.
 //! - [`adapters`]: the port implementations, each behind a feature: `embedded` (directory +
 //!   SQLite), `onnx` (the built-in detector), `aws` (S3, DynamoDB, SNS, SQS, Rekognition).
-//! - [`config`]: reading configuration from the environment, failing fast by name.
-//! - `lambda` (feature `lambda`): wiring for the Lambda functions: the JWT owner, the SQS batch
-//!   handler with partial failures.
+//! - [`config`]: one rule per setting, shared by `labelq`'s flags and the functions' environment.
+//! - [`detectors`]: which label detector runs, built in one place.
+//! - `lambda` (feature `lambda`): the glue for the Lambda functions: the JWT owner, the SQS batch
+//!   handler with partial failures, and each function assembled from its configuration.
 
 pub mod adapters;
 pub mod config;
+pub mod detectors;
 pub mod domain;
 pub mod http;
 pub mod ports;

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::domain::{
     ContentType, CorrelationId, DetectOptions, FailureCode, IdempotencyKey, ImageSubmitted, Job, JobId, JobStatus,
-    Label, ObjectKey, OwnerId,
+    Label, Message, ObjectKey, OwnerId,
 };
 
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -129,16 +129,28 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     async fn delete(&self, owner: &OwnerId, id: &JobId) -> Result<Option<Job>, BackendError>;
 }
 
-/// A job message with its transport attributes.
+/// A message with its transport attributes: its kind (`message.kind()`) and the correlation id
+/// of the request that caused it travel beside the body, as SNS/SQS message attributes.
 #[derive(Debug, Clone)]
 pub struct Envelope {
-    pub message: ImageSubmitted,
+    pub message: Message,
     pub correlation_id: CorrelationId,
 }
 
-/// Where the API announces new jobs (the SQLite queue; SNS).
+impl Envelope {
+    pub fn new(message: impl Into<Message>, correlation_id: CorrelationId) -> Self {
+        Self { message: message.into(), correlation_id }
+    }
+
+    /// The "image submitted" message for a recorded job.
+    pub fn for_job(job: &Job) -> Self {
+        Self::new(ImageSubmitted::for_job(job), job.correlation_id.clone())
+    }
+}
+
+/// Where messages are published (the SQLite queue; SNS), whatever their kind.
 #[async_trait]
-pub trait JobPublisher: Send + Sync + fmt::Debug {
+pub trait MessagePublisher: Send + Sync + fmt::Debug {
     /// Publishes durably: when this returns, the message will be delivered at least once.
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError>;
 }

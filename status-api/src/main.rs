@@ -2,8 +2,8 @@
 //! behind API Gateway's HTTP API, scoped to the JWT's `sub`. The same axum router as
 //! `labelq serve`, without the upload route.
 
-use labelq_shared::adapters::aws::{TlsTrust, sdk_config};
-use labelq_shared::lambda::{Resources, status_api_app};
+use labelq_shared::adapters::aws::{Resources, TlsTrust, sdk_config};
+use labelq_shared::lambda::status_api_app;
 
 // One thread, as for every labelq Lambda: see `labelq_shared::lambda`, "The runtime".
 #[tokio::main(flavor = "current_thread")]

@@ -11,9 +11,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use labelq::embedded::Embedded;
 use labelq::pool::{self, PoolConfig};
-use labelq::server::{Embedded, ServeOptions, Server};
+use labelq::server::{ServeOptions, Server};
 use labelq_e2e::StubDetector;
+use labelq_shared::config::MaxReceives;
 use labelq_shared::domain::{ContentType, CorrelationId, OwnerId, SystemClock};
 use labelq_shared::http::auth::OpenAccess;
 use labelq_shared::service::{SubmitConfig, SubmitRequest, SubmitService, Upload, WorkerConfig, WorkerService};
@@ -51,7 +53,7 @@ fn ms(d: Duration) -> f64 {
 
 async fn submit_latency(body: &[u8], requests: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let embedded = Embedded::open(dir.path(), 5).expect("open");
+    let embedded = Embedded::open(dir.path(), MaxReceives::DEFAULT, Arc::new(SystemClock)).await.expect("open");
     let options = ServeOptions {
         listen: "127.0.0.1:0".parse().expect("addr"),
         workers: 1,
@@ -92,15 +94,9 @@ async fn submit_latency(body: &[u8], requests: usize) {
 
 async fn pipeline_overhead(body: &[u8], jobs: usize, workers: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let embedded = Embedded::open(dir.path(), 5).expect("open");
     let clock = Arc::new(SystemClock);
-    let submit = SubmitService::new(
-        embedded.images.clone(),
-        embedded.jobs.clone(),
-        embedded.queue.clone(),
-        clock.clone(),
-        SubmitConfig::default(),
-    );
+    let embedded = Embedded::open(dir.path(), MaxReceives::DEFAULT, clock.clone()).await.expect("open");
+    let submit = SubmitService::new(embedded.stores(), embedded.queue.clone(), clock.clone(), SubmitConfig::default());
     let owner = OwnerId::parse("bench").expect("owner");
     for _ in 0..jobs {
         let request = SubmitRequest {
@@ -113,13 +109,7 @@ async fn pipeline_overhead(body: &[u8], jobs: usize, workers: usize) {
     }
 
     let detector = Arc::new(StubDetector::default());
-    let worker = WorkerService::new(
-        embedded.images.clone(),
-        embedded.jobs.clone(),
-        detector.clone(),
-        clock,
-        WorkerConfig::default(),
-    );
+    let worker = WorkerService::new(embedded.stores(), detector.clone(), clock, WorkerConfig::default());
     let stop = CancellationToken::new();
     let config = PoolConfig {
         workers,

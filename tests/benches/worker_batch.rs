@@ -20,9 +20,11 @@ use labelq_e2e::{model_dir, photo};
 use labelq_shared::adapters::fs::FsImageStore;
 use labelq_shared::adapters::onnx::{OnnxConfig, OnnxDetector};
 use labelq_shared::adapters::sqlite::{SqliteJobStore, SqliteQueue};
-use labelq_shared::domain::{ContentType, CorrelationId, ImageSubmitted, OwnerId, SystemClock};
+use labelq_shared::config::MaxReceives;
+use labelq_shared::domain::{ContentType, CorrelationId, OwnerId, SystemClock};
 use labelq_shared::lambda::{handle_sqs_batch, record_from_sdk};
-use labelq_shared::service::{SubmitConfig, SubmitRequest, SubmitService, Upload, WorkerConfig, WorkerService};
+use labelq_shared::ports::Envelope;
+use labelq_shared::service::{Stores, SubmitConfig, SubmitRequest, SubmitService, Upload, WorkerConfig, WorkerService};
 use tokio::runtime::{Builder, Runtime};
 
 const PHOTOS: [&str; 7] =
@@ -55,7 +57,7 @@ impl Pipeline {
             let message = Message::builder()
                 .message_id(format!("m-{round}-{i}"))
                 .receipt_handle(format!("r-{round}-{i}"))
-                .body(ImageSubmitted::for_job(&job).to_json())
+                .body(Envelope::for_job(&job).message.to_json())
                 .attributes(MessageSystemAttributeName::ApproximateReceiveCount, "1")
                 .build();
             records.push(record_from_sdk(message));
@@ -86,18 +88,13 @@ fn main() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let images = Arc::new(FsImageStore::open(dir.path().join("images")).expect("image store"));
     let jobs = Arc::new(SqliteJobStore::open(&dir.path().join("jobs.db")).expect("job store"));
-    let queue = SqliteQueue::open(&dir.path().join("queue.db"), 5).expect("queue");
-    let detector = Arc::new(OnnxDetector::load(&OnnxConfig::new(model_dir(), BOUND)).expect("model"));
     let clock = Arc::new(SystemClock);
+    let queue = SqliteQueue::open(&dir.path().join("queue.db"), MaxReceives::DEFAULT, clock.clone()).expect("queue");
+    let detector = Arc::new(OnnxDetector::load(&OnnxConfig::new(model_dir(), BOUND)).expect("model"));
+    let stores = Stores { images, jobs };
     let pipeline = Pipeline {
-        submit: SubmitService::new(
-            images.clone(),
-            jobs.clone(),
-            Arc::new(queue.clone()),
-            clock.clone(),
-            SubmitConfig::default(),
-        ),
-        worker: WorkerService::new(images, jobs, detector, clock, WorkerConfig::default()),
+        submit: SubmitService::new(stores.clone(), Arc::new(queue.clone()), clock.clone(), SubmitConfig::default()),
+        worker: WorkerService::new(stores, detector, clock, WorkerConfig::default()),
         queue,
         photos: PHOTOS
             .iter()

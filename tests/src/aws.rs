@@ -10,8 +10,7 @@ use aws_lambda_events::apigw::{
     ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerJwtDescription, ApiGatewayV2httpRequestContext,
 };
 use aws_sdk_cloudformation::types::{Parameter, StackStatus};
-use labelq_shared::adapters::aws::{TlsTrust, s3_client, sdk_config};
-use labelq_shared::lambda::Resources;
+use labelq_shared::adapters::aws::{Resources, TlsTrust, s3_client, sdk_config};
 use lambda_http::request::RequestContext;
 
 /// The storage and messaging template, as deployed.

@@ -1,28 +1,28 @@
 //! Harness for labelq's end-to-end tests: a real `labelq serve` pipeline (HTTP on `127.0.0.1:0`,
-//! SQLite files in a per-test temporary directory, the worker pool) and the test doubles the
-//! issue calls for (a zero-cost detector, a flaky one, a manual clock). Test doubles live here,
-//! never in the product crates.
+//! SQLite files in a per-test temporary directory, the worker pool), the real binary as a
+//! process, real photos and the real model. The test doubles live in `labelq-testkit`, never in
+//! the product crates; they are re-exported here for the suites' convenience.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use image::{DynamicImage, ImageBuffer, ImageFormat, Rgb};
-use labelq::server::{Embedded, ServeOptions, Server};
+use labelq::embedded::Embedded;
+use labelq::server::{ServeOptions, Server};
 use labelq_shared::adapters::onnx::{OnnxConfig, OnnxDetector};
 use labelq_shared::adapters::sqlite::QueueCounts;
-use labelq_shared::domain::{Clock, Confidence, DetectOptions, Label, OwnerId, SystemClock, truncate_to_millis};
+use labelq_shared::config::MaxReceives;
+use labelq_shared::domain::{Clock, Confidence, DetectOptions, OwnerId, SystemClock};
 use labelq_shared::http::auth::BearerTokens;
-use labelq_shared::ports::{DetectError, ImageInput, InputKind, LabelDetector};
+use labelq_shared::ports::LabelDetector;
 use labelq_shared::service::{Backoff, SubmitConfig, WorkerConfig};
-use rand::{Rng, SeedableRng};
+pub use labelq_testkit::detectors::{FailFor, FlakyDetector, StubDetector};
+pub use labelq_testkit::{ManualClock, init_test_log};
 use serde_json::Value;
 use tempfile::TempDir;
-use time::OffsetDateTime;
 
 pub const ALICE: &str = "alice-token-0123456789";
 pub const BOB: &str = "bob-token-0123456789";
@@ -30,102 +30,6 @@ pub const BOB: &str = "bob-token-0123456789";
 /// The repository root (this crate lives in `tests/`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Test doubles
-// ---------------------------------------------------------------------------------------------
-
-/// A detector that costs nothing and always answers one label; counts its calls.
-#[derive(Debug, Default)]
-pub struct StubDetector {
-    pub calls: AtomicUsize,
-}
-
-impl StubDetector {
-    pub fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait]
-impl LabelDetector for StubDetector {
-    fn input_kind(&self) -> InputKind {
-        InputKind::Bytes
-    }
-
-    async fn detect(&self, _: ImageInput, _: &DetectOptions) -> Result<Vec<Label>, DetectError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(vec![Label {
-            name: "Stub".into(),
-            confidence: Confidence::new(99.0).unwrap_or(Confidence::from_probability(1.0)),
-            parents: vec![],
-            aliases: vec![],
-            categories: vec![],
-            instances: vec![],
-        }])
-    }
-}
-
-/// Fails transiently with the given probability (seeded, so a run is reproducible), otherwise
-/// delegates.
-#[derive(Debug)]
-pub struct FlakyDetector {
-    inner: Arc<dyn LabelDetector>,
-    failure_rate: f64,
-    rng: Mutex<rand::rngs::StdRng>,
-    pub failures: AtomicUsize,
-}
-
-impl FlakyDetector {
-    pub fn new(inner: Arc<dyn LabelDetector>, failure_rate: f64, seed: u64) -> Self {
-        Self {
-            inner,
-            failure_rate,
-            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
-            failures: AtomicUsize::new(0),
-        }
-    }
-}
-
-#[async_trait]
-impl LabelDetector for FlakyDetector {
-    fn input_kind(&self) -> InputKind {
-        self.inner.input_kind()
-    }
-
-    async fn detect(&self, image: ImageInput, options: &DetectOptions) -> Result<Vec<Label>, DetectError> {
-        let fail = self.rng.lock().map(|mut r| r.random_bool(self.failure_rate)).unwrap_or(false);
-        if fail {
-            self.failures.fetch_add(1, Ordering::SeqCst);
-            return Err(DetectError::Transient("injected transient failure".into()));
-        }
-        self.inner.detect(image, options).await
-    }
-}
-
-/// A clock the test moves by hand.
-#[derive(Debug)]
-pub struct ManualClock(Mutex<OffsetDateTime>);
-
-impl Default for ManualClock {
-    fn default() -> Self {
-        Self(Mutex::new(SystemClock.now()))
-    }
-}
-
-impl ManualClock {
-    pub fn advance(&self, by: Duration) {
-        if let Ok(mut now) = self.0.lock() {
-            *now += by;
-        }
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> OffsetDateTime {
-        truncate_to_millis(*self.0.lock().unwrap_or_else(|p| p.into_inner()))
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -200,7 +104,7 @@ pub struct AppOptions {
     pub detector: Arc<dyn LabelDetector>,
     pub clock: Arc<dyn Clock>,
     pub workers: usize,
-    pub max_receives: u32,
+    pub max_receives: MaxReceives,
     pub visibility: Duration,
     pub retry_base: Duration,
     pub max_image_bytes: Option<usize>,
@@ -212,7 +116,7 @@ impl AppOptions {
             detector,
             clock: Arc::new(SystemClock),
             workers: 2,
-            max_receives: 5,
+            max_receives: MaxReceives::DEFAULT,
             visibility: Duration::from_secs(30),
             retry_base: Duration::from_millis(10),
             max_image_bytes: None,
@@ -230,8 +134,11 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(options: AppOptions) -> Self {
+        init_test_log();
         let data_dir = tempfile::tempdir().expect("a temporary data directory");
-        let embedded = Embedded::open(data_dir.path(), options.max_receives).expect("opening the embedded backends");
+        let embedded = Embedded::open(data_dir.path(), options.max_receives, options.clock.clone())
+            .await
+            .expect("opening the embedded backends");
         let owner = |s: &str| OwnerId::parse(s).expect("a valid owner");
         let tokens = BearerTokens::new([(ALICE.to_owned(), owner("alice")), (BOB.to_owned(), owner("bob"))]);
         let mut submit = SubmitConfig::default();
@@ -340,28 +247,6 @@ impl TestApp {
     }
 }
 
-/// Fails transiently for images with these exact bytes; otherwise answers one label.
-#[derive(Debug, Default)]
-pub struct FailFor {
-    pub images: Mutex<Vec<Vec<u8>>>,
-}
-
-#[async_trait]
-impl LabelDetector for FailFor {
-    fn input_kind(&self) -> InputKind {
-        InputKind::Bytes
-    }
-
-    async fn detect(&self, image: ImageInput, options: &DetectOptions) -> Result<Vec<Label>, DetectError> {
-        if let ImageInput::Bytes { bytes, .. } = &image
-            && self.images.lock().map(|f| f.iter().any(|b| b[..] == bytes[..])).unwrap_or(false)
-        {
-            return Err(DetectError::Transient("injected for this image".into()));
-        }
-        StubDetector::default().detect(image, options).await
-    }
-}
-
 /// A real `labelq serve` process (the binary built from the runner's own `main`), on a free
 /// port; killed when dropped.
 pub struct ServeProcess {
@@ -407,8 +292,6 @@ impl Drop for ServeProcess {
         let _ = self.child.wait();
     }
 }
-
-pub mod contract;
 
 #[cfg(feature = "localstack")]
 pub mod aws;

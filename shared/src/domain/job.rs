@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use super::ids::{CorrelationId, IdempotencyKey, JobId, ObjectKey, OwnerId};
 use super::image::ContentType;
 use super::label::Label;
+use super::message::{JobFinished, Outcome};
 
 /// The externally visible status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -289,6 +290,31 @@ impl Job {
             JobState::Pending | JobState::Processing { .. } => Ok(self.next(JobState::Failed { failure }, now)),
             other => Err(refuse(other.status(), JobStatus::Failed)),
         }
+    }
+
+    /// Records how the job ended: the one way to a final state, from a claim (or, for a
+    /// failure, from PENDING too). Returns the next version with the event that announces it,
+    /// which holds only once that version is written.
+    pub fn finish(&self, outcome: Outcome, now: OffsetDateTime) -> Result<(Self, JobFinished), Refused> {
+        let next = match &outcome {
+            Outcome::Succeeded { labels } => self.succeed(labels.clone(), now)?,
+            Outcome::Failed { error } => self.fail(error.clone(), now)?,
+        };
+        let event = JobFinished {
+            job_id: next.id,
+            owner: next.owner.clone(),
+            correlation_id: next.correlation_id.clone(),
+            outcome,
+            attempts: next.attempts,
+            created_at: next.created_at,
+            finished_at: next.updated_at,
+        };
+        Ok((next, event))
+    }
+
+    /// Whether a worker's lease on the job is still running at `now`.
+    pub fn is_leased(&self, now: OffsetDateTime) -> bool {
+        matches!(self.state, JobState::Processing { lease_expires_at } if lease_expires_at > now)
     }
 
     /// Gives a claimed job back (a transient error, or shutdown), so the next delivery can claim

@@ -10,7 +10,9 @@ pub use ids::{CorrelationId, IdempotencyKey, InvalidId, JobId, ObjectKey, OwnerI
 pub use image::{ContentType, ImageInfo, ImageLimits, ImageRejection};
 pub use job::{Failure, FailureCode, ImageMeta, Job, JobState, JobStatus, NewJob, Refused};
 pub use label::{BoundingBox, Confidence, DetectOptions, Instance, Label, LabelName};
-pub use message::{IMAGE_SUBMITTED, ImageSubmitted, InvalidMessage};
+pub use message::{
+    IMAGE_SUBMITTED, ImageSubmitted, InvalidMessage, JOB_FINISHED, JobFinished, Message, MessageKind, Outcome,
+};
 
 use std::fmt::Debug;
 

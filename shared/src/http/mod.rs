@@ -32,9 +32,9 @@ use tracing::{Instrument, info, info_span};
 use self::auth::Authenticator;
 use self::problem::ApiError;
 use self::views::{JobView, ListLinks, ListView, decode_cursor, encode_cursor, image_path};
-use crate::domain::{CorrelationId, IdempotencyKey, Job, JobId, JobStatus, OwnerId};
-use crate::ports::ListQuery;
-use crate::service::{QueryService, SubmitRequest, SubmitService};
+use crate::domain::{Clock, CorrelationId, IdempotencyKey, Job, JobId, JobStatus, OwnerId};
+use crate::ports::{ListQuery, MessagePublisher};
+use crate::service::{QueryService, Stores, SubmitConfig, SubmitRequest, SubmitService};
 
 /// How long a client should wait before polling an unfinished job, in seconds.
 const RETRY_AFTER_SECS: &str = "1";
@@ -52,6 +52,24 @@ pub struct ApiState {
     pub submit: Option<Arc<SubmitService>>,
     pub query: Arc<QueryService>,
     pub auth: Arc<dyn Authenticator>,
+}
+
+/// Where accepted uploads are announced, and the rules they are accepted by.
+#[derive(Debug, Clone)]
+pub struct Uploads {
+    pub publisher: Arc<dyn MessagePublisher>,
+    pub config: SubmitConfig,
+}
+
+impl ApiState {
+    /// The API's services over `stores`, assembled once for every process that serves it
+    /// (`labelq serve`, the request-handler, the status-api): reads always, uploads where there
+    /// is a publisher to announce them.
+    pub fn new(stores: Stores, uploads: Option<Uploads>, clock: Arc<dyn Clock>, auth: Arc<dyn Authenticator>) -> Self {
+        let submit =
+            uploads.map(|u| Arc::new(SubmitService::new(stores.clone(), u.publisher, clock.clone(), u.config)));
+        Self { submit, query: Arc::new(QueryService::new(stores, clock)), auth }
+    }
 }
 
 pub fn router(state: ApiState) -> Router {

@@ -9,6 +9,17 @@ mod query;
 mod submit;
 mod worker;
 
+use std::sync::Arc;
+
+use crate::ports::{ImageStore, JobStore};
+
+/// The stores every service works on: where images live and where jobs are recorded.
+#[derive(Debug, Clone)]
+pub struct Stores {
+    pub images: Arc<dyn ImageStore>,
+    pub jobs: Arc<dyn JobStore>,
+}
+
 pub use query::{QueryError, QueryService};
 pub use submit::{Submission, SubmitConfig, SubmitError, SubmitRequest, SubmitService, Upload};
-pub use worker::{Backoff, Disposition, WorkerConfig, WorkerService};
+pub use worker::{Backoff, ClaimSlot, Disposition, Finish, WorkerConfig, WorkerService};

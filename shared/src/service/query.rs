@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tracing::{info, instrument, warn};
 
+use super::Stores;
 use crate::domain::{Clock, Job, JobId, OwnerId};
 use crate::ports::{BackendError, ImageStore, JobStore, ListQuery, Page};
 
@@ -24,8 +25,8 @@ pub struct QueryService {
 }
 
 impl QueryService {
-    pub fn new(images: Arc<dyn ImageStore>, jobs: Arc<dyn JobStore>, clock: Arc<dyn Clock>) -> Self {
-        Self { images, jobs, clock }
+    pub fn new(stores: Stores, clock: Arc<dyn Clock>) -> Self {
+        Self { images: stores.images, jobs: stores.jobs, clock }
     }
 
     #[instrument(skip(self), fields(owner = %owner, job_id = %id))]

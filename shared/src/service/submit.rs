@@ -12,11 +12,12 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tracing::{info, instrument, warn};
 
+use super::Stores;
 use crate::domain::{
-    Clock, ContentType, CorrelationId, IdempotencyKey, ImageLimits, ImageMeta, ImageRejection, ImageSubmitted, Job,
-    JobId, JobStatus, NewJob, ObjectKey, OwnerId,
+    Clock, ContentType, CorrelationId, IdempotencyKey, ImageLimits, ImageMeta, ImageRejection, Job, JobId, JobStatus,
+    NewJob, ObjectKey, OwnerId,
 };
-use crate::ports::{BackendError, Created, Envelope, ImageStore, JobPublisher, JobStore, StoredImage};
+use crate::ports::{BackendError, Created, Envelope, ImageStore, JobStore, MessagePublisher, StoredImage};
 
 #[derive(Debug, Clone)]
 pub struct SubmitConfig {
@@ -68,20 +69,19 @@ pub enum SubmitError {
 pub struct SubmitService {
     images: Arc<dyn ImageStore>,
     jobs: Arc<dyn JobStore>,
-    publisher: Arc<dyn JobPublisher>,
+    publisher: Arc<dyn MessagePublisher>,
     clock: Arc<dyn Clock>,
     config: SubmitConfig,
 }
 
 impl SubmitService {
     pub fn new(
-        images: Arc<dyn ImageStore>,
-        jobs: Arc<dyn JobStore>,
-        publisher: Arc<dyn JobPublisher>,
+        stores: Stores,
+        publisher: Arc<dyn MessagePublisher>,
         clock: Arc<dyn Clock>,
         config: SubmitConfig,
     ) -> Self {
-        Self { images, jobs, publisher, clock, config }
+        Self { images: stores.images, jobs: stores.jobs, publisher, clock, config }
     }
 
     pub fn limits(&self) -> &ImageLimits {
@@ -139,7 +139,7 @@ impl SubmitService {
             }
         }
 
-        if let Err(e) = self.publisher.publish(&envelope(&job)).await {
+        if let Err(e) = self.publisher.publish(&Envelope::for_job(&job)).await {
             self.roll_back(&job).await;
             return Err(e.into());
         }
@@ -155,7 +155,7 @@ impl SubmitService {
         // The first attempt may have failed after recording the job but before its message was
         // out; publishing again is safe because the worker ignores duplicate deliveries.
         if existing.status() == JobStatus::Pending {
-            self.publisher.publish(&envelope(&existing)).await?;
+            self.publisher.publish(&Envelope::for_job(&existing)).await?;
         }
         Ok(Submission { job: existing, replayed: true })
     }
@@ -174,10 +174,6 @@ impl SubmitService {
             warn!(error = %e, cause = ?e, %key, "could not delete an unused image; expiry will remove it");
         }
     }
-}
-
-pub(crate) fn envelope(job: &Job) -> Envelope {
-    Envelope { message: ImageSubmitted::for_job(job), correlation_id: job.correlation_id.clone() }
 }
 
 /// SHA-256 off the async threads: a 5 MiB body takes milliseconds to hash.

@@ -1,4 +1,4 @@
-//! Processing one queue message: claim the job, detect labels, record the outcome.
+//! Processing one queue message: claim the job, detect labels, finish the job.
 //!
 //! Written once and driven by two consumers: the worker pool of `labelq serve` (polling the SQLite
 //! queue or SQS) and the worker Lambda (an SQS batch from the event source mapping). Both only turn
@@ -10,20 +10,39 @@
 //!   the other comes back when the winner's lease would have run out, in case the winner died;
 //! - a job whose worker crashed is re-claimed once its lease expires.
 //!
+//! # One way to finish
+//! A job becomes SUCCEEDED or FAILED only through [`WorkerService::finish`]: a conditional write
+//! from the version this worker read, whose [`Finish`] says whether the write won. The winner's
+//! result carries the [`JobFinished`] event, everything a consumer of "job finished" needs. A
+//! loser re-reads the job: if it is final, another write stands and the message is done; if it is
+//! not (another worker claimed it after this one's lease ran out), the message is retried. A
+//! message is never acknowledged while its job is unfinished.
+//!
+//! # Claims
+//! The claim a handling holds lives in a [`ClaimSlot`] its consumer can see. A consumer that
+//! abandons a handling (shutdown, a function's deadline) gives back exactly that claim with
+//! [`WorkerService::release`]: a conditional write on the claim's own version, so it never undoes
+//! a claim another worker took after this one's lease ran out.
+//!
 //! Failures are sorted, never lost: a permanent one (the image is bad or gone) fails the job with
 //! a reason and acknowledges the message; a transient one gives the job back and retries the
 //! message with exponential backoff; on the last delivery the job fails with `retries_exhausted`
 //! and the message goes to the dead-letter queue. A panic is contained to its message.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
 use rand::Rng;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::domain::{Clock, DetectOptions, Failure, FailureCode, ImageSubmitted, InvalidMessage, Job, JobId, Refused};
+use super::Stores;
+use crate::config::MaxReceives;
+use crate::domain::{
+    Clock, DetectOptions, Failure, FailureCode, ImageSubmitted, InvalidMessage, Job, JobFinished, JobId, JobStatus,
+    Label, Message, Outcome, Refused,
+};
 use crate::ports::{
     BackendError, Delivery, DetectError, ImageInput, ImageStore, InputKind, JobStore, LabelDetector, UpdateError,
 };
@@ -61,7 +80,7 @@ impl Backoff {
 pub struct WorkerConfig {
     /// The delivery on which a transient failure becomes final; equal to the queue's
     /// `maxReceiveCount`, after which the queue dead-letters the message anyway.
-    pub max_receives: u32,
+    pub max_receives: MaxReceives,
     /// How long a claim holds a job. Equal to the queue's visibility timeout, so a job and its
     /// message become available again together when a worker dies.
     pub lease: Duration,
@@ -72,7 +91,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
-            max_receives: 5,
+            max_receives: MaxReceives::DEFAULT,
             lease: Duration::from_secs(60),
             backoff: Backoff { base: Duration::from_secs(1), max: Duration::from_secs(60) },
             detect: DetectOptions::default(),
@@ -80,22 +99,41 @@ impl Default for WorkerConfig {
     }
 }
 
-/// An infrastructure failure while handling a message (the job store or image store failed);
-/// always worth another delivery.
-#[derive(Debug, thiserror::Error)]
-enum ProcessError {
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-    #[error("the job changed while it was being processed")]
-    Conflict,
+/// How a finishing write ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    /// This write made the job final.
+    Won(JobFinished),
+    /// The job was final already: another write stands.
+    AlreadyFinal(JobStatus),
+    /// The job is gone (deleted, or expired and removed).
+    Gone,
+    /// The job changed and is still unfinished: another worker holds it now.
+    Unfinished,
 }
 
-impl From<UpdateError> for ProcessError {
-    fn from(e: UpdateError) -> Self {
-        match e {
-            UpdateError::Conflict => Self::Conflict,
-            UpdateError::Backend(b) => Self::Backend(b),
-        }
+/// The claim one handling of a delivery holds, if any; shared with the consumer so that an
+/// abandoned handling's claim can be given back ([`WorkerService::release`]).
+#[derive(Debug, Clone, Default)]
+pub struct ClaimSlot(Arc<Mutex<Option<Job>>>);
+
+impl ClaimSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Job>> {
+        // The slot only ever holds a whole job; a panic elsewhere cannot leave it half-written.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn hold(&self, claim: Job) {
+        *self.lock() = Some(claim);
+    }
+
+    fn take(&self) -> Option<Job> {
+        self.lock().take()
+    }
+
+    /// Whether a claim is held (the handling claimed its job and has not settled it yet).
+    pub fn is_held(&self) -> bool {
+        self.lock().is_some()
     }
 }
 
@@ -109,14 +147,8 @@ pub struct WorkerService {
 }
 
 impl WorkerService {
-    pub fn new(
-        images: Arc<dyn ImageStore>,
-        jobs: Arc<dyn JobStore>,
-        detector: Arc<dyn LabelDetector>,
-        clock: Arc<dyn Clock>,
-        config: WorkerConfig,
-    ) -> Self {
-        Self { images, jobs, detector, clock, config }
+    pub fn new(stores: Stores, detector: Arc<dyn LabelDetector>, clock: Arc<dyn Clock>, config: WorkerConfig) -> Self {
+        Self { images: stores.images, jobs: stores.jobs, detector, clock, config }
     }
 
     pub fn config(&self) -> &WorkerConfig {
@@ -125,6 +157,12 @@ impl WorkerService {
 
     /// Handles one delivery, in its own span. Never panics, whatever the message holds.
     pub async fn handle(&self, delivery: &Delivery) -> Disposition {
+        self.handle_holding(delivery, &ClaimSlot::default()).await
+    }
+
+    /// [`handle`](Self::handle), keeping the claim in `slot` while it is held, for a consumer
+    /// that may abandon the handling and then [`release`](Self::release) the claim.
+    pub async fn handle_holding(&self, delivery: &Delivery, slot: &ClaimSlot) -> Disposition {
         let span = info_span!(
             "message",
             message_id = %delivery.message_id,
@@ -132,22 +170,26 @@ impl WorkerService {
             correlation_id = delivery.correlation_id.as_ref().map(tracing::field::display),
             job_id = tracing::field::Empty,
         );
-        self.handle_in_span(delivery).instrument(span).await
+        self.handle_in_span(delivery, slot).instrument(span).await
     }
 
-    async fn handle_in_span(&self, delivery: &Delivery) -> Disposition {
-        let message = match ImageSubmitted::parse(&delivery.body) {
-            Ok(message) => message,
+    async fn handle_in_span(&self, delivery: &Delivery, slot: &ClaimSlot) -> Disposition {
+        let message = match Message::parse(&delivery.body) {
+            Ok(Message::ImageSubmitted(message)) => message,
+            Ok(other) => {
+                warn!(kind = other.kind(), job_id = %other.job_id(), "not a message the worker consumes; dropping it");
+                return Disposition::Ack;
+            }
             Err(invalid) => return self.poison(invalid, delivery).await,
         };
         tracing::Span::current().record("job_id", tracing::field::display(&message.job_id));
-        let outcome = AssertUnwindSafe(self.process(&message, delivery)).catch_unwind().await;
+        let outcome = AssertUnwindSafe(self.process(&message, delivery, slot)).catch_unwind().await;
         match outcome {
             Ok(Ok(disposition)) => disposition,
             Ok(Err(e)) => {
                 warn!(error = %e, cause = ?e, "processing failed transiently");
                 let failure = Failure::new(FailureCode::RetriesExhausted, format!("gave up after retries: {e}"));
-                self.retry_or_give_up(message.job_id, delivery, failure).await
+                self.retry_or_give_up(message.job_id, delivery, slot, failure).await
             }
             Err(panic) => {
                 let what = panic
@@ -157,12 +199,17 @@ impl WorkerService {
                     .unwrap_or_default();
                 error!(panic = %what, "processing panicked");
                 let failure = Failure::new(FailureCode::Internal, "the worker failed unexpectedly");
-                self.retry_or_give_up(message.job_id, delivery, failure).await
+                self.retry_or_give_up(message.job_id, delivery, slot, failure).await
             }
         }
     }
 
-    async fn process(&self, message: &ImageSubmitted, delivery: &Delivery) -> Result<Disposition, ProcessError> {
+    async fn process(
+        &self,
+        message: &ImageSubmitted,
+        delivery: &Delivery,
+        slot: &ClaimSlot,
+    ) -> Result<Disposition, BackendError> {
         let Some(job) = self.jobs.get(&message.job_id).await? else {
             info!("job no longer exists (deleted or expired); nothing to do");
             return Ok(Disposition::Ack);
@@ -190,39 +237,36 @@ impl WorkerService {
             }
         };
         match self.jobs.update(&claimed).await {
-            Ok(()) => {}
+            Ok(()) => slot.hold(claimed.clone()),
             // Someone else changed the job between our read and our claim: re-evaluate shortly.
             Err(UpdateError::Conflict) => return Ok(Disposition::Retry(self.config.backoff.delay(1))),
-            Err(UpdateError::Backend(e)) => return Err(e.into()),
+            Err(UpdateError::Backend(e)) => return Err(e),
         }
 
-        match self.detect(&claimed).await {
-            Ok(labels) => {
-                let count = labels.len();
-                self.record(&claimed, claimed.succeed(labels, self.clock.now())).await?;
-                info!(labels = count, attempt = claimed.attempts, "job succeeded");
-                Ok(Disposition::Ack)
-            }
+        let retry = Disposition::Retry(self.config.backoff.delay(delivery.receive_count));
+        let disposition = match self.detect(&claimed).await {
+            Ok(labels) => self.conclude(&claimed, Outcome::Succeeded { labels }, Disposition::Ack, retry).await?,
             Err(DetectError::Permanent { code, message: reason, source }) => {
-                let failure = Failure::new(code, reason);
-                info!(code = %failure.code, reason = %failure.message, cause = ?source, "job failed permanently");
-                self.record(&claimed, claimed.fail(failure, self.clock.now())).await?;
-                Ok(Disposition::Ack)
+                debug!(%code, %reason, cause = ?source, "the image cannot be labelled");
+                let error = Failure::new(code, reason);
+                self.conclude(&claimed, Outcome::Failed { error }, Disposition::Ack, retry).await?
+            }
+            Err(DetectError::Transient(e)) if self.is_last_attempt(delivery) => {
+                warn!(error = %e, cause = ?e, attempt = delivery.receive_count, "detection failed on the last attempt");
+                let error = Failure::new(FailureCode::RetriesExhausted, format!("gave up after retries: {e}"));
+                self.conclude(&claimed, Outcome::Failed { error }, Disposition::DeadLetter, retry).await?
             }
             Err(DetectError::Transient(e)) => {
                 warn!(error = %e, cause = ?e, attempt = delivery.receive_count, "detection failed transiently");
-                if self.is_last_attempt(delivery) {
-                    let failure = Failure::new(FailureCode::RetriesExhausted, format!("gave up after retries: {e}"));
-                    self.record(&claimed, claimed.fail(failure, self.clock.now())).await?;
-                    return Ok(Disposition::DeadLetter);
-                }
-                self.record(&claimed, claimed.release(self.clock.now())).await?;
-                Ok(Disposition::Retry(self.config.backoff.delay(delivery.receive_count)))
+                self.give_back(&claimed).await?;
+                retry
             }
-        }
+        };
+        slot.take();
+        Ok(disposition)
     }
 
-    async fn detect(&self, job: &Job) -> Result<Vec<crate::domain::Label>, DetectError> {
+    async fn detect(&self, job: &Job) -> Result<Vec<Label>, DetectError> {
         let content_type = job.image.content_type;
         let input = match self.detector.input_kind() {
             InputKind::Stored => ImageInput::Stored { key: job.image.object_key.clone(), content_type },
@@ -231,66 +275,110 @@ impl WorkerService {
                 Ok(None) => {
                     return Err(DetectError::permanent(FailureCode::ImageMissing, "the stored image no longer exists"));
                 }
-                Err(e) if e.retryable => return Err(DetectError::Transient(e.into())),
-                Err(e) => {
-                    return Err(DetectError::Permanent {
-                        code: FailureCode::ImageMissing,
-                        message: "the stored image could not be read".into(),
-                        source: Some(e.into()),
-                    });
-                }
+                // Anything else the store could not do is the store's problem, not the image's:
+                // retried, and on the last attempt the job fails with `retries_exhausted`.
+                Err(e) => return Err(DetectError::Transient(e.into())),
             },
         };
         self.detector.detect(input, &self.config.detect).await
     }
 
-    /// Writes a transition computed from `claimed`. A conflict means the job was deleted or
-    /// re-claimed after our lease ran out; the other party's write stands.
-    async fn record(&self, claimed: &Job, next: Result<Job, Refused>) -> Result<(), ProcessError> {
-        let next = match next {
-            Ok(next) => next,
+    /// Finishes a job from the claim this handling holds: `on_win` if this write made it final,
+    /// an acknowledgement if another write did (or the job is gone), `retry` if it is unfinished.
+    async fn conclude(
+        &self,
+        claimed: &Job,
+        outcome: Outcome,
+        on_win: Disposition,
+        retry: Disposition,
+    ) -> Result<Disposition, BackendError> {
+        Ok(match self.finish(claimed, outcome).await? {
+            Finish::Won(_) => on_win,
+            Finish::AlreadyFinal(_) | Finish::Gone => Disposition::Ack,
+            Finish::Unfinished => retry,
+        })
+    }
+
+    /// Makes the job final: the one way to SUCCEEDED or FAILED. A conditional write from `from`,
+    /// the version this worker read or claimed; the result says whether it won and, if it lost,
+    /// what the job is now.
+    pub async fn finish(&self, from: &Job, outcome: Outcome) -> Result<Finish, BackendError> {
+        let (next, event) = match from.finish(outcome, self.clock.now()) {
+            Ok(finished) => finished,
+            Err(Refused::Finished(status)) => return Ok(Finish::AlreadyFinal(status)),
             Err(refused) => {
-                warn!(%refused, "transition refused");
-                return Ok(());
+                warn!(job_id = %from.id, %refused, "the job cannot be finished from its state");
+                return Ok(Finish::Unfinished);
             }
         };
         match self.jobs.update(&next).await {
-            Ok(()) => Ok(()),
-            Err(UpdateError::Conflict) => {
-                warn!(job_id = %claimed.id, "job changed while it was being processed; keeping the other write");
-                Ok(())
+            Ok(()) => {
+                match &event.outcome {
+                    Outcome::Succeeded { labels } => {
+                        info!(job_id = %next.id, labels = labels.len(), attempts = next.attempts, "job succeeded")
+                    }
+                    Outcome::Failed { error } => info!(
+                        job_id = %next.id, code = %error.code, reason = %error.message, attempts = next.attempts,
+                        "job failed"
+                    ),
+                }
+                Ok(Finish::Won(event))
             }
-            Err(UpdateError::Backend(e)) => Err(e.into()),
+            Err(UpdateError::Conflict) => {
+                let lost = match self.jobs.get(&from.id).await? {
+                    None => Finish::Gone,
+                    Some(job) if job.status().is_finished() => Finish::AlreadyFinal(job.status()),
+                    Some(_) => Finish::Unfinished,
+                };
+                warn!(job_id = %from.id, now = ?lost, "another write changed the job first; this final write lost");
+                Ok(lost)
+            }
+            Err(UpdateError::Backend(e)) => Err(e),
         }
     }
 
     fn is_last_attempt(&self, delivery: &Delivery) -> bool {
-        delivery.receive_count >= self.config.max_receives
+        delivery.receive_count >= self.config.max_receives.get()
     }
 
-    /// After an infrastructure failure or a panic: retry with backoff, or on the last delivery
-    /// fail the job so its owner sees why, and dead-letter the message.
-    async fn retry_or_give_up(&self, job_id: JobId, delivery: &Delivery, failure: Failure) -> Disposition {
+    /// After an infrastructure failure or a panic: give the claim back and retry with backoff,
+    /// or on the last delivery fail the job so its owner sees why, and dead-letter the message.
+    async fn retry_or_give_up(
+        &self,
+        job_id: JobId,
+        delivery: &Delivery,
+        slot: &ClaimSlot,
+        failure: Failure,
+    ) -> Disposition {
         if !self.is_last_attempt(delivery) {
+            self.release(slot).await;
             return Disposition::Retry(self.config.backoff.delay(delivery.receive_count));
         }
-        if let Err(e) = self.fail_job(job_id, failure).await {
-            error!(error = %e, cause = ?e, "could not record the failure of a dead-lettered job");
+        match self.fail_job(job_id, slot, failure).await {
+            Ok(Finish::Unfinished) => warn!("another worker holds the job; its outcome will stand"),
+            Ok(_) => {}
+            Err(e) => error!(error = %e, cause = ?e, "could not record the failure of a dead-lettered job"),
         }
         Disposition::DeadLetter
     }
 
-    /// A message nobody can process. It is acknowledged, not retried: retrying cannot make it
-    /// readable. If it named a job, that job fails with the reason.
+    /// A message nobody can process. Retrying cannot make it readable, so once its job (if it
+    /// names one) has failed with the reason, it is acknowledged.
     async fn poison(&self, invalid: InvalidMessage, delivery: &Delivery) -> Disposition {
         warn!(reason = %invalid.reason, job_id = ?invalid.job_id, "unreadable message");
         let Some(job_id) = invalid.job_id else {
             return Disposition::Ack;
         };
         let failure = Failure::new(FailureCode::InvalidMessage, invalid.reason);
-        match self.fail_job(job_id, failure).await {
-            Ok(()) => Disposition::Ack,
-            Err(e) if !self.is_last_attempt(delivery) => {
+        let last = self.is_last_attempt(delivery);
+        match self.fail_job(job_id, &ClaimSlot::default(), failure).await {
+            Ok(Finish::Unfinished) if !last => {
+                // Another worker holds the job; by the next delivery it has settled it.
+                Disposition::Retry(self.config.backoff.delay(delivery.receive_count))
+            }
+            Ok(Finish::Unfinished) => Disposition::DeadLetter,
+            Ok(_) => Disposition::Ack,
+            Err(e) if !last => {
                 warn!(error = %e, cause = ?e, "could not fail the job of an unreadable message; retrying");
                 Disposition::Retry(self.config.backoff.delay(delivery.receive_count))
             }
@@ -301,47 +389,47 @@ impl WorkerService {
         }
     }
 
-    /// Gives back the job of a delivery whose processing was abandoned (the consumer is shutting
-    /// down), so the message's next delivery can claim it at once instead of waiting out the
-    /// lease. Best effort: if this fails, the lease expires on its own.
-    pub async fn release(&self, delivery: &Delivery) {
-        let Ok(message) = ImageSubmitted::parse(&delivery.body) else {
+    /// Fails the job from the claim in `slot`, or, without one, from its current state, unless
+    /// another worker's lease on it is running (that worker's outcome will stand).
+    async fn fail_job(&self, job_id: JobId, slot: &ClaimSlot, failure: Failure) -> Result<Finish, BackendError> {
+        let from = match slot.take() {
+            Some(claim) => claim,
+            None => match self.jobs.get(&job_id).await? {
+                None => return Ok(Finish::Gone),
+                Some(job) if job.is_leased(self.clock.now()) => return Ok(Finish::Unfinished),
+                Some(job) => job,
+            },
+        };
+        self.finish(&from, Outcome::Failed { error: failure }).await
+    }
+
+    /// Gives back the claim `slot` holds, after its consumer abandoned the handling (shutdown, a
+    /// deadline), so the message's next delivery can claim the job at once instead of waiting out
+    /// the lease. Only that claim: the release is conditional on the claim's own version. Best
+    /// effort: if it fails, the lease expires on its own.
+    pub async fn release(&self, slot: &ClaimSlot) {
+        let Some(claim) = slot.take() else {
             return;
         };
-        let released = match self.jobs.get(&message.job_id).await {
-            Ok(Some(job)) => job.release(self.clock.now()),
-            Ok(None) => return,
-            Err(e) => {
-                warn!(error = %e, cause = ?e, job_id = %message.job_id, "could not read an abandoned job");
-                return;
-            }
-        };
-        if let Ok(released) = released
-            && let Err(e) = self.jobs.update(&released).await
-        {
-            warn!(error = %e, cause = ?e, job_id = %message.job_id, "could not give back an abandoned job");
+        if let Err(e) = self.give_back(&claim).await {
+            warn!(error = %e, cause = ?e, job_id = %claim.id, "could not give back an abandoned job");
         }
     }
 
-    /// Fails the job from whatever non-final state it is in, re-reading on a lost race.
-    async fn fail_job(&self, job_id: JobId, failure: Failure) -> Result<(), ProcessError> {
-        for _ in 0..3 {
-            let Some(job) = self.jobs.get(&job_id).await? else {
-                return Ok(());
-            };
-            let Ok(failed) = job.fail(failure.clone(), self.clock.now()) else {
-                return Ok(()); // already finished: its outcome stands
-            };
-            match self.jobs.update(&failed).await {
-                Ok(()) => {
-                    info!(%job_id, code = %failure.code, "job failed");
-                    return Ok(());
-                }
-                Err(UpdateError::Conflict) => continue,
-                Err(UpdateError::Backend(e)) => return Err(e.into()),
+    /// PROCESSING -> PENDING from `claim`. If the job moved on since (the lease ran out and
+    /// another worker claimed it, or it finished), there is nothing of ours to give back.
+    async fn give_back(&self, claim: &Job) -> Result<(), BackendError> {
+        let Ok(released) = claim.release(self.clock.now()) else {
+            return Ok(());
+        };
+        match self.jobs.update(&released).await {
+            Ok(()) => Ok(()),
+            Err(UpdateError::Conflict) => {
+                debug!(job_id = %claim.id, "the claim is no longer this worker's; nothing to give back");
+                Ok(())
             }
+            Err(UpdateError::Backend(e)) => Err(e),
         }
-        Err(ProcessError::Conflict)
     }
 }
 

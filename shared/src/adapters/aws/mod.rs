@@ -9,18 +9,33 @@
 //! Every SDK error is sorted into transient or permanent here, deliberately: throttling, 5xx,
 //! timeouts and dropped connections are transient; everything else (a missing table, a malformed
 //! request, an access denial) will not fix itself by retrying.
+//!
+//! # Access denials: one policy
+//! An access denial (a role, a bucket, key or topic policy, an SCP, or credentials that are wrong
+//! or expired; see [`is_access_denied`]) is a deployment fault: neither the request's fault nor
+//! the image's, and it does not clear up on its own. Every adapter reports it the same way, a
+//! permanent [`BackendError`] naming the operation, with the SDK error as its source, and every
+//! caller treats it the same way:
+//! - the API answers 500 with an opaque body and logs the cause once;
+//! - the worker never turns it into a reason about the image. Like every failure of a store or
+//!   a detector's service, it is retried with backoff (a fix within the retries loses nothing),
+//!   and on the last delivery the job fails with `retries_exhausted` and the message goes to the
+//!   dead-letter queue, where the alarm sees it. Rekognition's `AccessDeniedException` is sorted
+//!   the same way: a detection failure that is not about the image.
 
 mod dynamodb;
 mod rekognition;
 mod s3;
 mod sns;
 mod sqs;
+mod wiring;
 
 pub use dynamodb::DynamoJobStore;
 pub use rekognition::RekognitionDetector;
 pub use s3::S3ImageStore;
 pub use sns::{CORRELATION_ID, MESSAGE_TYPE, SnsPublisher};
 pub use sqs::{SqsQueue, delivery_from_sqs, unwrap_sns_envelope};
+pub use wiring::{AwsStores, Resources, sns_publisher, sqs_queue};
 
 use std::fmt;
 use std::ops::Deref;
@@ -43,7 +58,7 @@ use aws_smithy_runtime_api::client::runtime_components::{RuntimeComponents, Runt
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 use aws_smithy_types::config_bag::ConfigBag;
 
-use crate::config::{ConfigError, optional};
+use crate::config::{self, ConfigError, Setting};
 use crate::ports::BackendError;
 
 /// The shared SDK configuration: region, credentials and endpoint from the environment, and one
@@ -81,11 +96,13 @@ pub enum TlsTrust {
     Amazon,
 }
 
-impl TlsTrust {
-    pub const VARIABLE: &str = "LABELQ_TLS_TRUST";
+impl Setting for TlsTrust {
+    const VARIABLE: &'static str = "LABELQ_TLS_TRUST";
+}
 
+impl TlsTrust {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(optional(Self::VARIABLE)?.unwrap_or_default())
+        Ok(config::read::<Self>()?.unwrap_or_default())
     }
 
     fn trust_store(self) -> TrustStore {
@@ -276,9 +293,36 @@ const TRANSIENT_CODES: &[&str] = &[
     "RequestTimeoutException",
 ];
 
+/// Service error codes of an access denial, across the services labelq calls: IAM and resource
+/// policies (`AccessDenied` from S3 and SQS, `AccessDeniedException` from DynamoDB and
+/// Rekognition, `AuthorizationError` from SNS, KMS behind any of them), and credentials that are
+/// wrong or expired.
+const ACCESS_DENIED_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "AuthorizationError",
+    "KMS.AccessDeniedException",
+    "KMSAccessDeniedException",
+    "AllAccessDisabled",
+    "UnauthorizedOperation",
+    "InvalidAccessKeyId",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidToken",
+];
+
 /// Whether a service error code, or the HTTP status it came with, is worth a retry.
 pub fn is_transient(code: Option<&str>, status: u16) -> bool {
     code.is_some_and(|c| TRANSIENT_CODES.contains(&c)) || status >= 500 || status == 429
+}
+
+/// Whether a service error is an access denial (see the module docs for what follows from it). A
+/// bare 403 counts: S3 answers HEAD requests without an error code.
+pub fn is_access_denied(code: Option<&str>, status: u16) -> bool {
+    code.is_some_and(|c| ACCESS_DENIED_CODES.contains(&c)) || (code.is_none() && status == 403)
 }
 
 /// Sorts an SDK error into a [`BackendError`], keeping it whole as the source.
@@ -288,7 +332,10 @@ where
 {
     let retryable = match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(e) => is_transient(e.err().code(), e.raw().status().as_u16()),
+        SdkError::ServiceError(e) => {
+            let (code, status) = (e.err().code(), e.raw().status().as_u16());
+            !is_access_denied(code, status) && is_transient(code, status)
+        }
         _ => false,
     };
     BackendError { operation, retryable, source: Box::new(err) }
@@ -343,6 +390,17 @@ mod tests {
         assert!(!is_transient(Some("ResourceNotFoundException"), 400));
         assert!(!is_transient(Some("AccessDenied"), 403));
         assert!(!is_transient(Some("ValidationException"), 400));
+    }
+
+    #[test]
+    fn denials_are_recognised_by_code_or_a_bare_403_and_are_never_transient() {
+        for code in ["AccessDenied", "AccessDeniedException", "AuthorizationError", "KMS.AccessDeniedException"] {
+            assert!(is_access_denied(Some(code), 403) && !is_transient(Some(code), 403), "{code}");
+            assert!(is_access_denied(Some(code), 400), "{code} with a 400 (SNS, DynamoDB)");
+        }
+        assert!(is_access_denied(None, 403), "S3 HEAD answers a bare 403");
+        assert!(!is_access_denied(Some("NoSuchKey"), 404));
+        assert!(!is_access_denied(Some("SignatureDoesNotMatchNot"), 403));
     }
 
     /// What the SDK does with the PEM when it builds a connector, where a bad certificate would

@@ -3,9 +3,9 @@
 //! detect options.
 //!
 //! Errors are sorted by what they say about the image: a format Rekognition cannot read, an image
-//! too large, or an object it cannot find fail the job; throttling, service errors and an access
-//! denial (a deployment problem, fixed by an operator, after which the dead-letter queue can be
-//! redriven) are retried.
+//! too large, or an object it cannot find fail the job; everything else (throttling, service
+//! errors, and an access denial, under the one policy of [`super`]) is a transient detection
+//! failure, retried and on the last delivery dead-lettered.
 
 use async_trait::async_trait;
 use aws_sdk_rekognition::Client;
@@ -87,9 +87,8 @@ fn classify(e: SdkError<DetectLabelsError, aws_smithy_runtime_api::http::Respons
         Some((code, message)) => {
             DetectError::Permanent { code, message: message.to_owned(), source: Some(Box::new(e)) }
         }
-        // Throttling, service errors, timeouts, and also an access denial: a deployment problem,
-        // retried so the messages reach the dead-letter queue and can be redriven once it is
-        // fixed, instead of failing users' jobs for the operator's mistake.
+        // Throttling, service errors, timeouts, and an access denial (a deployment fault, never
+        // a reason about the image; see the policy in `super`).
         None => DetectError::Transient(Box::new(e)),
     }
 }

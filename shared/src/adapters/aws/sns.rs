@@ -1,4 +1,5 @@
-//! [`SnsPublisher`]: announces new jobs on the SNS topic the queue subscribes to.
+//! [`SnsPublisher`]: publishes labelq's messages, whatever their kind, on an SNS topic (new jobs
+//! on the one the job queue subscribes to).
 //!
 //! The message type and the correlation id travel as message attributes, so they reach the
 //! worker beside the body (SQS raw delivery keeps them), and the worker's log lines can be tied
@@ -9,8 +10,7 @@ use aws_sdk_sns::Client;
 use aws_sdk_sns::types::MessageAttributeValue;
 
 use super::classify;
-use crate::domain::IMAGE_SUBMITTED;
-use crate::ports::{BackendError, Envelope, JobPublisher};
+use crate::ports::{BackendError, Envelope, MessagePublisher};
 
 pub const CORRELATION_ID: &str = "correlation_id";
 pub const MESSAGE_TYPE: &str = "message_type";
@@ -36,13 +36,13 @@ fn string_attribute(value: &str) -> Result<MessageAttributeValue, BackendError> 
 }
 
 #[async_trait]
-impl JobPublisher for SnsPublisher {
+impl MessagePublisher for SnsPublisher {
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
         self.client
             .publish()
             .topic_arn(&self.topic_arn)
             .message(envelope.message.to_json())
-            .message_attributes(MESSAGE_TYPE, string_attribute(IMAGE_SUBMITTED)?)
+            .message_attributes(MESSAGE_TYPE, string_attribute(envelope.message.kind())?)
             .message_attributes(CORRELATION_ID, string_attribute(envelope.correlation_id.as_str())?)
             .send()
             .await

@@ -3,7 +3,8 @@
 //! A job row keeps the columns that queries filter and sort on, plus the whole record as JSON.
 //! Label names (and their parents') go to a side table so `label=` filters with an index.
 //! Transitions are compare-and-swap on `version`; the idempotency key is a unique index, so the
-//! key and its job are one insert.
+//! key and its job are one insert. A claim records the [`Holder`](super::Holder) of the process
+//! that wrote it, so that a restart can give back the claims of a process that died.
 
 use std::path::Path;
 
@@ -12,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use time::OffsetDateTime;
 
 use super::{Db, Durability, millis};
-use crate::domain::{IdempotencyKey, Job, JobId, OwnerId};
+use crate::domain::{IdempotencyKey, Job, JobId, JobStatus, OwnerId};
 use crate::ports::{BackendError, Created, JobStore, ListPosition, ListQuery, Page, UpdateError};
 
 const SCHEMA: &str = "
@@ -38,14 +39,66 @@ CREATE TABLE IF NOT EXISTS job_labels (
 CREATE INDEX IF NOT EXISTS job_labels_name ON job_labels (name);
 ";
 
+/// Added after the first release; files written before get them on open.
+const COLUMNS: &[(&str, &str, &str)] = &[("jobs", "holder", "TEXT")];
+const INDEXES: &str = "CREATE INDEX IF NOT EXISTS jobs_held ON jobs (holder) WHERE holder IS NOT NULL;";
+
 #[derive(Debug, Clone)]
 pub struct SqliteJobStore {
     db: Db,
+    /// Recorded on the claims this store writes.
+    holder: Option<String>,
 }
 
 impl SqliteJobStore {
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
-        Ok(Self { db: Db::open(path, SCHEMA)? })
+        Ok(Self { db: Db::open(path, SCHEMA, COLUMNS, INDEXES)?, holder: None })
+    }
+
+    /// The same store, recording `holder` on the claims it writes.
+    pub fn held_by(self, holder: &str) -> Self {
+        Self { holder: Some(holder.to_owned()), ..self }
+    }
+
+    /// Gives back (PROCESSING -> PENDING) every claim `holder` still holds: that process is gone,
+    /// and its jobs should not wait out their leases. Returns how many were given back.
+    pub async fn release_held_by(&self, holder: &str, now: OffsetDateTime) -> Result<usize, BackendError> {
+        let holder = holder.to_owned();
+        self.db
+            .write("release a departed holder's claims", Durability::Full, move |conn| {
+                let tx = conn.transaction()?;
+                let held = {
+                    let mut stmt = tx.prepare("SELECT record FROM jobs WHERE holder = ?1")?;
+                    stmt.query_map([&holder], |row| row.get::<_, String>(0))?
+                        .map(|r| r.and_then(|json| decode(&json)))
+                        .collect::<rusqlite::Result<Vec<_>>>()?
+                };
+                let mut released = 0;
+                for job in held {
+                    let next = job.release(now).ok();
+                    let changed = match &next {
+                        Some(next) => tx.execute(
+                            "UPDATE jobs SET status = ?1, version = ?2, record = ?3, holder = NULL
+                             WHERE id = ?4 AND version = ?5",
+                            params![
+                                next.status().as_str(),
+                                version(next.version),
+                                encode(next)?,
+                                next.id.to_string(),
+                                version(job.version)
+                            ],
+                        )?,
+                        // Not a claim any more (finished): only the stale mark goes.
+                        None => tx.execute("UPDATE jobs SET holder = NULL WHERE id = ?1", [job.id.to_string()])?,
+                    };
+                    if next.is_some() {
+                        released += changed;
+                    }
+                }
+                tx.commit()?;
+                Ok(released)
+            })
+            .await
     }
 
     /// Deletes up to `limit` jobs that expired at or before `now` and returns them, so their
@@ -165,17 +218,19 @@ impl JobStore for SqliteJobStore {
         // A final state is written durably before the worker acknowledges its message; a claim
         // or a release may be lost in a crash, which only costs a redelivery.
         let durability = if job.status().is_finished() { Durability::Full } else { Durability::Relaxed };
+        let holder = if job.status() == JobStatus::Processing { self.holder.clone() } else { None };
         let job = job.clone();
         let updated = self
             .db
             .write("update job", durability, move |conn| {
                 let tx = conn.transaction()?;
                 let changed = tx.execute(
-                    "UPDATE jobs SET status = ?1, version = ?2, record = ?3 WHERE id = ?4 AND version = ?5",
+                    "UPDATE jobs SET status = ?1, version = ?2, record = ?3, holder = ?4 WHERE id = ?5 AND version = ?6",
                     params![
                         job.status().as_str(),
                         version(job.version),
                         encode(&job)?,
+                        holder,
                         job.id.to_string(),
                         version(job.version.saturating_sub(1))
                     ],
@@ -237,5 +292,44 @@ impl JobStore for SqliteJobStore {
                     .transpose()
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::job::tests::pending_job;
+    use crate::domain::{Clock, SystemClock};
+
+    #[tokio::test]
+    async fn a_departed_holders_claims_are_given_back_and_no_one_elses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite3");
+        let gone = SqliteJobStore::open(&path).unwrap().held_by("gone");
+        let alive = SqliteJobStore::open(&path).unwrap().held_by("alive");
+        let now = SystemClock.now();
+        let lease = Duration::from_secs(60);
+        let mut claims = Vec::new();
+        for store in [&gone, &gone, &alive] {
+            let job = pending_job(now);
+            store.create(&job).await.unwrap();
+            let claimed = job.claim(now, lease).unwrap();
+            store.update(&claimed).await.unwrap();
+            claims.push(claimed);
+        }
+        // One of the departed holder's jobs finished before it went: nothing to give back.
+        let done = claims[1].succeed(vec![], now).unwrap();
+        gone.update(&done).await.unwrap();
+
+        let reopened = SqliteJobStore::open(&path).unwrap();
+        assert_eq!(reopened.release_held_by("gone", now).await.unwrap(), 1);
+
+        let released = reopened.get(&claims[0].id).await.unwrap().unwrap();
+        assert_eq!((released.status(), released.version), (JobStatus::Pending, claims[0].version + 1));
+        assert_eq!(reopened.get(&claims[1].id).await.unwrap(), Some(done));
+        assert_eq!(reopened.get(&claims[2].id).await.unwrap().as_ref(), Some(&claims[2]), "a live holder's claim");
+        assert_eq!(reopened.release_held_by("gone", now).await.unwrap(), 0, "given back once");
     }
 }

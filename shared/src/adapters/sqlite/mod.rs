@@ -1,5 +1,6 @@
 //! SQLite adapters for `labelq serve`: [`SqliteJobStore`] and [`SqliteQueue`], each in its own
-//! database file so that job writes and queue writes don't wait on each other's commits.
+//! database file so that job writes and queue writes don't wait on each other's commits, and
+//! [`Holder`], the registration by which processes sharing a data directory know who holds what.
 //!
 //! Both use WAL mode and choose durability per write. Writes that a promise rests on are committed
 //! with `synchronous = FULL` (on disk when the call returns): a new job and its message, before the
@@ -9,9 +10,11 @@
 //! cuts a job's fsyncs in the worker from four to one. All SQLite work runs on the blocking pool,
 //! never on the async threads.
 
+mod holder;
 mod jobs;
 mod queue;
 
+pub use holder::{Departed, Holder};
 pub use jobs::SqliteJobStore;
 pub use queue::{QueueCounts, SqliteQueue};
 
@@ -39,7 +42,10 @@ struct Db {
 }
 
 impl Db {
-    fn open(path: &Path, schema: &str) -> rusqlite::Result<Self> {
+    /// Opens the database, creating `schema` (idempotent statements) and adding each of
+    /// `columns` (table, column, declaration) that a file written by an older version lacks, then
+    /// running `indexes`, which may use those columns.
+    fn open(path: &Path, schema: &str, columns: &[(&str, &str, &str)], indexes: &str) -> rusqlite::Result<Self> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let open = || -> rusqlite::Result<Connection> {
             let conn = Connection::open_with_flags(path, flags)?;
@@ -51,6 +57,10 @@ impl Db {
         };
         let writer = open()?;
         writer.execute_batch(schema)?;
+        for (table, column, declaration) in columns {
+            add_column_if_missing(&writer, table, column, declaration)?;
+        }
+        writer.execute_batch(indexes)?;
         let reader = open()?;
         Ok(Self { writer: Arc::new(Mutex::new(writer)), reader: Arc::new(Mutex::new(reader)) })
     }
@@ -78,6 +88,16 @@ impl Db {
     {
         run(self.reader.clone(), operation, f).await
     }
+}
+
+fn add_column_if_missing(conn: &Connection, table: &str, column: &str, declaration: &str) -> rusqlite::Result<()> {
+    let present = conn
+        .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+        .exists(rusqlite::params![table, column])?;
+    if !present {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {declaration}"))?;
+    }
+    Ok(())
 }
 
 async fn run<T, F>(conn: Arc<Mutex<Connection>>, operation: &'static str, f: F) -> Result<T, BackendError>

@@ -8,14 +8,19 @@
 //! - a receive hands out a fresh receipt, and only the latest receipt can acknowledge, so a worker
 //!   that lost its message to a timeout cannot delete the redelivered copy.
 //!
-//! Everything is committed with `synchronous = FULL`: a published message survives a crash, and a
-//! crash mid-processing leaves the message to reappear after its visibility timeout. Receivers in
-//! the same process are woken at once on publish; otherwise they poll at the next visibility
-//! deadline.
+//! A publish is committed with `synchronous = FULL`: when it returns, the message survives a crash.
+//! Receives, acknowledgements and visibility changes use `NORMAL` (see the module docs of
+//! [`super`]): losing one in a power cut only causes an idempotent redelivery. A crash
+//! mid-processing leaves the message to reappear after its visibility timeout, or at once when the
+//! next process to open the file finds its [`Holder`](super::Holder) gone.
+//!
+//! Time comes from the injected [`Clock`]. Receivers in the same process are woken at once on
+//! publish; otherwise they look again at the next visibility deadline, and at least every
+//! `poll_interval` in case another process shares the file.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
@@ -23,9 +28,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{Db, Durability};
-use crate::domain::{CorrelationId, IMAGE_SUBMITTED};
-use crate::ports::{BackendError, Delivery, Envelope, JobPublisher, JobQueue};
+use super::{Db, Durability, millis};
+use crate::config::MaxReceives;
+use crate::domain::{Clock, CorrelationId};
+use crate::ports::{BackendError, Delivery, Envelope, JobQueue, MessagePublisher};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -49,6 +55,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 ";
 
+/// Added after the first release; files written before get them on open.
+const COLUMNS: &[(&str, &str, &str)] = &[("messages", "holder", "TEXT")];
+const INDEXES: &str = "CREATE INDEX IF NOT EXISTS messages_held ON messages (holder) WHERE holder IS NOT NULL;";
+
+/// How often a waiting receiver looks again for messages another process may have published.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Message attributes, as SNS/SQS carry them beside the body.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Attributes {
@@ -70,12 +83,11 @@ pub struct QueueCounts {
 pub struct SqliteQueue {
     db: Db,
     max_receives: u32,
+    clock: Arc<dyn Clock>,
     published: Arc<Notify>,
-}
-
-fn now_millis() -> i64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+    poll_interval: Duration,
+    /// Recorded on the messages this queue hands out.
+    holder: Option<String>,
 }
 
 fn duration_millis(d: Duration) -> i64 {
@@ -85,12 +97,52 @@ fn duration_millis(d: Duration) -> i64 {
 impl SqliteQueue {
     /// Opens (creating if needed) the queue; a message goes to the dead-letter table when it comes
     /// up for its `max_receives + 1`-th delivery.
-    pub fn open(path: &Path, max_receives: u32) -> rusqlite::Result<Self> {
-        Ok(Self { db: Db::open(path, SCHEMA)?, max_receives: max_receives.max(1), published: Arc::new(Notify::new()) })
+    pub fn open(path: &Path, max_receives: MaxReceives, clock: Arc<dyn Clock>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            db: Db::open(path, SCHEMA, COLUMNS, INDEXES)?,
+            max_receives: max_receives.get(),
+            clock,
+            published: Arc::new(Notify::new()),
+            poll_interval: POLL_INTERVAL,
+            holder: None,
+        })
+    }
+
+    /// The same queue, recording `holder` on the messages it hands out.
+    pub fn held_by(self, holder: &str) -> Self {
+        Self { holder: Some(holder.to_owned()), ..self }
+    }
+
+    /// The same queue, looking for other processes' messages every `interval` while it waits.
+    pub fn polling_every(self, interval: Duration) -> Self {
+        Self { poll_interval: interval, ..self }
+    }
+
+    fn now(&self) -> i64 {
+        millis(self.clock.now())
+    }
+
+    /// Makes every message `holder` still has in flight visible at once: that process is gone.
+    /// Returns how many.
+    pub async fn release_held_by(&self, holder: &str) -> Result<usize, BackendError> {
+        let (holder, now) = (holder.to_owned(), self.now());
+        let released = self
+            .db
+            .write("release a departed holder's messages", Durability::Full, move |conn| {
+                conn.execute(
+                    "UPDATE messages SET visible_at = MIN(visible_at, ?2), holder = NULL WHERE holder = ?1",
+                    params![holder, now],
+                )
+            })
+            .await?;
+        if released > 0 {
+            self.published.notify_waiters();
+        }
+        Ok(released)
     }
 
     pub async fn counts(&self) -> Result<QueueCounts, BackendError> {
-        let now = now_millis();
+        let now = self.now();
         self.db
             .read("count messages", move |conn| {
                 let (visible, in_flight) = conn.query_row(
@@ -118,13 +170,17 @@ impl SqliteQueue {
 
     /// Sends a raw body, as SNS would deliver any publisher's message. `publish` is the typed path.
     pub async fn send_raw(&self, body: String, correlation_id: Option<&CorrelationId>) -> Result<(), BackendError> {
-        let attributes = Attributes {
-            correlation_id: correlation_id.map(|c| c.as_str().to_owned()),
-            message_type: Some(IMAGE_SUBMITTED.to_owned()),
-        };
+        self.send(
+            body,
+            Attributes { correlation_id: correlation_id.map(|c| c.as_str().to_owned()), message_type: None },
+        )
+        .await
+    }
+
+    async fn send(&self, body: String, attributes: Attributes) -> Result<(), BackendError> {
         let attributes = serde_json::to_string(&attributes).map_err(|e| BackendError::permanent("send message", e))?;
         let message_id = Uuid::new_v4().to_string();
-        let now = now_millis();
+        let now = self.now();
         self.db
             .write("send message", Durability::Full, move |conn| {
                 conn.execute(
@@ -144,9 +200,10 @@ impl SqliteQueue {
         max: usize,
         visibility: Duration,
     ) -> Result<(Vec<Delivery>, Option<i64>), BackendError> {
-        let now = now_millis();
+        let now = self.now();
         let visible_until = now.saturating_add(duration_millis(visibility));
         let max_receives = self.max_receives;
+        let holder = self.holder.clone();
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
         self.db
             .write("receive messages", Durability::Relaxed, move |conn| {
@@ -181,8 +238,9 @@ impl SqliteQueue {
                 for (seq, message_id, body, attributes, receive_count) in picked {
                     let receipt = Uuid::new_v4().to_string();
                     tx.execute(
-                        "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?1, receipt = ?2 WHERE seq = ?3",
-                        params![visible_until, receipt, seq],
+                        "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?1, receipt = ?2, holder = ?3
+                         WHERE seq = ?4",
+                        params![visible_until, receipt, holder, seq],
                     )?;
                     let attributes: Attributes = serde_json::from_str(&attributes).unwrap_or_default();
                     deliveries.push(Delivery {
@@ -225,9 +283,13 @@ impl SqliteQueue {
 }
 
 #[async_trait]
-impl JobPublisher for SqliteQueue {
+impl MessagePublisher for SqliteQueue {
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
-        self.send_raw(envelope.message.to_json(), Some(&envelope.correlation_id)).await
+        let attributes = Attributes {
+            correlation_id: Some(envelope.correlation_id.as_str().to_owned()),
+            message_type: Some(envelope.message.kind().to_owned()),
+        };
+        self.send(envelope.message.to_json(), attributes).await
     }
 }
 
@@ -250,10 +312,10 @@ impl JobQueue for SqliteQueue {
                 return Ok(Vec::new());
             }
             let until_visible = next_visible
-                .map(|at| Duration::from_millis(u64::try_from(at.saturating_sub(now_millis())).unwrap_or(0)))
+                .map(|at| Duration::from_millis(u64::try_from(at.saturating_sub(self.now())).unwrap_or(0)))
                 .unwrap_or(Duration::MAX);
             // Also look again now and then: another process may share the file.
-            let wake = now + until_visible.min(deadline - now).min(Duration::from_millis(500));
+            let wake = now + until_visible.min(deadline - now).min(self.poll_interval);
             tokio::select! {
                 () = &mut published => {}
                 () = tokio::time::sleep_until(wake) => {}
@@ -269,10 +331,11 @@ impl JobQueue for SqliteQueue {
     }
 
     async fn retry(&self, delivery: &Delivery, delay: Duration) -> Result<(), BackendError> {
-        let at = now_millis().saturating_add(duration_millis(delay));
+        let at = self.now().saturating_add(duration_millis(delay));
+        // Waiting out a backoff, the message is nobody's until its next receive.
         self.settle("change message visibility", delivery, move |conn, id, receipt| {
             conn.execute(
-                "UPDATE messages SET visible_at = ?3 WHERE message_id = ?1 AND receipt = ?2",
+                "UPDATE messages SET visible_at = ?3, holder = NULL WHERE message_id = ?1 AND receipt = ?2",
                 params![id, receipt, at],
             )
         })
@@ -284,7 +347,7 @@ impl JobQueue for SqliteQueue {
     }
 
     async fn dead_letter(&self, delivery: &Delivery) -> Result<(), BackendError> {
-        let now = now_millis();
+        let now = self.now();
         self.settle("dead-letter message", delivery, move |conn, message_id, receipt| {
             let tx = conn.transaction()?;
             let moved = tx.execute(
@@ -303,12 +366,38 @@ impl JobQueue for SqliteQueue {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Mutex;
 
-    async fn queue(max_receives: u32) -> (tempfile::TempDir, SqliteQueue) {
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::domain::SystemClock;
+
+    /// A clock the test moves (the test kit's doubles are not reachable from unit tests).
+    #[derive(Debug)]
+    struct Hands(Mutex<OffsetDateTime>);
+
+    impl Hands {
+        fn advance(&self, by: Duration) {
+            *self.0.lock().unwrap() += by;
+        }
+    }
+
+    impl Clock for Hands {
+        fn now(&self) -> OffsetDateTime {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    fn max(n: u32) -> MaxReceives {
+        n.to_string().parse().unwrap()
+    }
+
+    fn queue(max_receives: u32) -> (tempfile::TempDir, SqliteQueue, Arc<Hands>) {
         let dir = tempfile::tempdir().unwrap();
-        let q = SqliteQueue::open(&dir.path().join("queue.sqlite3"), max_receives).unwrap();
-        (dir, q)
+        let clock = Arc::new(Hands(Mutex::new(SystemClock.now())));
+        let q = SqliteQueue::open(&dir.path().join("queue.sqlite3"), max(max_receives), clock.clone()).unwrap();
+        (dir, q, clock)
     }
 
     const VIS: Duration = Duration::from_secs(30);
@@ -316,7 +405,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_received_message_is_hidden_until_acknowledged() {
-        let (_dir, q) = queue(5).await;
+        let (_dir, q, _) = queue(5);
         q.send_raw("one".into(), None).await.unwrap();
         let got = q.receive(10, VIS, NO_WAIT).await.unwrap();
         assert_eq!(got.len(), 1);
@@ -328,10 +417,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_unacknowledged_message_comes_back_with_a_higher_receive_count() {
-        let (_dir, q) = queue(5).await;
+        let (_dir, q, clock) = queue(5);
         q.send_raw("again".into(), None).await.unwrap();
-        let first = q.receive(1, Duration::from_millis(50), NO_WAIT).await.unwrap();
-        let second = q.receive(1, VIS, Duration::from_secs(2)).await.unwrap();
+        let first = q.receive(1, VIS, NO_WAIT).await.unwrap();
+        clock.advance(VIS - Duration::from_millis(1));
+        assert!(q.receive(1, VIS, NO_WAIT).await.unwrap().is_empty(), "still hidden a moment before");
+        clock.advance(Duration::from_millis(1));
+        let second = q.receive(1, VIS, NO_WAIT).await.unwrap();
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].receive_count, 2);
         // The first receipt is stale: acknowledging with it must not delete the redelivered copy.
@@ -341,7 +433,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_is_dead_lettered_after_max_receives() {
-        let (_dir, q) = queue(2).await;
+        let (_dir, q, _) = queue(2);
         q.send_raw("poison".into(), None).await.unwrap();
         for expected in 1..=2 {
             let got = q.receive(1, VIS, NO_WAIT).await.unwrap();
@@ -355,26 +447,63 @@ mod tests {
 
     #[tokio::test]
     async fn dead_letter_moves_a_message_at_once() {
-        let (_dir, q) = queue(5).await;
+        let (_dir, q, _) = queue(5);
         q.send_raw("give up".into(), None).await.unwrap();
         let got = q.receive(1, VIS, NO_WAIT).await.unwrap();
         q.dead_letter(&got[0]).await.unwrap();
         assert_eq!(q.counts().await.unwrap(), QueueCounts { visible: 0, in_flight: 0, dead: 1 });
     }
 
+    /// Without the wake-up the receiver would sleep until its deadline: it looks for other
+    /// processes' messages only every hour here, and the clock never moves.
     #[tokio::test]
     async fn a_waiting_receiver_wakes_on_publish() {
-        let (_dir, q) = queue(5).await;
+        let (_dir, q, _) = queue(5);
+        let q = q.polling_every(Duration::from_secs(3600));
         let receiver = {
             let q = q.clone();
-            tokio::spawn(async move { q.receive(1, VIS, Duration::from_secs(10)).await })
+            tokio::spawn(async move { q.receive(1, VIS, Duration::from_secs(600)).await })
         };
+        // Let the receiver find the queue empty and start waiting.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let started = std::time::Instant::now();
         q.send_raw("wake".into(), None).await.unwrap();
-        let got = receiver.await.unwrap().unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), receiver).await;
+        let got = got.expect("woken by the publish").unwrap().unwrap();
         assert_eq!(got.len(), 1);
-        assert!(started.elapsed() < Duration::from_secs(1), "woken by the publish, not by polling");
+    }
+
+    #[tokio::test]
+    async fn a_departed_holders_messages_are_visible_at_once_and_others_keep_theirs() {
+        let (dir, q, clock) = queue(5);
+        let gone = q.clone().held_by("gone");
+        let alive = q.clone().held_by("alive");
+        for body in ["a", "b", "c"] {
+            q.send_raw(body.into(), None).await.unwrap();
+        }
+        let held_by_gone = gone.receive(2, VIS, NO_WAIT).await.unwrap();
+        let held_by_alive = alive.receive(1, VIS, NO_WAIT).await.unwrap();
+        assert_eq!((held_by_gone.len(), held_by_alive.len()), (2, 1));
+
+        // Another process opening the file gives back what the departed one held.
+        let reopened = SqliteQueue::open(&dir.path().join("queue.sqlite3"), max(5), clock).unwrap();
+        assert_eq!(reopened.release_held_by("gone").await.unwrap(), 2);
+        let again = reopened.receive(10, VIS, NO_WAIT).await.unwrap();
+        let mut bodies: Vec<&str> = again.iter().map(|d| d.body.as_str()).collect();
+        bodies.sort_unstable();
+        let mut expected: Vec<&str> = held_by_gone.iter().map(|d| d.body.as_str()).collect();
+        expected.sort_unstable();
+        assert_eq!(bodies, expected, "the live holder's message stays hidden");
+        assert_eq!(reopened.release_held_by("gone").await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_message_waiting_out_its_backoff_is_nobodys() {
+        let (_dir, q, _) = queue(5);
+        let held = q.clone().held_by("gone");
+        q.send_raw("backoff".into(), None).await.unwrap();
+        let got = held.receive(1, VIS, NO_WAIT).await.unwrap();
+        held.retry(&got[0], Duration::from_secs(60)).await.unwrap();
+        assert_eq!(q.release_held_by("gone").await.unwrap(), 0, "its backoff is kept");
     }
 
     #[tokio::test]
@@ -382,10 +511,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("queue.sqlite3");
         {
-            let q = SqliteQueue::open(&path, 5).unwrap();
+            let q = SqliteQueue::open(&path, max(5), Arc::new(SystemClock)).unwrap();
             q.send_raw("durable".into(), Some(&CorrelationId::parse("abc").unwrap())).await.unwrap();
         }
-        let q = SqliteQueue::open(&path, 5).unwrap();
+        let q = SqliteQueue::open(&path, max(5), Arc::new(SystemClock)).unwrap();
         let got = q.receive(1, VIS, NO_WAIT).await.unwrap();
         assert_eq!(got[0].body, "durable");
         assert_eq!(got[0].correlation_id.as_ref().map(CorrelationId::as_str), Some("abc"));

@@ -6,12 +6,15 @@ use std::time::{Duration, Instant};
 use labelq_e2e::{ServeProcess, photo};
 use serde_json::Value;
 
-/// `labelq serve` with one worker and a short visibility timeout, over `data_dir`.
+/// Far longer than any test waits: a job that resumes only when its lease runs out fails them.
+const VISIBILITY: &str = "600s";
+
+/// `labelq serve` with one worker over `data_dir`.
 fn start(data_dir: &Path) -> ServeProcess {
     let dir = data_dir.to_str().expect("a UTF-8 path");
     ServeProcess::start(
         env!("CARGO_BIN_EXE_labelq-under-test"),
-        &["--workers", "1", "--visibility-timeout", "2s", "--data-dir", dir],
+        &["--workers", "1", "--visibility-timeout", VISIBILITY, "--data-dir", dir],
         &[],
     )
 }
@@ -57,8 +60,10 @@ async fn wait_all_succeeded(http: &reqwest::Client, base: &str, ids: &[String], 
     }
 }
 
+/// The job the killed process held, and its message, are given back when the next process opens
+/// the data directory: the backlog resumes at once, not after the 600 s visibility timeout.
 #[tokio::test]
-async fn a_process_killed_in_the_middle_of_20_jobs_finishes_them_all_after_a_restart() {
+async fn a_process_killed_in_the_middle_of_20_jobs_finishes_them_all_within_seconds_of_a_restart() {
     let data_dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
     let first = start(data_dir.path());
@@ -79,10 +84,12 @@ async fn a_process_killed_in_the_middle_of_20_jobs_finishes_them_all_after_a_res
     assert!(done_before_kill < 20, "the kill came too late to test anything");
 
     let second = start(data_dir.path());
+    let restarted = Instant::now();
     let left: Vec<String> =
         statuses(&http, &second.base, &ids).await.into_iter().filter(|s| s != "SUCCEEDED").collect();
     assert!(!left.is_empty(), "jobs were left unfinished by the kill: {left:?}");
-    wait_all_succeeded(&http, &second.base, &ids, Duration::from_secs(90)).await;
+    wait_all_succeeded(&http, &second.base, &ids, Duration::from_secs(60)).await;
+    eprintln!("{} jobs left by the kill finished {:?} after the restart", left.len(), restarted.elapsed());
 }
 
 #[tokio::test]

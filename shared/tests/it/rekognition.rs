@@ -2,8 +2,6 @@
 //! through the SDK's own HTTP test client, so the real request serialisation and response parsing
 //! run.
 
-#![cfg(feature = "aws")]
-
 use aws_sdk_rekognition::config::{BehaviorVersion, Credentials, Region};
 use aws_smithy_http_client::test_util::{ReplayEvent, StaticReplayClient};
 use labelq_shared::adapters::aws::RekognitionDetector;

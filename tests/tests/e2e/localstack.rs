@@ -4,7 +4,7 @@
 //! way API Gateway and the SQS event source mapping would.
 //!
 //! Run by `make test` after `localstack/start.sh`:
-//! `cargo test -p labelq-e2e --features localstack --test aws`.
+//! `cargo test --workspace --features labelq-e2e/localstack --test e2e localstack::`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,19 +14,19 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use axum::body::Body;
 use http::StatusCode;
 use labelq_e2e::aws::{Stack, api_request};
-use labelq_e2e::contract::job_store_contract;
 use labelq_e2e::{FailFor, FlakyDetector, ServeProcess, StubDetector, model_dir, onnx_detector, photo, png};
-use labelq_shared::adapters::aws::{SnsPublisher, SqsQueue, s3_client};
-use labelq_shared::domain::{
-    Confidence, DetectOptions, ImageSubmitted, JobId, JobStatus, Label, LabelName, SystemClock,
-};
-use labelq_shared::http::{ApiState, router};
+use labelq_shared::adapters::aws::{AwsStores, SnsPublisher, SqsQueue, s3_client, sns_publisher};
+use labelq_shared::config::{Concurrency, MaxReceives};
+use labelq_shared::detectors::DetectorConfig;
+use labelq_shared::domain::{Confidence, DetectOptions, JobId, JobStatus, Label, LabelName, Message, SystemClock};
+use labelq_shared::http::{ApiState, Uploads, router};
 use labelq_shared::lambda::{
-    Adapters, ApiGatewayJwt, DetectorChoice, RequestHandlerConfig, WorkerFunction, WorkerFunctionConfig,
-    record_from_sdk, request_handler_app, status_api_app,
+    ApiGatewayJwt, RequestHandlerConfig, WorkerFunction, WorkerFunctionConfig, record_from_sdk, request_handler_app,
+    status_api_app,
 };
 use labelq_shared::ports::JobStore;
-use labelq_shared::service::{Backoff, QueryService, SubmitConfig, SubmitService, WorkerConfig};
+use labelq_shared::service::{Backoff, SubmitConfig, WorkerConfig};
+use labelq_testkit::contract::job_store_contract;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -49,11 +49,10 @@ fn worker_config(stack: &Stack, max_receives: u32) -> WorkerFunctionConfig {
     WorkerFunctionConfig {
         resources: stack.resources(),
         queue_url: stack.output("QueueUrl"),
-        detector: DetectorChoice::Onnx,
-        model_dir: model_dir(),
-        concurrency: 4,
+        detector: DetectorConfig::Onnx { model_dir: model_dir(), sessions: 4 },
+        concurrency: "4".parse::<Concurrency>().expect("4"),
         worker: WorkerConfig {
-            max_receives,
+            max_receives: max_receives.to_string().parse::<MaxReceives>().expect("a valid count"),
             lease: Duration::from_secs(30),
             backoff: Backoff { base: Duration::from_millis(100), max: Duration::from_millis(400) },
             detect: DetectOptions { max_labels: 10, min_confidence: Confidence::new(50.0).expect("50") },
@@ -87,7 +86,7 @@ fn event(messages: Vec<aws_sdk_sqs::types::Message>) -> SqsEvent {
 }
 
 fn job_of(message: &aws_sdk_sqs::types::Message) -> JobId {
-    ImageSubmitted::parse(message.body().unwrap_or_default()).expect("a labelq message").job_id
+    Message::parse(message.body().unwrap_or_default()).expect("a labelq message").job_id()
 }
 
 /// The job's raw DynamoDB item, as the table stores it.
@@ -107,7 +106,7 @@ fn failed(response: &SqsBatchResponse) -> Vec<String> {
     response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
 }
 
-async fn stored_status(adapters: &Adapters, id: &JobId) -> JobStatus {
+async fn stored_status(adapters: &AwsStores, id: &JobId) -> JobStatus {
     adapters.jobs.get(id).await.expect("get").expect("the job").status()
 }
 
@@ -163,7 +162,7 @@ async fn a_submission_flows_through_s3_dynamodb_sns_sqs_the_worker_and_the_statu
     assert_eq!((code, list["items"].as_array().map(Vec::len)), (StatusCode::OK, Some(1)));
 
     // A redelivery of the same message is a no-op.
-    let adapters = Adapters::new(sdk, &stack.resources());
+    let adapters = AwsStores::new(sdk, &stack.resources());
     let before = adapters.jobs.get(&id).await.expect("get").expect("the job");
     let again = function.handle(batch, None).await;
     assert!(again.batch_item_failures.is_empty());
@@ -199,7 +198,7 @@ async fn poison_messages_fail_their_job_or_are_dropped_and_never_retried() {
     let response = function.handle(event(receive(&queue, 2).await), None).await;
 
     assert!(response.batch_item_failures.is_empty(), "poison is acknowledged, not retried: {response:?}");
-    let job = Adapters::new(sdk, &stack.resources()).jobs.get(&id).await.expect("get").expect("the job");
+    let job = AwsStores::new(sdk, &stack.resources()).jobs.get(&id).await.expect("get").expect("the job");
     assert_eq!(job.status(), JobStatus::Failed);
     assert_eq!(job.failure().map(|f| f.code.as_str()), Some("invalid_message"));
     stack.delete().await;
@@ -238,7 +237,7 @@ async fn a_message_that_fails_transiently_every_time_lands_in_the_dead_letter_qu
     while pollers.join_next().await.is_some() {}
 
     assert_eq!(job_of(&dead), id);
-    let job = Adapters::new(sdk, &stack.resources()).jobs.get(&id).await.expect("get").expect("the job");
+    let job = AwsStores::new(sdk, &stack.resources()).jobs.get(&id).await.expect("get").expect("the job");
     assert_eq!(job.status(), JobStatus::Failed);
     assert_eq!(job.failure().map(|f| f.code.as_str()), Some("retries_exhausted"));
     assert_eq!(job.attempts, 2);
@@ -256,7 +255,7 @@ async fn a_batch_with_one_bad_record_reports_exactly_that_record() {
         ids.push(submit(&api, "user-1", body.clone(), "image/png").await);
     }
     let detector = Arc::new(FailFor::default());
-    detector.images.lock().expect("lock").push(bodies[1].clone());
+    detector.fail(bodies[1].clone());
     let function = WorkerFunction::new(sdk, &worker_config(&stack, 5), detector);
 
     let queue = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), stack.output("QueueUrl"));
@@ -266,7 +265,7 @@ async fn a_batch_with_one_bad_record_reports_exactly_that_record() {
     let response = function.handle(event(messages), None).await;
 
     assert_eq!(failed(&response), std::slice::from_ref(&bad));
-    let adapters = Adapters::new(sdk, &stack.resources());
+    let adapters = AwsStores::new(sdk, &stack.resources());
     assert_eq!(stored_status(&adapters, &ids[0]).await, JobStatus::Succeeded);
     assert_eq!(stored_status(&adapters, &ids[1]).await, JobStatus::Pending);
     assert_eq!(stored_status(&adapters, &ids[2]).await, JobStatus::Succeeded);
@@ -283,18 +282,11 @@ async fn a_batch_with_one_bad_record_reports_exactly_that_record() {
 async fn a_failed_publish_rolls_back_and_a_retry_with_the_same_key_succeeds() {
     let stack = Stack::deploy(&[]).await;
     let sdk = &stack.sdk;
-    let adapters = Adapters::new(sdk, &stack.resources());
+    let adapters = AwsStores::new(sdk, &stack.resources());
     let app_with = |publisher: Arc<SnsPublisher>| {
-        let clock = Arc::new(SystemClock);
-        let submit = SubmitService::new(
-            adapters.images.clone(),
-            adapters.jobs.clone(),
-            publisher,
-            clock.clone(),
-            SubmitConfig::default(),
-        );
-        let query = QueryService::new(adapters.images.clone(), adapters.jobs.clone(), clock);
-        router(ApiState { submit: Some(Arc::new(submit)), query: Arc::new(query), auth: Arc::new(ApiGatewayJwt) })
+        let uploads = Uploads { publisher, config: SubmitConfig::default() };
+        let state = ApiState::new(adapters.stores(), Some(uploads), Arc::new(SystemClock), Arc::new(ApiGatewayJwt));
+        router(state)
     };
     // SNS unreachable: S3 and DynamoDB are written, then the publish fails.
     let unreachable = aws_sdk_sns::config::Builder::from(sdk).endpoint_url("http://127.0.0.1:9").build();
@@ -313,7 +305,7 @@ async fn a_failed_publish_rolls_back_and_a_retry_with_the_same_key_succeeds() {
     let bucket = s3_client(sdk).list_objects_v2().bucket(stack.output("BucketName")).send().await.expect("list");
     assert_eq!(bucket.key_count(), Some(0), "no image is left behind");
 
-    let working = app_with(Adapters::publisher(sdk, &stack.output("TopicArn")));
+    let working = app_with(sns_publisher(sdk, &stack.output("TopicArn")));
     let mut retry = api_request("POST", "/v1/images", "user-1", png(100, 100), "image/png");
     retry.headers_mut().insert("idempotency-key", "retry-me".parse().expect("header"));
     let (status, _, job) = call(&working, retry).await;
@@ -329,7 +321,7 @@ async fn results_too_large_for_an_item_are_kept_in_s3_behind_a_pointer() {
     let sdk = &stack.sdk;
     let api = request_handler_app(sdk, &handler_config(&stack));
     let id = submit(&api, "user-1", png(100, 100), "image/png").await;
-    let adapters = Adapters::new(sdk, &stack.resources());
+    let adapters = AwsStores::new(sdk, &stack.resources());
     let job = adapters.jobs.get(&id).await.expect("get").expect("the job");
     // About 600 KB of labels: over DynamoDB's 400 KB item limit.
     let labels: Vec<Label> = (0..2500)
@@ -363,7 +355,7 @@ async fn results_too_large_for_an_item_are_kept_in_s3_behind_a_pointer() {
 #[tokio::test]
 async fn the_dynamodb_job_store_keeps_the_job_store_contract() {
     let stack = Stack::deploy(&[]).await;
-    let adapters = Adapters::new(&stack.sdk, &stack.resources());
+    let adapters = AwsStores::new(&stack.sdk, &stack.resources());
     job_store_contract(&*adapters.jobs).await;
     stack.delete().await;
 }

@@ -1,8 +1,6 @@
 //! The router driven without a socket (`tower::ServiceExt::oneshot`), over in-memory ports that
 //! can be made to fail: how backend failures look to a client.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -11,10 +9,11 @@ use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use labelq_shared::domain::OwnerId;
 use labelq_shared::http::auth::OpenAccess;
-use labelq_shared::http::{ApiState, router};
-use labelq_shared::service::{QueryService, SubmitConfig, SubmitService};
+use labelq_shared::http::{ApiState, Uploads, router};
+use labelq_shared::service::{Stores, SubmitConfig};
+use labelq_testkit::memory::{MemoryImages, MemoryJobs, MemoryPublisher};
+use labelq_testkit::{ManualClock, png_header};
 use serde_json::Value;
-use support::{MemoryImages, MemoryJobs, MemoryPublisher, TestClock, png_header};
 use tower::ServiceExt;
 
 struct Api {
@@ -28,14 +27,10 @@ fn api(with_submit: bool) -> Api {
     let images = Arc::new(MemoryImages::default());
     let jobs = Arc::new(MemoryJobs::default());
     let publisher = Arc::new(MemoryPublisher::default());
-    let clock = Arc::new(TestClock::default());
-    let submit =
-        SubmitService::new(images.clone(), jobs.clone(), publisher.clone(), clock.clone(), SubmitConfig::default());
-    let state = ApiState {
-        submit: with_submit.then(|| Arc::new(submit)),
-        query: Arc::new(QueryService::new(images.clone(), jobs.clone(), clock)),
-        auth: Arc::new(OpenAccess::new(OwnerId::parse("me").unwrap())),
-    };
+    let stores = Stores { images: images.clone(), jobs: jobs.clone() };
+    let uploads = with_submit.then(|| Uploads { publisher: publisher.clone(), config: SubmitConfig::default() });
+    let auth = Arc::new(OpenAccess::new(OwnerId::parse("me").unwrap()));
+    let state = ApiState::new(stores, uploads, Arc::new(ManualClock::default()), auth);
     Api { images, jobs, publisher, app: router(state) }
 }
 
@@ -91,6 +86,5 @@ async fn the_request_id_is_echoed_and_carried_with_the_job() {
     let response = api.app.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     assert_eq!(response.headers()["x-request-id"], "trace-abc-123");
-    let published = api.publisher.published.lock().unwrap();
-    assert_eq!(published[0].correlation_id.as_str(), "trace-abc-123");
+    assert_eq!(api.publisher.published()[0].correlation_id.as_str(), "trace-abc-123");
 }

@@ -1,5 +1,6 @@
 //! What every `JobStore` must do, as one test body run against each adapter (SQLite on a real
-//! file, DynamoDB on LocalStack), so the two cannot drift apart.
+//! file, DynamoDB on LocalStack) and against the in-memory double the service tests use, so none
+//! of them can drift from the others.
 
 use std::time::Duration;
 

@@ -1,28 +1,29 @@
-//! The services against in-memory ports: the worker's idempotency and failure sorting, and the
-//! submit path's rollback, each forced deterministically.
-
-mod support;
+//! The services against in-memory ports: the worker's idempotency, its one way to finish a job,
+//! its failure sorting, and the submit path's rollback, each forced deterministically.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use labelq_shared::config::MaxReceives;
 use labelq_shared::domain::{
-    Clock, ContentType, CorrelationId, FailureCode, IdempotencyKey, JobId, JobStatus, OwnerId,
+    Clock, ContentType, CorrelationId, Failure, FailureCode, IdempotencyKey, Job, JobId, JobStatus, Outcome, OwnerId,
 };
 use labelq_shared::ports::{Delivery, ImageStore, JobStore};
 use labelq_shared::service::{
-    Backoff, Disposition, Submission, SubmitConfig, SubmitError, SubmitRequest, SubmitService, Upload, WorkerConfig,
-    WorkerService,
+    Backoff, ClaimSlot, Disposition, Finish, Stores, Submission, SubmitConfig, SubmitError, SubmitRequest,
+    SubmitService, Upload, WorkerConfig, WorkerService,
 };
-use support::{Behaviour, MemoryImages, MemoryJobs, MemoryPublisher, ScriptedDetector, TestClock, png_header};
+use labelq_testkit::detectors::{Behaviour, ScriptedDetector, label};
+use labelq_testkit::memory::{MemoryImages, MemoryJobs, MemoryPublisher};
+use labelq_testkit::{ManualClock, png_header};
 
 struct Fixture {
     images: Arc<MemoryImages>,
     jobs: Arc<MemoryJobs>,
     publisher: Arc<MemoryPublisher>,
     detector: Arc<ScriptedDetector>,
-    clock: Arc<TestClock>,
+    clock: Arc<ManualClock>,
     submit: SubmitService,
     worker: Arc<WorkerService>,
 }
@@ -34,16 +35,16 @@ fn fixture(behaviour: Behaviour) -> Fixture {
     let jobs = Arc::new(MemoryJobs::default());
     let publisher = Arc::new(MemoryPublisher::default());
     let detector = ScriptedDetector::new(behaviour);
-    let clock = Arc::new(TestClock::default());
-    let submit =
-        SubmitService::new(images.clone(), jobs.clone(), publisher.clone(), clock.clone(), SubmitConfig::default());
+    let clock = Arc::new(ManualClock::default());
+    let stores = Stores { images: images.clone(), jobs: jobs.clone() };
+    let submit = SubmitService::new(stores.clone(), publisher.clone(), clock.clone(), SubmitConfig::default());
     let config = WorkerConfig {
-        max_receives: 3,
+        max_receives: "3".parse::<MaxReceives>().unwrap(),
         lease: LEASE,
         backoff: Backoff { base: Duration::from_millis(100), max: Duration::from_secs(1) },
         ..WorkerConfig::default()
     };
-    let worker = Arc::new(WorkerService::new(images.clone(), jobs.clone(), detector.clone(), clock.clone(), config));
+    let worker = Arc::new(WorkerService::new(stores, detector.clone(), clock.clone(), config));
     Fixture { images, jobs, publisher, detector, clock, submit, worker }
 }
 
@@ -62,7 +63,7 @@ impl Fixture {
     }
 
     fn delivery(&self, receive_count: u32) -> Delivery {
-        let published = self.publisher.published.lock().unwrap();
+        let published = self.publisher.published();
         let envelope = published.last().expect("something was published");
         Delivery {
             message_id: "m-1".into(),
@@ -76,6 +77,131 @@ impl Fixture {
     fn status(&self, id: &JobId) -> JobStatus {
         self.jobs.snapshot(id).unwrap().status()
     }
+
+    /// Another worker claims the job as it stands, as one would after this one's lease ran out.
+    async fn rival_claims(&self, id: &JobId) -> Job {
+        let current = self.jobs.snapshot(id).unwrap();
+        let claimed = current.claim(self.clock.now(), LEASE).expect("the lease has run out");
+        self.jobs.update(&claimed).await.unwrap();
+        claimed
+    }
+}
+
+#[tokio::test]
+async fn finish_says_whether_its_write_won_and_the_winner_carries_the_event() {
+    let f = fixture(Behaviour::Succeed);
+    let job = f.submitted().await.job;
+    let claimed = job.claim(f.clock.now(), LEASE).unwrap();
+    f.jobs.update(&claimed).await.unwrap();
+
+    let won = f.worker.finish(&claimed, Outcome::Succeeded { labels: vec![label("Cat")] }).await.unwrap();
+    let Finish::Won(event) = won else { panic!("the first final write wins: {won:?}") };
+    assert_eq!((event.job_id, &event.owner, &event.correlation_id), (job.id, &job.owner, &job.correlation_id));
+    assert_eq!(event.outcome, Outcome::Succeeded { labels: vec![label("Cat")] });
+    assert_eq!((event.attempts, event.created_at), (1, job.created_at));
+
+    let again = Outcome::Failed { error: Failure::new(FailureCode::Internal, "late") };
+    assert_eq!(f.worker.finish(&claimed, again.clone()).await.unwrap(), Finish::AlreadyFinal(JobStatus::Succeeded));
+    f.jobs.delete(&job.owner, &job.id).await.unwrap();
+    assert_eq!(f.worker.finish(&claimed, again).await.unwrap(), Finish::Gone);
+}
+
+#[tokio::test]
+async fn a_final_write_lost_to_a_later_claim_is_retried_not_acknowledged() {
+    let f = fixture(Behaviour::Block);
+    let job = f.submitted().await.job;
+    let first = {
+        let (worker, delivery) = (f.worker.clone(), f.delivery(1));
+        tokio::spawn(async move { worker.handle(&delivery).await })
+    };
+    f.detector.entered.notified().await;
+    // The first worker's lease runs out while it works, and another worker claims the job.
+    f.clock.advance(LEASE + Duration::from_secs(1));
+    let rivals = f.rival_claims(&job.id).await;
+
+    f.detector.release.notify_one();
+    let disposition = first.await.unwrap();
+
+    assert!(matches!(disposition, Disposition::Retry(_)), "the job is unfinished: {disposition:?}");
+    assert_eq!(f.jobs.snapshot(&job.id).unwrap(), rivals, "the rival's claim stands");
+}
+
+#[tokio::test]
+async fn a_final_write_lost_to_a_finished_job_is_acknowledged() {
+    let f = fixture(Behaviour::Block);
+    let job = f.submitted().await.job;
+    let first = {
+        let (worker, delivery) = (f.worker.clone(), f.delivery(1));
+        tokio::spawn(async move { worker.handle(&delivery).await })
+    };
+    f.detector.entered.notified().await;
+    f.clock.advance(LEASE + Duration::from_secs(1));
+    let rivals = f.rival_claims(&job.id).await;
+    let done = rivals.fail(Failure::new(FailureCode::ImageUndecodable, "theirs"), f.clock.now()).unwrap();
+    f.jobs.update(&done).await.unwrap();
+
+    f.detector.release.notify_one();
+
+    assert_eq!(first.await.unwrap(), Disposition::Ack);
+    assert_eq!(f.jobs.snapshot(&job.id).unwrap(), done, "the first final write stands");
+}
+
+#[tokio::test]
+async fn an_abandoned_handling_gives_back_only_its_own_claim() {
+    let f = fixture(Behaviour::Block);
+    let job = f.submitted().await.job;
+    let slot = ClaimSlot::default();
+    let first = {
+        let (worker, delivery, slot) = (f.worker.clone(), f.delivery(1), slot.clone());
+        tokio::spawn(async move { worker.handle_holding(&delivery, &slot).await })
+    };
+    f.detector.entered.notified().await;
+    assert!(slot.is_held());
+
+    // Its lease runs out, another worker claims the job, then the first handling is abandoned.
+    f.clock.advance(LEASE + Duration::from_secs(1));
+    let rivals = f.rival_claims(&job.id).await;
+    first.abort();
+    let _ = first.await;
+    f.worker.release(&slot).await;
+
+    assert_eq!(f.jobs.snapshot(&job.id).unwrap(), rivals, "the rival's claim is untouched");
+    assert!(!slot.is_held());
+}
+
+#[tokio::test]
+async fn an_abandoned_handling_whose_claim_still_stands_gives_the_job_back() {
+    let f = fixture(Behaviour::Block);
+    let job = f.submitted().await.job;
+    let slot = ClaimSlot::default();
+    let first = {
+        let (worker, delivery, slot) = (f.worker.clone(), f.delivery(1), slot.clone());
+        tokio::spawn(async move { worker.handle_holding(&delivery, &slot).await })
+    };
+    f.detector.entered.notified().await;
+    first.abort();
+    let _ = first.await;
+    f.worker.release(&slot).await;
+
+    assert_eq!(f.status(&job.id), JobStatus::Pending);
+    f.detector.set(Behaviour::Succeed);
+    assert_eq!(f.worker.handle(&f.delivery(2)).await, Disposition::Ack, "claimed at once, no lease to wait out");
+}
+
+#[tokio::test]
+async fn an_unreadable_message_for_a_job_another_worker_holds_waits_for_that_worker() {
+    let f = fixture(Behaviour::Succeed);
+    let job = f.submitted().await.job;
+    let claimed = job.claim(f.clock.now(), LEASE).unwrap();
+    f.jobs.update(&claimed).await.unwrap();
+    let mut poison = f.delivery(1);
+    poison.body = poison.body.replace("\"version\":1", "\"version\":99");
+
+    assert!(matches!(f.worker.handle(&poison).await, Disposition::Retry(_)));
+    assert_eq!(f.jobs.snapshot(&job.id).unwrap(), claimed, "the holder's work is not failed under it");
+    // Once the holder has finished, the poison message is simply done.
+    f.jobs.update(&claimed.succeed(vec![], f.clock.now()).unwrap()).await.unwrap();
+    assert_eq!(f.worker.handle(&poison).await, Disposition::Ack);
 }
 
 #[tokio::test]
@@ -142,7 +268,7 @@ async fn a_panicking_detector_is_contained_and_fails_the_job_on_the_last_deliver
     let job = f.submitted().await.job;
 
     assert!(matches!(f.worker.handle(&f.delivery(1)).await, Disposition::Retry(_)));
-    f.clock.advance(LEASE + Duration::from_secs(1)); // the panicked claim is never released
+    assert_eq!(f.status(&job.id), JobStatus::Pending, "the panicked claim is given back");
     assert_eq!(f.worker.handle(&f.delivery(3)).await, Disposition::DeadLetter);
 
     let stored = f.jobs.snapshot(&job.id).unwrap();
@@ -207,7 +333,7 @@ async fn a_failed_publish_rolls_back_the_job_and_the_image() {
     f.publisher.fail.store(false, Ordering::SeqCst);
     let ok = f.submit.submit(request(Some("k-1"))).await.unwrap();
     assert!(!ok.replayed);
-    assert_eq!(f.publisher.published.lock().unwrap().len(), 1);
+    assert_eq!(f.publisher.published().len(), 1);
 }
 
 #[tokio::test]
@@ -217,7 +343,7 @@ async fn a_replay_of_a_pending_job_publishes_its_message_again() {
     let again = f.submit.submit(request(Some("k-2"))).await.unwrap();
     assert!(again.replayed);
     assert_eq!(again.job.id, first.job.id);
-    assert_eq!(f.publisher.published.lock().unwrap().len(), 2, "a lost first message is replaced");
+    assert_eq!(f.publisher.published().len(), 2, "a lost first message is replaced");
     assert_eq!(f.images.len(), 1);
 }
 
@@ -227,5 +353,5 @@ async fn a_failed_image_write_leaves_nothing_behind() {
     f.images.fail_puts.store(true, Ordering::SeqCst);
     assert!(f.submit.submit(request(None)).await.is_err());
     assert_eq!(f.jobs.len(), 0);
-    assert!(f.publisher.published.lock().unwrap().is_empty());
+    assert!(f.publisher.published().is_empty());
 }

@@ -2,10 +2,6 @@
 //! crate (API Gateway HTTP API with a JWT authorizer, SQS, SNS), read from the crate's own source
 //! at test time and adapted to labelq's routes and messages.
 
-#![cfg(feature = "lambda")]
-
-mod support;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -14,14 +10,15 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use base64::Engine;
 use http::StatusCode;
 use http_body_util::BodyExt;
-use labelq_shared::domain::{ContentType, CorrelationId, ImageSubmitted, JobId, JobStatus, OwnerId, SystemClock};
-use labelq_shared::http::{ApiState, router};
+use labelq_shared::domain::{ContentType, CorrelationId, JobId, JobStatus, OwnerId, SystemClock};
+use labelq_shared::http::{ApiState, Uploads, router};
 use labelq_shared::lambda::{ApiGatewayJwt, handle_sqs_batch};
-use labelq_shared::service::{
-    QueryService, SubmitConfig, SubmitRequest, SubmitService, Upload, WorkerConfig, WorkerService,
-};
+use labelq_shared::ports::Envelope;
+use labelq_shared::service::{Stores, SubmitConfig, SubmitRequest, SubmitService, Upload, WorkerConfig, WorkerService};
+use labelq_testkit::detectors::{Behaviour, FailFor, ScriptedDetector};
+use labelq_testkit::memory::{MemoryImages, MemoryJobs, MemoryPublisher, RecordingQueue};
+use labelq_testkit::png_header;
 use serde_json::{Value, json};
-use support::{MemoryImages, MemoryJobs, MemoryPublisher, RecordingQueue, SelectiveDetector, png_header};
 use tower::ServiceExt;
 
 /// A fixture from the `aws_lambda_events` crate this build uses (located with `cargo metadata`).
@@ -52,20 +49,17 @@ struct Api {
     app: axum::Router,
 }
 
-/// A submit service over these in-memory stores, publishing nowhere.
-fn submit_over(images: &Arc<MemoryImages>, jobs: &Arc<MemoryJobs>) -> SubmitService {
-    let publisher = Arc::new(MemoryPublisher::default());
-    SubmitService::new(images.clone(), jobs.clone(), publisher, Arc::new(SystemClock), SubmitConfig::default())
+/// In-memory stores, as the services take them.
+fn stores(images: &Arc<MemoryImages>, jobs: &Arc<MemoryJobs>) -> Stores {
+    Stores { images: images.clone(), jobs: jobs.clone() }
 }
 
 fn api() -> Api {
-    let images = Arc::new(MemoryImages::default());
     let jobs = Arc::new(MemoryJobs::default());
-    let submit = submit_over(&images, &jobs);
-    let query = QueryService::new(images, jobs.clone(), Arc::new(SystemClock));
-    let app =
-        router(ApiState { submit: Some(Arc::new(submit)), query: Arc::new(query), auth: Arc::new(ApiGatewayJwt) });
-    Api { jobs, app }
+    let uploads = Uploads { publisher: Arc::new(MemoryPublisher::default()), config: SubmitConfig::default() };
+    let state =
+        ApiState::new(stores(&Arc::default(), &jobs), Some(uploads), Arc::new(SystemClock), Arc::new(ApiGatewayJwt));
+    Api { jobs, app: router(state) }
 }
 
 /// The JWT-authorizer HTTP API fixture, turned into a labelq request from `sub`.
@@ -158,22 +152,23 @@ async fn a_request_that_did_not_pass_the_jwt_authorizer_is_refused() {
 // ---------------------------------------------------------------------------------------------
 
 struct Worker {
-    images: Arc<MemoryImages>,
+    stores: Stores,
     jobs: Arc<MemoryJobs>,
-    detector: Arc<SelectiveDetector>,
+    detector: Arc<FailFor>,
     submit: SubmitService,
     worker: WorkerService,
     queue: RecordingQueue,
 }
 
 fn worker() -> Worker {
-    let images = Arc::new(MemoryImages::default());
     let jobs = Arc::new(MemoryJobs::default());
-    let detector = Arc::new(SelectiveDetector::default());
+    let stores = stores(&Arc::default(), &jobs);
+    let detector = Arc::new(FailFor::default());
     let clock = Arc::new(SystemClock);
-    let submit = submit_over(&images, &jobs);
-    let worker = WorkerService::new(images.clone(), jobs.clone(), detector.clone(), clock, WorkerConfig::default());
-    Worker { images, jobs, detector, submit, worker, queue: RecordingQueue::default() }
+    let publisher = Arc::new(MemoryPublisher::default());
+    let submit = SubmitService::new(stores.clone(), publisher, clock.clone(), SubmitConfig::default());
+    let worker = WorkerService::new(stores.clone(), detector.clone(), clock, WorkerConfig::default());
+    Worker { stores, jobs, detector, submit, worker, queue: RecordingQueue::default() }
 }
 
 impl Worker {
@@ -186,7 +181,7 @@ impl Worker {
             correlation_id: CorrelationId::new(),
         };
         let job = self.submit.submit(request).await.unwrap().job;
-        (job.id, ImageSubmitted::for_job(&job).to_json(), png)
+        (job.id, Envelope::for_job(&job).message.to_json(), png)
     }
 }
 
@@ -222,7 +217,7 @@ async fn a_batch_with_one_failing_record_reports_exactly_that_record() {
     let (raw_id, raw_body, _) = w.job(100).await;
     let (wrapped_id, wrapped_body, _) = w.job(101).await;
     let (failing_id, failing_body, failing_png) = w.job(102).await;
-    w.detector.failing.lock().unwrap().push(failing_png);
+    w.detector.fail(failing_png);
     let mut nameless = record("ignored", "{}");
     nameless.as_object_mut().map(|r| r.remove("messageId"));
 
@@ -268,18 +263,19 @@ async fn a_redelivered_record_of_a_finished_job_is_a_no_op() {
 }
 
 #[tokio::test]
-async fn records_left_at_the_deadline_are_reported_for_retry() {
+async fn records_left_at_the_deadline_are_reported_for_retry_and_give_their_job_back() {
     let w = worker();
-    let (_, body, _) = w.job(100).await;
+    let (id, body, _) = w.job(100).await;
     // A detector that never finishes, and a deadline 50 ms away.
-    let stuck = support::ScriptedDetector::new(support::Behaviour::Block);
-    let slow =
-        WorkerService::new(w.images.clone(), w.jobs.clone(), stuck, Arc::new(SystemClock), WorkerConfig::default());
+    let stuck = ScriptedDetector::new(Behaviour::Block);
+    let slow = WorkerService::new(w.stores.clone(), stuck, Arc::new(SystemClock), WorkerConfig::default());
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
 
     let response = handle_sqs_batch(&slow, &w.queue, event(vec![record("m-late", &body)]), 1, Some(deadline)).await;
 
     assert_eq!(failed_ids(&response), ["m-late"]);
+    // Its job was given back, so the retry can claim it at once rather than wait out the lease.
+    assert_eq!(w.jobs.snapshot(&id).unwrap().status(), JobStatus::Pending);
 }
 
 /// The functions run on a current-thread runtime (`labelq_shared::lambda`, "The runtime"): a
@@ -292,10 +288,9 @@ async fn a_batchs_records_overlap_up_to_the_bound_on_one_thread() {
         let (_, body, _) = w.job(100 + i).await;
         records.push(record(&format!("m-{i}"), &body));
     }
-    let detector = support::ScriptedDetector::new(support::Behaviour::Block);
+    let detector = ScriptedDetector::new(Behaviour::Block);
     let held = Arc::new(WorkerService::new(
-        w.images.clone(),
-        w.jobs.clone(),
+        w.stores.clone(),
         detector.clone(),
         Arc::new(SystemClock),
         WorkerConfig::default(),

@@ -1,0 +1,175 @@
+//! Which label detector runs, chosen by one setting and built in one place, for `labelq serve`
+//! and the worker Lambda alike. A new detector is an adapter under [`crate::adapters`], a
+//! [`DetectorKind`] and a [`DetectorConfig`] variant, and one arm in [`DetectorBuilder::build`].
+//!
+//! The built-in model loads while the process starts (once per Lambda execution environment,
+//! not on its first batch); Rekognition needs only a client.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::config::Setting;
+use crate::ports::{BoxError, LabelDetector};
+
+/// The detector a deployment runs (`LABEL_DETECTOR`, `labelq serve --detector`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectorKind {
+    /// The built-in offline model, through ONNX Runtime.
+    Onnx,
+    /// Amazon Rekognition DetectLabels, reading the image from S3.
+    Rekognition,
+}
+
+impl DetectorKind {
+    pub const ALL: [Self; 2] = [Self::Onnx, Self::Rekognition];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Onnx => "onnx",
+            Self::Rekognition => "rekognition",
+        }
+    }
+}
+
+impl fmt::Display for DetectorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DetectorKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(s.trim())).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|k| k.as_str()).collect();
+            format!("must be one of {}", names.join(", "))
+        })
+    }
+}
+
+impl Setting for DetectorKind {
+    const VARIABLE: &'static str = "LABEL_DETECTOR";
+}
+
+/// What building a detector takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DetectorConfig {
+    /// The built-in model from a prepared model directory, with one inference session per job
+    /// run at once.
+    Onnx { model_dir: PathBuf, sessions: usize },
+    /// Rekognition on the images in `bucket` (in Rekognition's region).
+    Rekognition { bucket: String },
+}
+
+impl DetectorConfig {
+    pub fn kind(&self) -> DetectorKind {
+        match self {
+            Self::Onnx { .. } => DetectorKind::Onnx,
+            Self::Rekognition { .. } => DetectorKind::Rekognition,
+        }
+    }
+}
+
+/// Why a detector could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("this build has no {kind} detector: build it with the cargo feature `{feature}`")]
+    NotBuiltIn { kind: DetectorKind, feature: &'static str },
+    #[error("the rekognition detector reads images from S3: it needs the AWS backend")]
+    NeedsAws,
+    #[error("could not load the built-in label model")]
+    Model(#[source] BoxError),
+}
+
+/// Builds the configured detector. The AWS SDK configuration is given where there is one.
+#[derive(Debug, Clone)]
+pub struct DetectorBuilder {
+    config: DetectorConfig,
+    #[cfg(feature = "aws")]
+    sdk: Option<aws_config::SdkConfig>,
+}
+
+impl DetectorBuilder {
+    pub fn new(config: DetectorConfig) -> Self {
+        Self {
+            config,
+            #[cfg(feature = "aws")]
+            sdk: None,
+        }
+    }
+
+    /// The SDK configuration AWS detectors build their clients from.
+    #[cfg(feature = "aws")]
+    pub fn with_aws(self, sdk: &aws_config::SdkConfig) -> Self {
+        Self { sdk: Some(sdk.clone()), ..self }
+    }
+
+    pub async fn build(self) -> Result<Arc<dyn LabelDetector>, BuildError> {
+        match self.config {
+            DetectorConfig::Onnx { model_dir, sessions } => onnx(model_dir, sessions).await,
+            DetectorConfig::Rekognition { bucket } => {
+                #[cfg(feature = "aws")]
+                {
+                    let sdk = self.sdk.ok_or(BuildError::NeedsAws)?;
+                    let client = aws_sdk_rekognition::Client::new(&sdk);
+                    Ok(Arc::new(crate::adapters::aws::RekognitionDetector::new(client, bucket)))
+                }
+                #[cfg(not(feature = "aws"))]
+                {
+                    let _ = bucket;
+                    Err(BuildError::NotBuiltIn { kind: DetectorKind::Rekognition, feature: "aws" })
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "onnx")]
+async fn onnx(model_dir: PathBuf, sessions: usize) -> Result<Arc<dyn LabelDetector>, BuildError> {
+    use crate::adapters::onnx::{OnnxConfig, OnnxDetector};
+    // Reading the model and the runtime library is blocking work: off the async threads.
+    let loaded = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let detector = OnnxDetector::load(&OnnxConfig::new(&model_dir, sessions))?;
+        let load_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(dir = %model_dir.display(), load_ms, sessions, "label model loaded");
+        Ok::<_, crate::adapters::onnx::ModelError>(detector)
+    })
+    .await
+    .map_err(|e| BuildError::Model(e.into()))?;
+    let detector = loaded.map_err(|e| BuildError::Model(e.into()))?;
+    Ok(Arc::new(detector))
+}
+
+#[cfg(not(feature = "onnx"))]
+async fn onnx(_: PathBuf, _: usize) -> Result<Arc<dyn LabelDetector>, BuildError> {
+    Err(BuildError::NotBuiltIn { kind: DetectorKind::Onnx, feature: "onnx" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detector_names_parse_case_insensitively_and_others_are_refused() {
+        assert_eq!("onnx".parse(), Ok(DetectorKind::Onnx));
+        assert_eq!("Rekognition".parse(), Ok(DetectorKind::Rekognition));
+        assert_eq!("yolo".parse::<DetectorKind>(), Err("must be one of onnx, rekognition".to_owned()));
+    }
+
+    /// The template's `LabelDetector` parameter offers exactly the detectors this code builds.
+    #[test]
+    fn the_templates_allowed_detectors_are_the_ones_built_here() {
+        let template = include_str!("../../infra/template.yaml");
+        let parameter = template.split("\n  LabelDetector:\n").nth(1).expect("the LabelDetector parameter");
+        let line = parameter.lines().find(|l| l.trim_start().starts_with("AllowedValues:")).expect("AllowedValues");
+        let listed = line.split_once('[').and_then(|(_, rest)| rest.split_once(']')).map(|(list, _)| list);
+        let mut allowed: Vec<&str> = listed.expect("a [..] list").split(',').map(str::trim).collect();
+        let mut built: Vec<&str> = DetectorKind::ALL.iter().map(|k| k.as_str()).collect();
+        allowed.sort_unstable();
+        built.sort_unstable();
+        assert_eq!(allowed, built);
+    }
+}

@@ -1,0 +1,10 @@
+//! labelq-shared's integration tests, in one binary (each test binary is another link of the
+//! whole dependency graph). `TEST_LOG=1` logs what the code under test says.
+
+mod http;
+#[cfg(feature = "lambda")]
+mod lambda_events;
+#[cfg(feature = "aws")]
+mod rekognition;
+mod services;
+mod stores;
