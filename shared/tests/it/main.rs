@@ -1,6 +1,8 @@
 //! labelq-shared's integration tests, in one binary (each test binary is another link of the
 //! whole dependency graph). `TEST_LOG=1` logs what the code under test says.
 
+#[cfg(feature = "aws")]
+mod access_denied;
 mod http;
 #[cfg(feature = "lambda")]
 mod lambda_events;
