@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Extra arguments for `labelq serve`, e.g. make run ARGS="--listen 0.0.0.0:3000 --tokens-file tokens"
 ARGS ?=
 
-.PHONY: run test model photos rust-checks rust-tests infra-checks lambda-zips aws-tests bench bench-lambda
+.PHONY: run test model photos rust-checks rust-tests api-contract infra-checks lambda-zips aws-tests bench bench-lambda
 
 run: model
 	$(CARGO) run -p labelq -- serve $(ARGS)
@@ -20,7 +20,7 @@ model:
 photos: model
 	@python3 model/fetch_photos.py >/dev/null
 
-test: rust-checks rust-tests infra-checks aws-tests
+test: rust-checks rust-tests api-contract infra-checks aws-tests
 
 rust-checks:
 	$(CARGO) fmt --all -- --check
@@ -31,6 +31,11 @@ rust-checks:
 ## Every Rust test but the LocalStack suite, which aws-tests runs from the same test binary.
 rust-tests: model photos
 	$(CARGO) test --workspace --no-fail-fast --features labelq-e2e/localstack -- --skip localstack::
+
+## schemathesis, all checks, against a real `labelq serve` and the document it serves; and the
+## committed openapi.json validated as OpenAPI 3.1.
+api-contract: model
+	tests/contract/run.sh
 
 ## cfn-lint and checkov on every template, then the template property tests.
 infra-checks:

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use super::ids::{CorrelationId, IdempotencyKey, JobId, ObjectKey, OwnerId};
 use super::image::ContentType;
@@ -22,7 +23,7 @@ use super::label::Label;
 use super::message::{JobFinished, Outcome};
 
 /// The externally visible status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobStatus {
     Pending,
@@ -43,9 +44,9 @@ impl JobStatus {
         }
     }
 
-    /// Parses a status as written in URLs: case-insensitive.
+    /// Parses a status exactly as the API writes it (`PENDING`, ...).
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str().eq_ignore_ascii_case(s))
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
     pub fn is_finished(self) -> bool {
@@ -60,7 +61,7 @@ impl fmt::Display for JobStatus {
 }
 
 /// Why a job failed, as a stable machine-readable code. Clients branch on these; never rename one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureCode {
     /// The bytes could not be decoded as an image (corrupt, truncated).
@@ -100,7 +101,7 @@ impl fmt::Display for FailureCode {
 }
 
 /// The reason kept on a FAILED job and shown to its owner.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Failure {
     pub code: FailureCode,
     pub message: String,

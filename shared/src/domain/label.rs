@@ -4,10 +4,12 @@
 //! localises objects.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// A confidence in percent, within 0..=100 and never NaN.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = f32, minimum = 0, maximum = 100)]
 pub struct Confidence(f32);
 
 impl Confidence {
@@ -33,7 +35,7 @@ impl<'de> Deserialize<'de> for Confidence {
 }
 
 /// A name in Rekognition's `{ "Name": ... }` shape, used for parents, aliases and categories.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LabelName {
     pub name: String,
 }
@@ -45,7 +47,7 @@ impl LabelName {
 }
 
 /// A box as ratios of the image's width and height (0..=1), like Rekognition's `BoundingBox`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BoundingBox {
     pub width: f32,
     pub height: f32,
@@ -54,14 +56,14 @@ pub struct BoundingBox {
 }
 
 /// One occurrence of a label in the image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Instance {
     pub bounding_box: BoundingBox,
     pub confidence: Confidence,
 }
 
 /// One detected label.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Label {
     pub name: String,
     pub confidence: Confidence,

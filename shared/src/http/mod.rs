@@ -8,10 +8,13 @@
 //! | `GET /v1/images?status=&label=&limit=&cursor=` | 200: the caller's images, newest first |
 //! | `DELETE /v1/images/{id}` | 204: record and image removed |
 //! | `GET /healthz` | 200 |
+//! | `GET /openapi.json` | 200: this API's OpenAPI 3.1 description |
 //!
-//! Errors are `application/problem+json`; see [`problem`].
+//! Errors are `application/problem+json`; see [`problem`]. Each handler carries its part of the
+//! OpenAPI document (`#[utoipa::path]`); [`openapi`] assembles it.
 
 pub mod auth;
+pub mod openapi;
 pub mod problem;
 pub mod upload;
 pub mod views;
@@ -22,12 +25,12 @@ use std::time::Instant;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use tracing::{Instrument, info, info_span};
+use utoipa::IntoParams;
 
 use self::auth::Authenticator;
 use self::problem::ApiError;
@@ -72,19 +75,17 @@ impl ApiState {
     }
 }
 
+/// The API as an axum [`Router`]: every route is registered with its OpenAPI description
+/// ([`openapi`]), so the document served at `GET /openapi.json` cannot drift from the routes.
 pub fn router(state: ApiState) -> Router {
-    let mut images = get(list_images);
-    if state.submit.is_some() {
-        images = images.post(submit_image);
-    }
-    Router::new()
-        .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
-        .route("/v1/images", images)
-        .route("/v1/images/{id}", get(get_image).delete(delete_image))
+    let (routes, document) = openapi::routes(state.submit.is_some()).split_for_parts();
+    let document = openapi::Document::serve(&document);
+    routes
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Upload bodies are limited by `upload::read_upload` with a problem+json answer.
         .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::Extension(document))
         .layer(middleware::from_fn(access_log))
         .with_state(state)
 }
@@ -132,6 +133,63 @@ fn job_response(status: StatusCode, job: &Job) -> Response {
     response
 }
 
+/// Submit an image for labelling.
+///
+/// Validated before anything is written (JPEG or PNG, the bytes' signature matching the declared
+/// type, at most the size limit, 80..=10000 px a side, read from the header). 202 means durable:
+/// the image, its job and its queue message are stored. Poll `Location` no faster than
+/// `Retry-After` says.
+#[utoipa::path(
+    post,
+    path = "/v1/images",
+    tag = openapi::TAG,
+    operation_id = "submitImage",
+    params(
+        (
+            "Idempotency-Key" = Option<String>, Header,
+            description = "Makes a retry safe: the same key (scoped to the caller) with the same bytes answers \
+                           the same job (202, `Idempotent-Replayed: true`); with other bytes, 409.",
+            nullable = false, min_length = 1, max_length = 255, pattern = r"^[!-~]+$"
+        ),
+        openapi::RequestIdHeader,
+    ),
+    request_body(
+        description = "The raw image with its type, or a form with the image in a field named `image`.",
+        content(("image/jpeg"), ("image/png"), (inline(openapi::ImageForm) = "multipart/form-data")),
+    ),
+    responses(
+        (
+            status = 202, description = "Accepted: the job is recorded and queued.", body = views::JobView,
+            headers(
+                ("Location" = String, description = "The job's status resource."),
+                ("Retry-After" = u32, description = "Seconds to wait before polling."),
+                ("Idempotent-Replayed" = String, description = "`true` when this answers a retry."),
+            ),
+            links(
+                ("GetImage" = (operation_id = "getImage", parameters(("id" = "$response.body#/id")))),
+                ("DeleteImage" = (operation_id = "deleteImage", parameters(("id" = "$response.body#/id")))),
+            ),
+        ),
+        (
+            status = 400, body = problem::Problem, content_type = "application/problem+json",
+            description = "Not an acceptable image, or a bad header: `not-an-image`, `empty-body`, \
+                           `content-type-mismatch`, `malformed-image`, `image-dimensions`, `malformed-multipart`, \
+                           `missing-image-field`, `invalid-idempotency-key`, `unreadable-body`."
+        ),
+        (
+            status = 409, body = problem::Problem, content_type = "application/problem+json",
+            description = "`idempotency-key-reused`: the key was used with other bytes."
+        ),
+        (
+            status = 413, body = problem::Problem, content_type = "application/problem+json",
+            description = "`image-too-large`."
+        ),
+        (
+            status = 415, body = problem::Problem, content_type = "application/problem+json",
+            description = "`unsupported-media-type`: send image/jpeg, image/png or multipart/form-data."
+        ),
+    ),
+)]
 async fn submit_image(State(state): State<ApiState>, owner: Owner, request: Request) -> Result<Response, ApiError> {
     // Present by construction: the route only exists when submit is configured.
     let submit = state.submit.as_ref().ok_or(ApiError::MethodNotAllowed)?;
@@ -170,11 +228,44 @@ fn path_id(raw: &str) -> Result<JobId, ApiError> {
     JobId::parse(raw).map_err(|_| ApiError::NotFound)
 }
 
+/// An image's job: its status, and its labels or failure once finished.
+#[utoipa::path(
+    get,
+    path = "/v1/images/{id}",
+    tag = openapi::TAG,
+    operation_id = "getImage",
+    params(openapi::ImageId, openapi::RequestIdHeader),
+    responses(
+        (
+            status = 200, description = "The job.", body = views::JobView,
+            headers(("Retry-After" = u32, description = "While the job is unfinished: seconds to wait before polling again.")),
+        ),
+        (
+            status = 404, body = problem::Problem, content_type = "application/problem+json",
+            description = "`not-found`: no such image for this caller (another owner's looks the same)."
+        ),
+    ),
+)]
 async fn get_image(State(state): State<ApiState>, owner: Owner, Path(id): Path<String>) -> Result<Response, ApiError> {
     let job = state.query.get(&owner.0, &path_id(&id)?).await?;
     Ok(job_response(StatusCode::OK, &job))
 }
 
+/// Deletes an image and its job.
+#[utoipa::path(
+    delete,
+    path = "/v1/images/{id}",
+    tag = openapi::TAG,
+    operation_id = "deleteImage",
+    params(openapi::ImageId, openapi::RequestIdHeader),
+    responses(
+        (status = 204, description = "Deleted: the record and the stored image are gone."),
+        (
+            status = 404, body = problem::Problem, content_type = "application/problem+json",
+            description = "`not-found`: no such image for this caller."
+        ),
+    ),
+)]
 async fn delete_image(
     State(state): State<ApiState>,
     owner: Owner,
@@ -184,11 +275,21 @@ async fn delete_image(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+/// What to list. Every field is read as text, so a bad value gets this API's own 400.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Only jobs with this status.
+    #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
+    /// Only jobs with a label (or a label's parent) of this name, compared case-insensitively.
+    #[param(min_length = 1, max_length = 256)]
     label: Option<String>,
+    /// Jobs per page.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 20)]
     limit: Option<String>,
+    /// Where to resume: the `next_cursor` of the previous page, exactly as it was given.
+    #[param(format = "labelq-cursor")]
     cursor: Option<String>,
 }
 
@@ -209,11 +310,10 @@ impl ListParams {
         let label = self
             .label
             .map(|l| {
-                let l = l.trim().to_owned();
-                if l.is_empty() || l.len() > 256 {
-                    Err(bad("invalid-parameter", "label must be 1..=256 characters".into()))
-                } else {
+                if (1..=256).contains(&l.chars().count()) {
                     Ok(l)
+                } else {
+                    Err(bad("invalid-parameter", "label must be 1..=256 characters".into()))
                 }
             })
             .transpose()?;
@@ -234,6 +334,21 @@ impl ListParams {
     }
 }
 
+/// The caller's images, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/images",
+    tag = openapi::TAG,
+    operation_id = "listImages",
+    params(ListParams, openapi::RequestIdHeader),
+    responses(
+        (status = 200, description = "A page of jobs; `links.next` while there may be more.", body = views::ListView),
+        (
+            status = 400, body = problem::Problem, content_type = "application/problem+json",
+            description = "`invalid-parameter` or `invalid-cursor`."
+        ),
+    ),
+)]
 async fn list_images(
     State(state): State<ApiState>,
     owner: Owner,

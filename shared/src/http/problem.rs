@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use tracing::error;
+use utoipa::ToSchema;
 
 use crate::domain::ImageRejection;
 use crate::ports::BackendError;
@@ -95,14 +96,21 @@ impl From<QueryError> for ApiError {
     }
 }
 
-/// The RFC 9457 body.
-#[derive(Debug, Serialize)]
+/// An RFC 9457 problem: what went wrong, as `application/problem+json`.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
+    /// `https://labelq.dev/problems/<slug>`, stable: clients branch on it.
     #[serde(rename = "type")]
+    #[schema(format = "uri")]
     pub kind: String,
+    #[schema(value_type = String)]
     pub title: &'static str,
+    /// The HTTP status.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
+    /// What was wrong with the request; absent on server errors, whose cause is only logged.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub detail: Option<String>,
 }
 

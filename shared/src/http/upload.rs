@@ -73,9 +73,15 @@ async fn read_image_field(form: Bytes, boundary: String, max_bytes: usize) -> Re
     let mut multipart = multer::Multipart::new(body, boundary);
     let malformed =
         |e: multer::Error| ApiError::bad_request("malformed-multipart", format!("malformed multipart body: {e}"));
+    let mut upload = None;
+    // The form is exactly one field: anything else is refused rather than silently ignored.
     while let Some(field) = multipart.next_field().await.map_err(malformed)? {
-        if field.name() != Some(IMAGE_FIELD) {
-            continue;
+        if field.name() != Some(IMAGE_FIELD) || upload.is_some() {
+            let name = field.name().unwrap_or_default().escape_debug().to_string();
+            return Err(ApiError::bad_request(
+                "malformed-multipart",
+                format!("unexpected form field \"{name}\": the form takes one field, {IMAGE_FIELD:?}"),
+            ));
         }
         let part_type = field.content_type().map(|m| m.essence_str().to_owned());
         let bytes = field.bytes().await.map_err(malformed)?;
@@ -91,7 +97,9 @@ async fn read_image_field(form: Bytes, boundary: String, max_bytes: usize) -> Re
                 unsupported(&format!("unsupported image type {mime:?}: send image/jpeg or image/png"))
             })?,
         };
-        return Ok(Upload { bytes, declared });
+        upload = Some(Upload { bytes, declared });
     }
-    Err(ApiError::bad_request("missing-image-field", format!("the form has no field named {IMAGE_FIELD:?}")))
+    upload.ok_or_else(|| {
+        ApiError::bad_request("missing-image-field", format!("the form has no field named {IMAGE_FIELD:?}"))
+    })
 }

@@ -1,9 +1,11 @@
-//! The JSON the API answers with, and the opaque list cursor.
+//! The JSON the API answers with, and the opaque list cursor. The types here are also the
+//! schemas of the OpenAPI document, so the document describes exactly what is serialised.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use crate::domain::{ContentType, Failure, Job, JobId, JobStatus, Label};
 use crate::ports::ListPosition;
@@ -12,36 +14,57 @@ pub fn image_path(id: &JobId) -> String {
     format!("/v1/images/{id}")
 }
 
-#[derive(Debug, Serialize)]
+/// An image's labelling job: its status, what the image looked like, and, once it is finished,
+/// its labels or why it failed.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Job)]
 pub struct JobView<'a> {
+    #[schema(value_type = String, format = "uuid")]
     pub id: JobId,
     pub status: JobStatus,
     #[serde(with = "crate::domain::timestamp")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     #[serde(with = "crate::domain::timestamp")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
+    /// When the job and its image are removed.
     #[serde(with = "crate::domain::timestamp")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: OffsetDateTime,
     pub image: ImageView<'a>,
+    /// How many times a worker took the job.
     pub attempts: u32,
+    /// Present when the status is SUCCEEDED: the labels, most confident first.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Label>>, nullable = false)]
     pub labels: Option<&'a [Label]>,
+    /// Present when the status is FAILED: why.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Failure>, nullable = false)]
     pub error: Option<&'a Failure>,
     pub links: Links,
 }
 
-#[derive(Debug, Serialize)]
+/// What the image looked like when it was accepted.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Image)]
 pub struct ImageView<'a> {
     pub content_type: ContentType,
+    /// Bytes.
     pub size: u64,
+    /// Pixels.
     pub width: u32,
+    /// Pixels.
     pub height: u32,
+    /// Lower-case hex SHA-256 of the bytes.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
     pub sha256: &'a str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Links {
+    /// This job's status resource.
     #[serde(rename = "self")]
     pub self_: String,
 }
@@ -69,17 +92,23 @@ impl<'a> From<&'a Job> for JobView<'a> {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A page of the caller's jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = JobList)]
 pub struct ListView<'a> {
     pub items: Vec<JobView<'a>>,
+    /// Present while there may be more: pass it as `cursor` for the next page.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = "labelq-cursor")]
     pub next_cursor: Option<String>,
     pub links: ListLinks,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ListLinks {
+    /// The next page, with the same filters, while there may be more.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub next: Option<String>,
 }
 

@@ -330,7 +330,12 @@ impl WorkerService {
                     Some(job) if job.status().is_finished() => Finish::AlreadyFinal(job.status()),
                     Some(_) => Finish::Unfinished,
                 };
-                warn!(job_id = %from.id, now = ?lost, "another write changed the job first; this final write lost");
+                if lost == Finish::Gone {
+                    // Its owner deleted it while it was being labelled: nothing is lost.
+                    info!(job_id = %from.id, "the job was deleted while it was being labelled");
+                } else {
+                    warn!(job_id = %from.id, now = ?lost, "another write changed the job first; this final write lost");
+                }
                 Ok(lost)
             }
             Err(UpdateError::Backend(e)) => Err(e),

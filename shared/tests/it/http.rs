@@ -88,3 +88,40 @@ async fn the_request_id_is_echoed_and_carried_with_the_job() {
     assert_eq!(response.headers()["x-request-id"], "trace-abc-123");
     assert_eq!(api.publisher.published()[0].correlation_id.as_str(), "trace-abc-123");
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_without_authentication() {
+    let tokens = labelq_shared::http::auth::BearerTokens::parse("me:me-token-0123456789abcdef").unwrap();
+    let stores = Stores { images: Arc::new(MemoryImages::default()), jobs: Arc::new(MemoryJobs::default()) };
+    let app = router(ApiState::new(stores, None, Arc::new(ManualClock::default()), Arc::new(tokens)));
+
+    let response = app.oneshot(Request::get("/openapi.json").body(Body::empty()).unwrap()).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    let document = json(response).await;
+    assert_eq!(document["openapi"], "3.1.0");
+    assert!(document["paths"]["/v1/images"]["get"].is_object());
+    assert!(document["paths"]["/v1/images"].get("post").is_none(), "a read-only deployment documents no upload");
+}
+
+#[tokio::test]
+async fn a_method_a_route_does_not_take_is_405_with_allow() {
+    let api = api(true);
+    for (method, path, allowed) in [
+        ("PUT", "/v1/images", "GET,HEAD,POST"),
+        ("PATCH", "/v1/images/0193b7a2-0000-7000-8000-000000000000", "GET,HEAD,DELETE"),
+        ("POST", "/openapi.json", "GET,HEAD"),
+    ] {
+        let request = Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
+        let response = api.app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        let mut allow: Vec<&str> =
+            response.headers()[header::ALLOW].to_str().unwrap().split(',').map(str::trim).collect();
+        let mut expected: Vec<&str> = allowed.split(',').collect();
+        allow.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(allow, expected, "{method} {path}");
+        assert_eq!(json(response).await["type"], "https://labelq.dev/problems/method-not-allowed");
+    }
+}

@@ -6,6 +6,7 @@ mod access_denied;
 mod http;
 #[cfg(feature = "lambda")]
 mod lambda_events;
+mod openapi;
 #[cfg(feature = "aws")]
 mod rekognition;
 mod services;

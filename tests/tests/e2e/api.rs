@@ -220,7 +220,7 @@ async fn listing_is_newest_first_paginated_and_filterable() {
     let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
     assert_eq!(seen, newest_first);
 
-    let succeeded: Value = app.get(ALICE, "/v1/images?status=succeeded").await.json().await.unwrap();
+    let succeeded: Value = app.get(ALICE, "/v1/images?status=SUCCEEDED").await.json().await.unwrap();
     assert_eq!(succeeded["items"].as_array().unwrap().len(), 5);
     let pending: Value = app.get(ALICE, "/v1/images?status=PENDING").await.json().await.unwrap();
     assert_eq!(pending["items"].as_array().unwrap().len(), 0);
@@ -229,7 +229,8 @@ async fn listing_is_newest_first_paginated_and_filterable() {
     let no_label: Value = app.get(ALICE, "/v1/images?label=giraffe").await.json().await.unwrap();
     assert_eq!(no_label["items"].as_array().unwrap().len(), 0);
 
-    for bad in ["?limit=0", "?limit=101", "?limit=x", "?status=DONE", "?cursor=garbage"] {
+    for bad in ["?limit=0", "?limit=101", "?limit=x", "?status=DONE", "?status=succeeded", "?cursor=garbage", "?label="]
+    {
         let (status, _, body) = problem(app.get(ALICE, &format!("/v1/images{bad}")).await).await;
         assert_eq!(status, 400, "{bad}: {body}");
     }
