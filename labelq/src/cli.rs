@@ -216,6 +216,8 @@ struct SubmitArgs {
 /// Entry point of the `labelq` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `submit`'s HTTPS client: ring, installed once (an error only says one is installed already).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     init_tracing(default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -10,4 +10,6 @@ mod openapi;
 #[cfg(feature = "aws")]
 mod rekognition;
 mod services;
+#[cfg(feature = "embedded")]
+mod sqlite_queue;
 mod stores;

@@ -60,7 +60,7 @@ async fn a_finished_job_has_no_retry_after_and_an_unfinished_one_has() {
 #[tokio::test]
 async fn multipart_uploads_work_like_curl_dash_f() {
     let (app, _) = stub_app().await;
-    let form = reqwest::multipart::Form::new().text("note", "ignored").part(
+    let form = reqwest::multipart::Form::new().part(
         "image",
         reqwest::multipart::Part::bytes(jpeg(120, 90)).file_name("x.jpg").mime_str("image/jpeg").unwrap(),
     );
@@ -106,11 +106,18 @@ async fn every_bad_upload_gets_its_problem_and_writes_nothing() {
         assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{case}: a detail explains it");
     }
 
-    // A multipart form without an image field, and one with a GIF part.
-    let form = reqwest::multipart::Form::new().text("file", "nope");
+    // A form without an image field, one with a field besides the image, and one with a GIF part.
+    let response = app.submit(ALICE, b"--B--\r\n".to_vec(), "multipart/form-data; boundary=B", None).await;
+    let (_, kind, body) = problem(response).await;
+    assert_eq!(kind, "missing-image-field", "{body}");
+    let form = reqwest::multipart::Form::new()
+        .part("image", reqwest::multipart::Part::bytes(png(100, 100)).mime_str("image/png").unwrap())
+        .text("note", "not part of the form");
     let response =
         app.http.post(format!("{}/v1/images", app.base)).bearer_auth(ALICE).multipart(form).send().await.unwrap();
-    assert_eq!(problem(response).await.1, "missing-image-field");
+    let (status, kind, body) = problem(response).await;
+    assert_eq!((status, kind.as_str()), (400, "malformed-multipart"), "{body}");
+    assert!(body["detail"].as_str().is_some_and(|d| d.contains("note")), "{body}");
     let form = reqwest::multipart::Form::new()
         .part("image", reqwest::multipart::Part::bytes(b"GIF89a".to_vec()).mime_str("image/gif").unwrap());
     let response =
