@@ -15,7 +15,8 @@ use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use bytes::Bytes;
-use labelq_shared::domain::{Clock, SystemClock, truncate_to_millis};
+use labelq_shared::domain::{Clock, ContentType, CorrelationId, OwnerId, SystemClock, truncate_to_millis};
+use labelq_shared::service::{SubmitRequest, Upload};
 use time::OffsetDateTime;
 
 /// A clock that only moves when told.
@@ -54,6 +55,16 @@ pub fn init_test_log() {
             .with_test_writer()
             .try_init();
     });
+}
+
+/// A submission by `owner` of a 100x100 [`png_header`], without an idempotency key.
+pub fn png_submission(owner: &str) -> SubmitRequest {
+    SubmitRequest {
+        owner: OwnerId::parse(owner).unwrap_or_else(|e| panic!("a test owner: {e}")),
+        upload: Upload { bytes: png_header(100, 100), declared: ContentType::Png },
+        idempotency_key: None,
+        correlation_id: CorrelationId::new(),
+    }
 }
 
 /// A minimal PNG header of the given size: enough for the API's checks, nothing decodable.

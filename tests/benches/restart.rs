@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use labelq_e2e::{ServeProcess, photo};
+use labelq_e2e::{ServeProcess, submit_photos};
 use serde_json::Value;
 
 const JOBS: usize = 400;
@@ -20,22 +20,6 @@ const KILLS: usize = 2;
 fn start(data_dir: &std::path::Path) -> ServeProcess {
     let dir = data_dir.to_str().expect("a UTF-8 path");
     ServeProcess::start(env!("CARGO_BIN_EXE_labelq-under-test"), &["--data-dir", dir], &[])
-}
-
-async fn submit(http: &reqwest::Client, base: &str, count: usize) {
-    let photos = [photo("chelsea.png"), photo("coffee.png"), photo("bus.jpg"), photo("rocket.jpg")];
-    for i in 0..count {
-        let body = photos[i % photos.len()].clone();
-        let content_type = if body.starts_with(b"\x89PNG") { "image/png" } else { "image/jpeg" };
-        let response = http
-            .post(format!("{base}/v1/images"))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .expect("submitting");
-        assert_eq!(response.status(), 202);
-    }
 }
 
 /// How many jobs have succeeded, counted a page of 100 at a time.
@@ -58,7 +42,7 @@ async fn drain(kills: usize) -> (Duration, Vec<Duration>) {
     let http = reqwest::Client::new();
     let started = Instant::now();
     let mut server = start(dir.path());
-    submit(&http, &server.base, JOBS).await;
+    submit_photos(&http, &server.base, JOBS).await;
     let mut resumed = Vec::new();
     let mut killed = 0;
     loop {

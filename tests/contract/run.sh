@@ -23,9 +23,11 @@ fi
 
 "$venv/bin/openapi-spec-validator" "$root/openapi.json"
 
-# The real binary, as `make rust-tests` built it (the same feature set: nothing is rebuilt).
-cargo build --workspace --features labelq-e2e/localstack --bin labelq-under-test
-binary="$root/target/debug/labelq-under-test"
+# The real binary, as `make rust-tests` built it for the end-to-end suite: the same command line,
+# so nothing is rebuilt (a plain `cargo build` would resolve features without the dev-dependencies
+# and compile the SDK again).
+cargo test --workspace --features labelq-e2e/localstack --no-run
+binary="${CARGO_TARGET_DIR:-$root/target}/debug/labelq-under-test"
 
 work="$(mktemp -d)"
 server=""

@@ -286,6 +286,28 @@ impl ServeProcess {
     }
 }
 
+/// Submits `count` real photos (cycling through four) without authentication, asserting each
+/// 202; returns the new images' ids.
+pub async fn submit_photos(http: &reqwest::Client, base: &str, count: usize) -> Vec<String> {
+    let photos = [photo("chelsea.png"), photo("coffee.png"), photo("bus.jpg"), photo("rocket.jpg")];
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let body = photos[i % photos.len()].clone();
+        let content_type = if body.starts_with(b"\x89PNG") { "image/png" } else { "image/jpeg" };
+        let response = http
+            .post(format!("{base}/v1/images"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("submitting");
+        assert_eq!(response.status(), 202);
+        let job: Value = response.json().await.expect("a JSON body");
+        ids.push(job["id"].as_str().expect("an id").to_owned());
+    }
+    ids
+}
+
 impl Drop for ServeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -18,10 +18,10 @@ use labelq_shared::http::auth::OpenAccess;
 use labelq_shared::http::{ApiState, router};
 use labelq_shared::ports::{BackendError, Delivery, Envelope, ImageStore, JobStore, MessagePublisher, StoredImage};
 use labelq_shared::service::WorkerService;
-use labelq_shared::service::{Disposition, Stores, SubmitConfig, SubmitRequest, SubmitService, Upload, WorkerConfig};
+use labelq_shared::service::{Disposition, Stores, SubmitConfig, SubmitService, WorkerConfig};
 use labelq_testkit::detectors::StubDetector;
 use labelq_testkit::memory::{MemoryJobs, MemoryPublisher};
-use labelq_testkit::{ManualClock, png_header};
+use labelq_testkit::{ManualClock, png_header, png_submission};
 use tower::ServiceExt;
 
 const REGION: &str = "us-east-1";
@@ -165,12 +165,7 @@ async fn a_worker_denied_the_image_retries_then_fails_the_job_as_retries_exhaust
         clock.clone(),
         SubmitConfig::default(),
     );
-    let request = SubmitRequest {
-        owner: OwnerId::parse("alice").unwrap(),
-        upload: Upload { bytes: png_header(100, 100), declared: ContentType::Png },
-        idempotency_key: None,
-        correlation_id: CorrelationId::new(),
-    };
+    let request = png_submission("alice");
     let id = submit.submit(request).await.unwrap().job.id;
     let config = WorkerConfig { max_receives: "2".parse::<MaxReceives>().unwrap(), ..WorkerConfig::default() };
     let worker = WorkerService::new(stores, Arc::new(StubDetector::default()), clock, config);

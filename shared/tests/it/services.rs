@@ -6,17 +6,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use labelq_shared::config::MaxReceives;
-use labelq_shared::domain::{
-    Clock, ContentType, CorrelationId, Failure, FailureCode, IdempotencyKey, Job, JobId, JobStatus, Outcome, OwnerId,
-};
+use labelq_shared::domain::{Clock, Failure, FailureCode, IdempotencyKey, Job, JobId, JobStatus, Outcome};
 use labelq_shared::ports::{Delivery, ImageStore, JobStore};
 use labelq_shared::service::{
     Backoff, ClaimSlot, Disposition, Finish, Stores, Submission, SubmitConfig, SubmitError, SubmitRequest,
-    SubmitService, Upload, WorkerConfig, WorkerService,
+    SubmitService, WorkerConfig, WorkerService,
 };
 use labelq_testkit::detectors::{Behaviour, ScriptedDetector, label};
 use labelq_testkit::memory::{MemoryImages, MemoryJobs, MemoryPublisher};
-use labelq_testkit::{ManualClock, png_header};
+use labelq_testkit::{ManualClock, png_submission};
 
 struct Fixture {
     images: Arc<MemoryImages>,
@@ -49,12 +47,7 @@ fn fixture(behaviour: Behaviour) -> Fixture {
 }
 
 fn request(key: Option<&str>) -> SubmitRequest {
-    SubmitRequest {
-        owner: OwnerId::parse("alice").unwrap(),
-        upload: Upload { bytes: png_header(100, 100), declared: ContentType::Png },
-        idempotency_key: key.map(|k| IdempotencyKey::parse(k).unwrap()),
-        correlation_id: CorrelationId::new(),
-    }
+    SubmitRequest { idempotency_key: key.map(|k| IdempotencyKey::parse(k).unwrap()), ..png_submission("alice") }
 }
 
 impl Fixture {
@@ -76,6 +69,19 @@ impl Fixture {
 
     fn status(&self, id: &JobId) -> JobStatus {
         self.jobs.snapshot(id).unwrap().status()
+    }
+
+    /// A first worker handles the job's message in a task (its claim kept in `slot`) and is still
+    /// in the blocking detector when its lease runs out and another worker claims the job. Returns
+    /// the first handling and the rival's claim.
+    async fn outlived_lease(&self, id: &JobId, slot: &ClaimSlot) -> (tokio::task::JoinHandle<Disposition>, Job) {
+        let first = {
+            let (worker, delivery, slot) = (self.worker.clone(), self.delivery(1), slot.clone());
+            tokio::spawn(async move { worker.handle_holding(&delivery, &slot).await })
+        };
+        self.detector.entered.notified().await;
+        self.clock.advance(LEASE + Duration::from_secs(1));
+        (first, self.rival_claims(id).await)
     }
 
     /// Another worker claims the job as it stands, as one would after this one's lease ran out.
@@ -110,14 +116,7 @@ async fn finish_says_whether_its_write_won_and_the_winner_carries_the_event() {
 async fn a_final_write_lost_to_a_later_claim_is_retried_not_acknowledged() {
     let f = fixture(Behaviour::Block);
     let job = f.submitted().await.job;
-    let first = {
-        let (worker, delivery) = (f.worker.clone(), f.delivery(1));
-        tokio::spawn(async move { worker.handle(&delivery).await })
-    };
-    f.detector.entered.notified().await;
-    // The first worker's lease runs out while it works, and another worker claims the job.
-    f.clock.advance(LEASE + Duration::from_secs(1));
-    let rivals = f.rival_claims(&job.id).await;
+    let (first, rivals) = f.outlived_lease(&job.id, &ClaimSlot::default()).await;
 
     f.detector.release.notify_one();
     let disposition = first.await.unwrap();
@@ -130,13 +129,7 @@ async fn a_final_write_lost_to_a_later_claim_is_retried_not_acknowledged() {
 async fn a_final_write_lost_to_a_finished_job_is_acknowledged() {
     let f = fixture(Behaviour::Block);
     let job = f.submitted().await.job;
-    let first = {
-        let (worker, delivery) = (f.worker.clone(), f.delivery(1));
-        tokio::spawn(async move { worker.handle(&delivery).await })
-    };
-    f.detector.entered.notified().await;
-    f.clock.advance(LEASE + Duration::from_secs(1));
-    let rivals = f.rival_claims(&job.id).await;
+    let (first, rivals) = f.outlived_lease(&job.id, &ClaimSlot::default()).await;
     let done = rivals.fail(Failure::new(FailureCode::ImageUndecodable, "theirs"), f.clock.now()).unwrap();
     f.jobs.update(&done).await.unwrap();
 
@@ -151,16 +144,9 @@ async fn an_abandoned_handling_gives_back_only_its_own_claim() {
     let f = fixture(Behaviour::Block);
     let job = f.submitted().await.job;
     let slot = ClaimSlot::default();
-    let first = {
-        let (worker, delivery, slot) = (f.worker.clone(), f.delivery(1), slot.clone());
-        tokio::spawn(async move { worker.handle_holding(&delivery, &slot).await })
-    };
-    f.detector.entered.notified().await;
-    assert!(slot.is_held());
-
     // Its lease runs out, another worker claims the job, then the first handling is abandoned.
-    f.clock.advance(LEASE + Duration::from_secs(1));
-    let rivals = f.rival_claims(&job.id).await;
+    let (first, rivals) = f.outlived_lease(&job.id, &slot).await;
+    assert!(slot.is_held(), "the first handling still holds its (stale) claim");
     first.abort();
     let _ = first.await;
     f.worker.release(&slot).await;

@@ -7,13 +7,11 @@ use std::time::Duration;
 use labelq::embedded::Embedded;
 use labelq_e2e::{ALICE, AppOptions, FlakyDetector, ManualClock, StubDetector, TestApp, onnx_detector, png};
 use labelq_shared::config::MaxReceives;
-use labelq_shared::domain::{Clock, ContentType, CorrelationId, JobId, JobStatus, OwnerId};
+use labelq_shared::domain::{Clock, JobId, JobStatus};
 use labelq_shared::ports::{Delivery, JobQueue, JobStore, LabelDetector};
-use labelq_shared::service::{
-    ClaimSlot, Disposition, SubmitConfig, SubmitRequest, SubmitService, Upload, WorkerConfig, WorkerService,
-};
+use labelq_shared::service::{ClaimSlot, Disposition, SubmitConfig, SubmitService, WorkerConfig, WorkerService};
 use labelq_testkit::detectors::{Behaviour, ScriptedDetector};
-use labelq_testkit::png_header;
+use labelq_testkit::png_submission;
 use serde_json::Value;
 
 #[tokio::test]
@@ -180,12 +178,7 @@ impl SharedDir {
     async fn submit(&self) -> JobId {
         let publisher = self.first.queue.clone();
         let submit = SubmitService::new(self.first.stores(), publisher, self.clock.clone(), SubmitConfig::default());
-        let request = SubmitRequest {
-            owner: OwnerId::parse("alice").unwrap(),
-            upload: Upload { bytes: png_header(100, 100), declared: ContentType::Png },
-            idempotency_key: None,
-            correlation_id: CorrelationId::new(),
-        };
+        let request = png_submission("alice");
         submit.submit(request).await.unwrap().job.id
     }
 
@@ -289,12 +282,7 @@ async fn opening_a_data_directory_gives_back_only_what_stopped_processes_held() 
     let open = || Embedded::open(dir.path(), MaxReceives::DEFAULT, clock.clone());
     let stopped = open().await.unwrap();
     let submit = SubmitService::new(stopped.stores(), stopped.queue.clone(), clock.clone(), SubmitConfig::default());
-    let request = SubmitRequest {
-        owner: OwnerId::parse("alice").unwrap(),
-        upload: Upload { bytes: png_header(100, 100), declared: ContentType::Png },
-        idempotency_key: None,
-        correlation_id: CorrelationId::new(),
-    };
+    let request = png_submission("alice");
     let id = submit.submit(request).await.unwrap().job.id;
     let delivery = stopped.queue.receive(1, SHARED_LEASE, Duration::ZERO).await.unwrap().remove(0);
     let job = stopped.jobs.get(&id).await.unwrap().unwrap();

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use labelq_e2e::{ServeProcess, photo};
+use labelq_e2e::{ServeProcess, submit_photos};
 use serde_json::Value;
 
 /// Far longer than any test waits: a job that resumes only when its lease runs out fails them.
@@ -17,26 +17,6 @@ fn start(data_dir: &Path) -> ServeProcess {
         &["--workers", "1", "--visibility-timeout", VISIBILITY, "--data-dir", dir],
         &[],
     )
-}
-
-async fn submit_photos(http: &reqwest::Client, base: &str, count: usize) -> Vec<String> {
-    let photos = [photo("chelsea.png"), photo("coffee.png"), photo("bus.jpg"), photo("rocket.jpg")];
-    let mut ids = Vec::new();
-    for i in 0..count {
-        let body = photos[i % photos.len()].clone();
-        let content_type = if body.starts_with(b"\x89PNG") { "image/png" } else { "image/jpeg" };
-        let response = http
-            .post(format!("{base}/v1/images"))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .expect("submitting");
-        assert_eq!(response.status(), 202);
-        let job: Value = response.json().await.expect("a JSON body");
-        ids.push(job["id"].as_str().expect("an id").to_owned());
-    }
-    ids
 }
 
 async fn statuses(http: &reqwest::Client, base: &str, ids: &[String]) -> Vec<String> {
