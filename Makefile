@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Extra arguments for `labelq serve`, e.g. make run ARGS="--listen 0.0.0.0:3000 --tokens-file tokens"
 ARGS ?=
 
-.PHONY: run runner test model photos rust-checks rust-tests api-contract infra-checks lambda-zips aws-tests bench bench-lambda
+.PHONY: run runner test model photos rust-checks rust-tests api-contract infra-checks lambda-zips lambda-test-zips aws-tests bench bench-lambda
 
 ## The model and the runner are prepared side by side: the one waits on PyPI, the other on the compiler.
 run:
@@ -54,8 +54,15 @@ lambda-zips:
 	scripts/cargo-lambda.sh build --release --x86-64 --output-format zip \
 		-p request-handler -p worker -p status-api -p hello-lambda
 
+## The three zips `make test` invokes: release code and the release build's linking, without the
+## link-time optimisation that makes the deployed binaries smaller (profile `lambda-test`), which
+## would cost the test run minutes and change nothing it checks.
+lambda-test-zips:
+	scripts/cargo-lambda.sh build --profile lambda-test --x86-64 --output-format zip \
+		-p request-handler -p worker -p status-api
+
 ## LocalStack (started and stopped here): the AWS suite and a real invocation of each zip.
-aws-tests: model photos lambda-zips
+aws-tests: model photos lambda-test-zips
 	tests/localstack-suite.sh
 
 ## Benchmarks print figures (see BENCHMARKS.md); they are not part of `make test`.

@@ -2,7 +2,7 @@
 # shellcheck source-path=SCRIPTDIR
 # Each Lambda answers a real invocation through cargo-lambda's local Runtime API emulator.
 #
-# The release bootstraps, unpacked from the zips of `make lambda-zips`, run as the Lambda service runs them, polling the
+# The bootstraps, unpacked from the zips of `make lambda-test-zips` (or `make lambda-zips`), run as the Lambda service runs them, polling the
 # emulator's Runtime API, against a fresh LocalStack stack of infra/storage.yaml; each is invoked
 # with an event shaped as AWS sends it:
 #   request-handler  API Gateway POST /v1/images with a base64 photo      -> 202
@@ -35,7 +35,7 @@ trap cleanup EXIT
 # The bootstraps as shipped: unpacked from the zips.
 for name in request-handler worker status-api; do
     zip="$root/target/lambda/$name/bootstrap.zip"
-    [[ -f "$zip" ]] || die "$zip is missing: run make lambda-zips"
+    [[ -f "$zip" ]] || die "$zip is missing: run make lambda-test-zips"
     python3 -m zipfile -e "$zip" "$work/$name"
     chmod +x "$work/$name/bootstrap"
     # Linked at a fixed address (scripts/lambda-build.rs): ELF type EXEC, not a PIE's DYN.
