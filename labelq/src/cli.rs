@@ -21,7 +21,8 @@ use labelq_shared::detectors::{DetectorBuilder, DetectorConfig, DetectorKind};
 use labelq_shared::domain::{ContentType, DetectOptions, OwnerId, SystemClock};
 use labelq_shared::http::auth::{Authenticator, BearerTokens, OpenAccess};
 use labelq_shared::ports::{DetectError, ImageInput, LabelDetector};
-use labelq_shared::service::{Backoff, SubmitConfig, WorkerConfig};
+use labelq_shared::service::{Backoff, CallbackConfig, SubmitConfig, WorkerConfig};
+use labelq_shared::webhooks::{RetrySchedule, TargetPolicy, WebhookSecret, WebhookSecrets};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
@@ -183,6 +184,19 @@ struct ServeArgs {
     /// How often expired jobs are removed.
     #[arg(long, default_value = "60s", value_parser = positive_duration)]
     sweep_interval: Duration,
+    /// The completion callbacks' signing secrets, `whsec_...`, one per line, the newest first
+    /// (each signs, so receivers can move to a new one at their own pace); LABELQ_CALLBACK_SECRETS
+    /// may hold them instead [default: DATA_DIR/callback-secrets, created on first start].
+    #[arg(long, env = "LABELQ_CALLBACK_SECRETS_FILE")]
+    callback_secrets_file: Option<PathBuf>,
+    /// Let callbacks reach loopback and private addresses, and go over plain http (local
+    /// development and tests). Link-local and metadata addresses stay refused.
+    #[arg(long, env = "LABELQ_CALLBACK_ALLOW_PRIVATE")]
+    callback_allow_private: bool,
+    /// Delays before each retry of a callback that did not deliver, comma-separated (at most 20,
+    /// each at most 12h).
+    #[arg(long, default_value = "5s,5m,30m,2h,5h,10h", env = RetrySchedule::VARIABLE)]
+    callback_retries: RetrySchedule,
 }
 
 #[derive(Debug, Args)]
@@ -281,6 +295,23 @@ fn authenticator(args: &ServeArgs) -> anyhow::Result<Arc<dyn Authenticator>> {
     Ok(Arc::new(OpenAccess::new(owner)))
 }
 
+/// The callbacks' signing secrets: LABELQ_CALLBACK_SECRETS, else --callback-secrets-file, else
+/// the data directory's own (embedded backends; another backend delivers no callbacks yet).
+fn callback_secrets(args: &ServeArgs) -> anyhow::Result<WebhookSecrets> {
+    if let Some(secrets) = labelq_shared::config::optional::<WebhookSecrets>("LABELQ_CALLBACK_SECRETS")? {
+        return Ok(secrets);
+    }
+    if let Some(path) = &args.callback_secrets_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return text.parse().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+    }
+    match args.backend {
+        Backend::Embedded => Embedded::callback_secrets(&args.data_dir)
+            .with_context(|| format!("the callback secrets in {}", args.data_dir.display())),
+        Backend::Aws => Ok(WebhookSecrets::new(WebhookSecret::generate())),
+    }
+}
+
 /// The built-in model's configuration, preparing the model directory first if it is missing.
 async fn onnx_config(model_dir: Option<PathBuf>, sessions: usize) -> anyhow::Result<DetectorConfig> {
     let model_dir = tokio::task::spawn_blocking(move || model::ensure(model_dir)).await??;
@@ -309,6 +340,7 @@ mod aws {
             publisher: sns_publisher(&sdk, &topic_arn),
             consumer: Consumer::Sqs { queue: sqs_queue(&sdk, &queue_url), batch_size: 10 },
             embedded: None,
+            callbacks: None,
         };
         Ok((backends, sdk, resources))
     }
@@ -359,6 +391,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         poll_wait: Duration::from_secs(20),
         grace: args.grace,
         sweep_interval: args.sweep_interval,
+        callbacks: CallbackConfig {
+            secrets: callback_secrets(&args)?,
+            policy: TargetPolicy { allow_private: args.callback_allow_private },
+            schedule: args.callback_retries.clone(),
+        },
+        deliverers: 4,
     };
     let server = Server::start(backends, detector, clock, options)
         .await

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use labelq_shared::ports::BackendError;
+use labelq_shared::ports::{BackendError, Delivery, JobQueue};
+use labelq_shared::service::Disposition;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
@@ -56,4 +57,17 @@ async fn run<S: Source>(source: Arc<S>, stop: CancellationToken) {
         }
     }
     debug!("consumer stopped");
+}
+
+/// Does with a message what its handling decided.
+pub async fn settle(queue: &dyn JobQueue, delivery: &Delivery, disposition: Disposition) {
+    let settled = match disposition {
+        Disposition::Ack => queue.ack(delivery).await,
+        Disposition::Retry(delay) => queue.retry(delivery, delay).await,
+        Disposition::DeadLetter => queue.dead_letter(delivery).await,
+    };
+    if let Err(e) = settled {
+        // The message will reappear after its visibility timeout; handling is idempotent.
+        warn!(error = %e, cause = ?e, message_id = %delivery.message_id, ?disposition, "could not settle message");
+    }
 }

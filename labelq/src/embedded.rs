@@ -4,6 +4,8 @@
 //! DATA_DIR/images/{id}     the images
 //! DATA_DIR/jobs.sqlite3    the jobs
 //! DATA_DIR/queue.sqlite3   the queue and its dead letters
+//! DATA_DIR/callbacks.sqlite3  the completion callbacks waiting for delivery, and their dead letters
+//! DATA_DIR/callback-secrets   the callbacks' signing secrets, when none are configured (mode 0600)
 //! DATA_DIR/holders/{id}    one registration per running process (see `Holder`)
 //! ```
 //!
@@ -23,13 +25,21 @@ use labelq_shared::config::MaxReceives;
 use labelq_shared::domain::Clock;
 use labelq_shared::ports::{BackendError, ImageStore};
 use labelq_shared::service::Stores;
+use labelq_shared::webhooks::{WebhookSecret, WebhookSecrets};
 use tracing::info;
+
+/// Deliveries of one callback message before the queue dead-letters it. The delivery gives up on
+/// its own when the retry schedule (at most 21 attempts) is spent; this only ends a message that
+/// keeps crashing its handler.
+const CALLBACK_RECEIVES: MaxReceives = MaxReceives::CALLBACKS;
 
 #[derive(Debug, Clone)]
 pub struct Embedded {
     pub images: Arc<FsImageStore>,
     pub jobs: Arc<SqliteJobStore>,
     pub queue: Arc<SqliteQueue>,
+    /// The callback queue: one "job finished" message per job with a callback to deliver.
+    pub callbacks: Arc<SqliteQueue>,
     /// This process's registration, held while any clone lives.
     holder: Arc<Holder>,
 }
@@ -79,10 +89,13 @@ impl Embedded {
         let jobs = SqliteJobStore::open(&db("jobs.sqlite3")).map_err(db_error("jobs.sqlite3"))?;
         let queue =
             SqliteQueue::open(&db("queue.sqlite3"), max_receives, clock.clone()).map_err(db_error("queue.sqlite3"))?;
+        let callbacks = SqliteQueue::open(&db("callbacks.sqlite3"), CALLBACK_RECEIVES, clock.clone())
+            .map_err(db_error("callbacks.sqlite3"))?;
         let embedded = Self {
             images: Arc::new(images),
             jobs: Arc::new(jobs.held_by(holder.id())),
             queue: Arc::new(queue.held_by(holder.id())),
+            callbacks: Arc::new(callbacks.held_by(holder.id())),
             holder: Arc::new(holder),
         };
         embedded.recover(data_dir, &*clock).await?;
@@ -96,7 +109,8 @@ impl Embedded {
             Holder::departed(data_dir).map_err(|source| OpenError::Dir { path: data_dir.to_owned(), source })?;
         for holder in departed {
             let jobs = self.jobs.release_held_by(&holder.id, clock.now()).await.map_err(recover_error)?;
-            let messages = self.queue.release_held_by(&holder.id).await.map_err(recover_error)?;
+            let messages = self.queue.release_held_by(&holder.id).await.map_err(recover_error)?
+                + self.callbacks.release_held_by(&holder.id).await.map_err(recover_error)?;
             if jobs + messages > 0 {
                 info!(holder = %holder.id, jobs, messages, "gave back what a stopped process held");
             }
@@ -137,7 +151,40 @@ impl Embedded {
         Ok(swept)
     }
 
+    /// The callbacks' signing secrets kept in the data directory, created on first use.
+    pub fn callback_secrets(data_dir: &Path) -> std::io::Result<WebhookSecrets> {
+        let path = data_dir.join("callback-secrets");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .parse()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let secrets = WebhookSecrets::new(WebhookSecret::generate());
+                write_private(&path, &secrets.to_lines())?;
+                info!(path = %path.display(), "created a signing secret for completion callbacks");
+                Ok(secrets)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn queue_counts(&self) -> Result<QueueCounts, BackendError> {
         self.queue.counts().await
     }
+}
+
+/// Writes a file only its owner can read, atomically (a temporary file renamed into place).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.as_file().set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(text.as_bytes())?;
+    file.as_file().sync_all()?;
+    file.persist_noclobber(path).map_err(|e| e.error)?;
+    Ok(())
 }

@@ -6,6 +6,7 @@
 //! differ. The AWS backend (`serve --backend aws`, the Rekognition detector) is the cargo feature
 //! `aws`, which `make run` leaves out: a first run then builds no AWS SDK.
 
+pub mod callbacks;
 pub mod cli;
 pub mod client;
 mod consumer;

@@ -16,7 +16,7 @@ use labelq_shared::ports::{BackendError, Delivery, JobQueue};
 use labelq_shared::service::{ClaimSlot, Disposition, WorkerService};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::consumer::{self, Source};
 
@@ -77,14 +77,6 @@ impl Pool {
                 Disposition::Retry(Duration::ZERO)
             }
         };
-        let settled = match disposition {
-            Disposition::Ack => self.queue.ack(delivery).await,
-            Disposition::Retry(delay) => self.queue.retry(delivery, delay).await,
-            Disposition::DeadLetter => self.queue.dead_letter(delivery).await,
-        };
-        if let Err(e) = settled {
-            // The message will reappear after its visibility timeout; processing is idempotent.
-            warn!(error = %e, cause = ?e, message_id = %delivery.message_id, ?disposition, "could not settle message");
-        }
+        consumer::settle(&*self.queue, delivery, disposition).await;
     }
 }

@@ -5,16 +5,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use labelq_shared::adapters::reqwest::ReqwestCallbackSender;
 use labelq_shared::domain::Clock;
 use labelq_shared::http::auth::Authenticator;
 use labelq_shared::http::{ApiState, Uploads, router};
 use labelq_shared::ports::{BackendError, JobQueue, LabelDetector, MessagePublisher};
-use labelq_shared::service::{Stores, SubmitConfig, WorkerConfig, WorkerService};
+use labelq_shared::service::{CallbackConfig, CallbackService, Stores, SubmitConfig, WorkerConfig, WorkerService};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::callbacks;
 use crate::embedded::{Embedded, Swept};
 use crate::pool::{self, PoolConfig};
 
@@ -38,6 +40,16 @@ pub struct Backends {
     /// Present for the embedded backends, which expire jobs themselves (AWS uses DynamoDB TTL
     /// and an S3 lifecycle rule instead).
     pub embedded: Option<Embedded>,
+    /// Where finished jobs with a callback are announced and their callbacks delivered from;
+    /// `None` where this server delivers no callbacks (the AWS backends, for now).
+    pub callbacks: Option<CallbackQueue>,
+}
+
+/// The callback queue: the worker publishes to it, the deliverers consume it.
+#[derive(Debug, Clone)]
+pub struct CallbackQueue {
+    pub publisher: Arc<dyn MessagePublisher>,
+    pub queue: Arc<dyn JobQueue>,
 }
 
 impl From<Embedded> for Backends {
@@ -46,6 +58,7 @@ impl From<Embedded> for Backends {
             stores: e.stores(),
             publisher: e.queue.clone(),
             consumer: Consumer::Pool(e.queue.clone()),
+            callbacks: Some(CallbackQueue { publisher: e.callbacks.clone(), queue: e.callbacks.clone() }),
             embedded: Some(e),
         }
     }
@@ -63,6 +76,11 @@ pub struct ServeOptions {
     /// How long in-flight jobs may finish after shutdown begins.
     pub grace: Duration,
     pub sweep_interval: Duration,
+    /// How callbacks are signed, where they may go and when they are retried; used where the
+    /// backends have a callback queue.
+    pub callbacks: CallbackConfig,
+    /// Callbacks delivered at once.
+    pub deliverers: usize,
 }
 
 /// A running server.
@@ -89,7 +107,9 @@ impl Server {
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
-        let uploads = Uploads { publisher: backends.publisher.clone(), config: options.submit.clone() };
+        let mut submit = options.submit.clone();
+        submit.callbacks = backends.callbacks.as_ref().map(|_| options.callbacks.policy);
+        let uploads = Uploads { publisher: backends.publisher.clone(), config: submit };
         let state = ApiState::new(backends.stores.clone(), Some(uploads), clock.clone(), options.auth.clone());
         let app = router(state);
         let http_stop = stop.clone();
@@ -100,7 +120,26 @@ impl Server {
             }
         });
 
-        let worker = Arc::new(WorkerService::new(backends.stores, detector, clock.clone(), options.worker.clone()));
+        let mut worker = WorkerService::new(backends.stores.clone(), detector, clock.clone(), options.worker.clone());
+        if let Some(callbacks) = &backends.callbacks {
+            worker = worker.with_completions(callbacks.publisher.clone());
+            let sender = ReqwestCallbackSender::new(options.callbacks.policy).map_err(std::io::Error::other)?;
+            let service = CallbackService::new(
+                backends.stores.jobs.clone(),
+                Arc::new(sender),
+                clock.clone(),
+                options.callbacks.clone(),
+            );
+            let mut deliverers = callbacks::spawn(
+                callbacks.queue.clone(),
+                Arc::new(service),
+                options.deliverers,
+                options.poll_wait,
+                stop.clone(),
+            );
+            tasks.spawn(async move { while deliverers.join_next().await.is_some() {} });
+        }
+        let worker = Arc::new(worker);
         let mut workers = match &backends.consumer {
             Consumer::Pool(queue) => {
                 let config = PoolConfig {

@@ -181,6 +181,8 @@ pub struct MaxReceives(u32);
 
 impl MaxReceives {
     pub const DEFAULT: Self = Self(5);
+    /// For the callback queue: more than any retry schedule's attempts, with room for crashes.
+    pub const CALLBACKS: Self = Self(50);
 
     pub fn get(self) -> u32 {
         self.0

@@ -8,6 +8,8 @@
 //! - [`http`]: the REST API as one axum `Router`.
 //! - [`adapters`]: the port implementations, each behind a feature: `embedded` (directory +
 //!   SQLite), `onnx` (the built-in detector), `aws` (S3, DynamoDB, SNS, SQS, Rekognition).
+//! - [`webhooks`]: completion callbacks as Standard Webhooks: signatures, the SSRF guard, the
+//!   event body, the retry schedule (`callbacks` adds the reqwest client that sends them).
 //! - [`config`]: one rule per setting, shared by `labelq`'s flags and the functions' environment.
 //! - [`detectors`]: which label detector runs, built in one place.
 //! - `lambda` (feature `lambda`): the glue for the Lambda functions: the JWT owner, the SQS batch
@@ -20,6 +22,7 @@ pub mod domain;
 pub mod http;
 pub mod ports;
 pub mod service;
+pub mod webhooks;
 
 #[cfg(feature = "lambda")]
 pub mod lambda;

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    ContentType, CorrelationId, DetectOptions, FailureCode, IdempotencyKey, ImageSubmitted, Job, JobId, JobStatus,
-    Label, Message, ObjectKey, OwnerId,
+    CallbackUrl, ContentType, CorrelationId, DetectOptions, FailureCode, IdempotencyKey, ImageSubmitted, Job, JobId,
+    JobStatus, Label, Message, ObjectKey, OwnerId,
 };
 
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -226,4 +226,38 @@ impl DetectError {
 pub trait LabelDetector: Send + Sync + fmt::Debug {
     fn input_kind(&self) -> InputKind;
     async fn detect(&self, image: ImageInput, options: &DetectOptions) -> Result<Vec<Label>, DetectError>;
+}
+
+/// One signed call to a callback receiver.
+#[derive(Debug, Clone)]
+pub struct CallbackRequest {
+    pub url: CallbackUrl,
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature` and the content type.
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+/// The receiver's answer: its status, and how long it asked to be left alone (`Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallbackAnswer {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+}
+
+/// Why a call got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Not made: the target's address is not one labelq may call. Retrying cannot help.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Made, without an answer: a timeout, a refused connection, a TLS failure.
+    #[error("no answer: {0}")]
+    NoAnswer(String),
+}
+
+/// Calls callback receivers (an HTTP client that guards where it connects). Follows no redirects
+/// and reads at most a few KB of an answer.
+#[async_trait]
+pub trait CallbackSender: Send + Sync + fmt::Debug {
+    async fn send(&self, request: &CallbackRequest) -> Result<CallbackAnswer, CallError>;
 }

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use labelq_shared::domain::{
-    Clock, Confidence, ContentType, CorrelationId, Failure, FailureCode, IdempotencyKey, ImageMeta, Job, JobId,
-    JobStatus, Label, LabelName, NewJob, ObjectKey, OwnerId, SystemClock,
+    Attempt, Callback, CallbackUrl, Clock, Confidence, ContentType, CorrelationId, Failure, FailureCode,
+    IdempotencyKey, ImageMeta, Job, JobId, JobStatus, Label, LabelName, NewJob, ObjectKey, OwnerId, SystemClock,
 };
 use labelq_shared::ports::{Created, JobStore, ListQuery, UpdateError};
 use time::OffsetDateTime;
@@ -26,6 +26,7 @@ fn job(owner: &str, key: Option<&str>, created_at: OffsetDateTime) -> Job {
         },
         idempotency_key: key.map(|k| IdempotencyKey::parse(k).expect("key")),
         correlation_id: CorrelationId::new(),
+        callback: None,
         now: created_at,
         ttl: Duration::from_secs(86_400),
     })
@@ -81,6 +82,21 @@ pub async fn job_store_contract(store: &dyn JobStore) {
     let done = claimed.succeed(labels, now).expect("succeed");
     store.update(&done).await.expect("succeed");
     assert_eq!(store.get(&first.id).await.expect("get"), Some(done.clone()));
+
+    // A callback's delivery state is recorded on a finished job, compare-and-swap like the rest.
+    let url = CallbackUrl::parse("https://example.com/hooks/labelq").expect("url");
+    let with_callback = Job { callback: Some(Callback::new(url)), ..job(&owner, None, now) };
+    store.create(&with_callback).await.expect("create");
+    assert_eq!(store.get(&with_callback.id).await.expect("get"), Some(with_callback.clone()));
+    let failed = with_callback.fail(Failure::new(FailureCode::ImageUndecodable, "bad"), now).expect("fail");
+    store.update(&failed).await.expect("fail");
+    let callback = failed.callback.clone().expect("callback");
+    let attempted = failed.with_callback(callback.after(&Attempt::Answered(503), true));
+    store.update(&attempted).await.expect("record an attempt");
+    let rival = failed.with_callback(callback.after(&Attempt::Answered(200), true));
+    assert!(matches!(store.update(&rival).await, Err(UpdateError::Conflict)), "a stale record loses");
+    assert_eq!(store.get(&with_callback.id).await.expect("get"), Some(attempted));
+    store.delete(&OwnerId::parse(&owner).expect("owner"), &with_callback.id).await.expect("delete");
 
     // Listing: newest first, paginated, filtered by status and by label or parent name.
     let mut newer = Vec::new();

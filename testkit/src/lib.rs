@@ -64,6 +64,7 @@ pub fn png_submission(owner: &str) -> SubmitRequest {
         upload: Upload { bytes: png_header(100, 100), declared: ContentType::Png },
         idempotency_key: None,
         correlation_id: CorrelationId::new(),
+        callback: None,
     }
 }
 

@@ -6,6 +6,10 @@
 //!    worker pool drains it; CPU time (user + system, from getrusage) per job and wall time, at 1
 //!    and N workers.
 //!
+//! 3. The same with completion callbacks: every job asks for one, the worker announces it on the
+//!    callback queue and the deliverers POST it, signed, to a receiver on 127.0.0.1 (in this
+//!    process, so its own work is in the CPU figure too), until every job's callback is delivered.
+//!
 //! Run: `cargo bench -p labelq-e2e --bench pipeline` (prints its figures; asserts nothing).
 
 use std::sync::Arc;
@@ -15,10 +19,16 @@ use labelq::embedded::Embedded;
 use labelq::pool::{self, PoolConfig};
 use labelq::server::{ServeOptions, Server};
 use labelq_e2e::StubDetector;
+use labelq_e2e::receiver::Receiver;
+use labelq_shared::adapters::reqwest::ReqwestCallbackSender;
 use labelq_shared::config::MaxReceives;
+use labelq_shared::domain::CallbackUrl;
 use labelq_shared::domain::{ContentType, CorrelationId, OwnerId, SystemClock};
 use labelq_shared::http::auth::OpenAccess;
-use labelq_shared::service::{SubmitConfig, SubmitRequest, SubmitService, Upload, WorkerConfig, WorkerService};
+use labelq_shared::service::{
+    CallbackConfig, CallbackService, SubmitConfig, SubmitRequest, SubmitService, Upload, WorkerConfig, WorkerService,
+};
+use labelq_shared::webhooks::{RetrySchedule, TargetPolicy, WebhookSecret, WebhookSecrets};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +73,12 @@ async fn submit_latency(body: &[u8], requests: usize) {
         poll_wait: Duration::from_secs(5),
         grace: Duration::from_secs(5),
         sweep_interval: Duration::from_secs(3600),
+        callbacks: CallbackConfig {
+            secrets: WebhookSecrets::new(WebhookSecret::generate()),
+            policy: TargetPolicy::default(),
+            schedule: RetrySchedule::default(),
+        },
+        deliverers: 1,
     };
     let server = Server::start(embedded.into(), Arc::new(StubDetector::default()), Arc::new(SystemClock), options)
         .await
@@ -92,25 +108,43 @@ async fn submit_latency(body: &[u8], requests: usize) {
     server.shutdown().await;
 }
 
-async fn pipeline_overhead(body: &[u8], jobs: usize, workers: usize) {
+async fn pipeline_overhead(body: &[u8], jobs: usize, workers: usize, callbacks: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = Arc::new(SystemClock);
     let embedded = Embedded::open(dir.path(), MaxReceives::DEFAULT, clock.clone()).await.expect("open");
-    let submit = SubmitService::new(embedded.stores(), embedded.queue.clone(), clock.clone(), SubmitConfig::default());
+    let receiver = Receiver::start([204u16]).await;
+    let policy = TargetPolicy { allow_private: true };
+    let submit_config = SubmitConfig { callbacks: Some(policy), ..SubmitConfig::default() };
+    let submit = SubmitService::new(embedded.stores(), embedded.queue.clone(), clock.clone(), submit_config);
     let owner = OwnerId::parse("bench").expect("owner");
+    let callback = CallbackUrl::parse(&receiver.url("/hook")).expect("a callback URL");
     for _ in 0..jobs {
         let request = SubmitRequest {
             owner: owner.clone(),
             upload: Upload { bytes: body.to_vec().into(), declared: ContentType::Png },
             idempotency_key: None,
             correlation_id: CorrelationId::new(),
+            callback: callbacks.then(|| callback.clone()),
         };
         submit.submit(request).await.expect("submit");
     }
 
     let detector = Arc::new(StubDetector::default());
-    let worker = WorkerService::new(embedded.stores(), detector.clone(), clock, WorkerConfig::default());
+    let mut worker = WorkerService::new(embedded.stores(), detector.clone(), clock.clone(), WorkerConfig::default());
     let stop = CancellationToken::new();
+    let mut deliverers = None;
+    if callbacks {
+        worker = worker.with_completions(embedded.callbacks.clone());
+        let config = CallbackConfig {
+            secrets: WebhookSecrets::new(WebhookSecret::generate()),
+            policy,
+            schedule: RetrySchedule::default(),
+        };
+        let sender = Arc::new(ReqwestCallbackSender::new(policy).expect("the callback client"));
+        let service = Arc::new(CallbackService::new(embedded.jobs.clone(), sender, clock, config));
+        let queue = embedded.callbacks.clone();
+        deliverers = Some(labelq::callbacks::spawn(queue, service, 4, Duration::from_millis(200), stop.clone()));
+    }
     let config = PoolConfig {
         workers,
         visibility: Duration::from_secs(60),
@@ -126,12 +160,22 @@ async fn pipeline_overhead(body: &[u8], jobs: usize, workers: usize) {
     while embedded.queue.counts().await.expect("counts") != Default::default() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    if callbacks {
+        while receiver.calls().len() < jobs || embedded.callbacks.counts().await.expect("counts") != Default::default()
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
     let wall = started.elapsed();
     let cpu = cpu_time() - cpu_before;
     stop.cancel();
     while pool.join_next().await.is_some() {}
+    if let Some(mut deliverers) = deliverers {
+        while deliverers.join_next().await.is_some() {}
+    }
+    let with = if callbacks { ", each with a callback delivered to 127.0.0.1" } else { "" };
     println!(
-        "pipeline overhead, zero-cost detector, {jobs} queued jobs, {workers} worker(s): CPU {:.3} ms/job, wall {:.3} ms/job ({:.0} jobs/s)",
+        "pipeline overhead, zero-cost detector, {jobs} queued jobs{with}, {workers} worker(s): CPU {:.3} ms/job, wall {:.3} ms/job ({:.0} jobs/s)",
         ms(cpu) / jobs as f64,
         ms(wall) / jobs as f64,
         jobs as f64 / wall.as_secs_f64(),
@@ -145,7 +189,9 @@ fn main() {
     println!("machine: {cores} cores; a job = receive + claim + read image + record labels (fsync) + ack");
     runtime.block_on(async {
         submit_latency(&body, 1000).await;
-        pipeline_overhead(&body, 1000, 1).await;
-        pipeline_overhead(&body, 1000, cores).await;
+        pipeline_overhead(&body, 1000, 1, false).await;
+        pipeline_overhead(&body, 1000, cores, false).await;
+        pipeline_overhead(&body, 1000, 1, true).await;
+        pipeline_overhead(&body, 1000, cores, true).await;
     });
 }

@@ -52,6 +52,7 @@ impl Pipeline {
                 upload: Upload { bytes, declared: content_type },
                 idempotency_key: None,
                 correlation_id: CorrelationId::new(),
+                callback: None,
             };
             let job = self.submit.submit(request).await.expect("submitted").job;
             let message = Message::builder()

@@ -54,3 +54,14 @@ def cursors(draw: st.DrawFn) -> str:
 
 
 schemathesis.openapi.format("labelq-cursor", cursors())
+
+
+@st.composite
+def callback_urls(draw: st.DrawFn) -> str:
+    """A callback URL the server accepts: https, a public name (never resolved at submission)."""
+    host = draw(st.from_regex(r"[a-z][a-z0-9]{0,20}", fullmatch=True))
+    path = draw(st.from_regex(r"[A-Za-z0-9_-]{0,30}", fullmatch=True))
+    return f"https://{host}.example.com/hooks/{path}"
+
+
+schemathesis.openapi.format("labelq-callback-url", callback_urls())

@@ -3,6 +3,8 @@
 //! process, real photos and the real model. The test doubles live in `labelq-testkit`, never in
 //! the product crates; they are re-exported here for the suites' convenience.
 
+pub mod receiver;
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +20,8 @@ use labelq_shared::config::MaxReceives;
 use labelq_shared::domain::{Clock, Confidence, DetectOptions, OwnerId, SystemClock};
 use labelq_shared::http::auth::BearerTokens;
 use labelq_shared::ports::LabelDetector;
-use labelq_shared::service::{Backoff, SubmitConfig, WorkerConfig};
+use labelq_shared::service::{Backoff, CallbackConfig, SubmitConfig, WorkerConfig};
+use labelq_shared::webhooks::{RetrySchedule, TargetPolicy, WebhookSecret, WebhookSecrets};
 pub use labelq_testkit::detectors::{FailFor, FlakyDetector, StubDetector};
 pub use labelq_testkit::{ManualClock, init_test_log};
 use serde_json::Value;
@@ -108,6 +111,10 @@ pub struct AppOptions {
     pub visibility: Duration,
     pub retry_base: Duration,
     pub max_image_bytes: Option<usize>,
+    /// When a callback that did not deliver is tried again.
+    pub callback_retries: RetrySchedule,
+    /// Whether callbacks may go to loopback and private addresses (the tests' receivers are).
+    pub callbacks_allow_private: bool,
 }
 
 impl AppOptions {
@@ -120,6 +127,8 @@ impl AppOptions {
             visibility: Duration::from_secs(30),
             retry_base: Duration::from_millis(10),
             max_image_bytes: None,
+            callback_retries: "100ms,100ms,100ms".parse().expect("a schedule"),
+            callbacks_allow_private: true,
         }
     }
 }
@@ -129,6 +138,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub embedded: Embedded,
     pub data_dir: TempDir,
+    /// What the server signs its callbacks with.
+    pub callback_secrets: WebhookSecrets,
     server: Option<Server>,
 }
 
@@ -141,6 +152,7 @@ impl TestApp {
             .expect("opening the embedded backends");
         let owner = |s: &str| OwnerId::parse(s).expect("a valid owner");
         let tokens = BearerTokens::new([(ALICE.to_owned(), owner("alice")), (BOB.to_owned(), owner("bob"))]);
+        let callback_secrets = WebhookSecrets::new(WebhookSecret::generate());
         let mut submit = SubmitConfig::default();
         if let Some(max) = options.max_image_bytes {
             submit.limits.max_bytes = max;
@@ -159,6 +171,12 @@ impl TestApp {
             poll_wait: Duration::from_secs(5),
             grace: Duration::from_secs(5),
             sweep_interval: Duration::from_secs(3600),
+            callbacks: CallbackConfig {
+                secrets: callback_secrets.clone(),
+                policy: TargetPolicy { allow_private: options.callbacks_allow_private },
+                schedule: options.callback_retries,
+            },
+            deliverers: 2,
         };
         let server = Server::start(embedded.clone().into(), options.detector, options.clock, serve)
             .await
@@ -168,6 +186,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             embedded,
             data_dir,
+            callback_secrets,
             server: Some(server),
         }
     }
@@ -193,6 +212,32 @@ impl TestApp {
             request = request.header("idempotency-key", key);
         }
         request.send().await.expect("the POST reaches the server")
+    }
+
+    /// Submits a PNG asking for a callback at `callback`.
+    pub async fn submit_with_callback(&self, token: &str, callback: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/images", self.base))
+            .bearer_auth(token)
+            .header("content-type", "image/png")
+            .header("callback-url", callback)
+            .body(png(100, 100))
+            .send()
+            .await
+            .expect("the POST reaches the server")
+    }
+
+    /// Polls an image until its callback is settled (not PENDING), returning the job's JSON.
+    pub async fn wait_callback_settled(&self, token: &str, id: &str, timeout: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let job: Value = self.get(token, &format!("/v1/images/{id}")).await.json().await.expect("a JSON body");
+            if job["callback"]["status"].as_str().is_some_and(|s| s != "PENDING") {
+                return job;
+            }
+            assert!(started.elapsed() < timeout, "the callback of {id} is not settled after {timeout:?}: {job}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Submits and returns the new image's id, asserting the 202.

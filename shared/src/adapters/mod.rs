@@ -6,5 +6,7 @@ pub mod aws;
 pub mod fs;
 #[cfg(feature = "onnx")]
 pub mod onnx;
+#[cfg(feature = "callbacks")]
+pub mod reqwest;
 #[cfg(feature = "embedded")]
 pub mod sqlite;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+use super::callback::{Callback, CallbackUrl};
 use super::ids::{CorrelationId, IdempotencyKey, JobId, ObjectKey, OwnerId};
 use super::image::ContentType;
 use super::label::Label;
@@ -164,6 +165,9 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<IdempotencyKey>,
     pub correlation_id: CorrelationId,
+    /// Where to call when the job finishes, and how that call stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<Callback>,
     #[serde(flatten)]
     pub state: JobState,
     /// How many times a worker claimed the job.
@@ -187,6 +191,7 @@ pub struct NewJob {
     pub image: ImageMeta,
     pub idempotency_key: Option<IdempotencyKey>,
     pub correlation_id: CorrelationId,
+    pub callback: Option<CallbackUrl>,
     pub now: OffsetDateTime,
     pub ttl: Duration,
 }
@@ -212,6 +217,7 @@ impl Job {
             image: new.image,
             idempotency_key: new.idempotency_key,
             correlation_id: new.correlation_id,
+            callback: new.callback.map(Callback::new),
             state: JobState::Pending,
             attempts: 0,
             version: 1,
@@ -313,6 +319,12 @@ impl Job {
         Ok((next, event))
     }
 
+    /// Records how its callback's delivery stands. Not a transition of the job's own state: its
+    /// status and `updated_at` (the time it finished) stay as they are.
+    pub fn with_callback(&self, callback: Callback) -> Self {
+        Self { callback: Some(callback), version: self.version + 1, ..self.clone() }
+    }
+
     /// Whether a worker's lease on the job is still running at `now`.
     pub fn is_leased(&self, now: OffsetDateTime) -> bool {
         matches!(self.state, JobState::Processing { lease_expires_at } if lease_expires_at > now)
@@ -352,6 +364,7 @@ pub(crate) mod tests {
             },
             idempotency_key: None,
             correlation_id: CorrelationId::new(),
+            callback: None,
             now,
             ttl: Duration::from_secs(24 * 3600),
         })

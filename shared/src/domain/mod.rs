@@ -1,11 +1,13 @@
 //! The domain: what a job is and how it may change. Knows nothing of HTTP, AWS or SQLite.
 
+pub mod callback;
 pub mod ids;
 pub mod image;
 pub mod job;
 pub mod label;
 pub mod message;
 
+pub use callback::{Attempt, Callback, CallbackStatus, CallbackUrl, InvalidCallbackUrl};
 pub use ids::{CorrelationId, IdempotencyKey, InvalidId, JobId, ObjectKey, OwnerId};
 pub use image::{ContentType, ImageInfo, ImageLimits, ImageRejection};
 pub use job::{Failure, FailureCode, ImageMeta, Job, JobState, JobStatus, NewJob, Refused};

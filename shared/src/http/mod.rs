@@ -35,7 +35,7 @@ use utoipa::IntoParams;
 use self::auth::Authenticator;
 use self::problem::ApiError;
 use self::views::{JobView, ListLinks, ListView, decode_cursor, encode_cursor, image_path};
-use crate::domain::{Clock, CorrelationId, IdempotencyKey, Job, JobId, JobStatus, OwnerId};
+use crate::domain::{CallbackUrl, Clock, CorrelationId, IdempotencyKey, Job, JobId, JobStatus, OwnerId};
 use crate::ports::{ListQuery, MessagePublisher};
 use crate::service::{QueryService, Stores, SubmitConfig, SubmitRequest, SubmitService};
 
@@ -45,6 +45,7 @@ pub const DEFAULT_PAGE: usize = 20;
 pub const MAX_PAGE: usize = 100;
 
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+static CALLBACK_URL: HeaderName = HeaderName::from_static("callback-url");
 static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -151,6 +152,13 @@ fn job_response(status: StatusCode, job: &Job) -> Response {
                            the same job (202, `Idempotent-Replayed: true`); with other bytes, 409.",
             nullable = false, min_length = 1, max_length = 255, pattern = r"^[!-~]+$"
         ),
+        (
+            "Callback-Url" = Option<String>, Header,
+            description = "Called when the job finishes: a signed Standard Webhooks POST (`job.succeeded` or \
+                           `job.failed`), retried on failure; its delivery shows as the job's `callback`. `https` \
+                           to a public address, unless the server allows private targets.",
+            nullable = false, format = "labelq-callback-url", max_length = 2048
+        ),
         openapi::RequestIdHeader,
     ),
     request_body(
@@ -174,7 +182,8 @@ fn job_response(status: StatusCode, job: &Job) -> Response {
             status = 400, body = problem::Problem, content_type = "application/problem+json",
             description = "Not an acceptable image, or a bad header: `not-an-image`, `empty-body`, \
                            `content-type-mismatch`, `malformed-image`, `image-dimensions`, `malformed-multipart`, \
-                           `missing-image-field`, `invalid-idempotency-key`, `unreadable-body`."
+                           `missing-image-field`, `invalid-idempotency-key`, `unreadable-body`, \
+                           `invalid-callback-url`, `callback-refused`."
         ),
         (
             status = 409, body = problem::Problem, content_type = "application/problem+json",
@@ -195,9 +204,11 @@ async fn submit_image(State(state): State<ApiState>, owner: Owner, request: Requ
     let submit = state.submit.as_ref().ok_or(ApiError::MethodNotAllowed)?;
     let (parts, body) = request.into_parts();
     let idempotency_key = idempotency_key(&parts.headers)?;
+    let callback = callback_url(&parts.headers)?;
     let correlation_id = parts.extensions.get::<CorrelationId>().cloned().unwrap_or_default();
     let upload = upload::read_upload(&parts.headers, body, submit.limits().max_bytes).await?;
-    let submission = submit.submit(SubmitRequest { owner: owner.0, upload, idempotency_key, correlation_id }).await?;
+    let request = SubmitRequest { owner: owner.0, upload, idempotency_key, correlation_id, callback };
+    let submission = submit.submit(request).await?;
 
     let mut response = job_response(StatusCode::ACCEPTED, &submission.job);
     let headers = response.headers_mut();
@@ -221,6 +232,18 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
     IdempotencyKey::parse(value)
         .map(Some)
         .map_err(|e| ApiError::bad_request("invalid-idempotency-key", format!("Idempotency-Key: {}", e.reason)))
+}
+
+fn callback_url(headers: &HeaderMap) -> Result<Option<CallbackUrl>, ApiError> {
+    let Some(value) = headers.get(&CALLBACK_URL) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("invalid-callback-url", "Callback-Url must be visible ASCII"))?;
+    CallbackUrl::parse(value)
+        .map(Some)
+        .map_err(|e| ApiError::bad_request("invalid-callback-url", format!("Callback-Url: {e}")))
 }
 
 /// Parses a path id; a malformed id is simply an image that does not exist.

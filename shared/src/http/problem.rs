@@ -82,6 +82,7 @@ impl From<SubmitError> for ApiError {
         match e {
             SubmitError::Rejected(r) => Self::Image(r),
             SubmitError::KeyReused => Self::KeyReused,
+            SubmitError::CallbackRefused(detail) => Self::bad_request("callback-refused", detail),
             SubmitError::Backend(b) => Self::Backend(b),
         }
     }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::domain::{ContentType, Failure, Job, JobId, JobStatus, Label};
+use crate::domain::{CallbackStatus, ContentType, Failure, Job, JobId, JobStatus, Label};
 use crate::ports::ListPosition;
 
 pub fn image_path(id: &JobId) -> String {
@@ -43,7 +43,30 @@ pub struct JobView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Failure>, nullable = false)]
     pub error: Option<&'a Failure>,
+    /// Present when the submission asked for a completion callback: how its delivery stands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub callback: Option<CallbackView<'a>>,
     pub links: Links,
+}
+
+/// A job's completion callback and its delivery.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Callback)]
+pub struct CallbackView<'a> {
+    #[schema(value_type = String, format = "uri")]
+    pub url: &'a str,
+    pub status: CallbackStatus,
+    /// Calls made so far.
+    pub attempts: u32,
+    /// The HTTP status of the last answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 100, maximum = 599)]
+    pub last_code: Option<u16>,
+    /// Why the last attempt did not deliver, when there was no answer or the target was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub last_error: Option<&'a str>,
 }
 
 /// What the image looked like when it was accepted.
@@ -87,6 +110,13 @@ impl<'a> From<&'a Job> for JobView<'a> {
             attempts: job.attempts,
             labels: job.labels(),
             error: job.failure(),
+            callback: job.callback.as_ref().map(|c| CallbackView {
+                url: c.url.as_str(),
+                status: c.status,
+                attempts: c.attempts,
+                last_code: c.last_code,
+                last_error: c.last_error.as_deref(),
+            }),
             links: Links { self_: image_path(&job.id) },
         }
     }

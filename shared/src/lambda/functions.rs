@@ -44,7 +44,12 @@ impl RequestHandlerConfig {
         Ok(Self {
             resources: Resources::from_env()?,
             topic_arn: config::required("LABELQ_TOPIC_ARN")?,
-            submit: SubmitConfig { ttl: ttl.get(), limits: ImageLimits { max_bytes, ..ImageLimits::default() } },
+            // No callback delivery on AWS yet: a submission that asks for one is refused.
+            submit: SubmitConfig {
+                ttl: ttl.get(),
+                limits: ImageLimits { max_bytes, ..ImageLimits::default() },
+                callbacks: None,
+            },
         })
     }
 }

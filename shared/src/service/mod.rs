@@ -4,7 +4,9 @@
 //! - [`SubmitService`]: accept an image (request-handler).
 //! - [`QueryService`]: get, list and delete an owner's images (status-api).
 //! - [`WorkerService`]: process one queue message (worker).
+//! - [`CallbackService`]: deliver one job's completion callback.
 
+mod callbacks;
 mod query;
 mod submit;
 mod worker;
@@ -20,6 +22,7 @@ pub struct Stores {
     pub jobs: Arc<dyn JobStore>,
 }
 
+pub use callbacks::{CallbackConfig, CallbackService};
 pub use query::{QueryError, QueryService};
 pub use submit::{Submission, SubmitConfig, SubmitError, SubmitRequest, SubmitService, Upload};
 pub use worker::{Backoff, ClaimSlot, Disposition, Finish, WorkerConfig, WorkerService};

@@ -14,21 +14,25 @@ use tracing::{info, instrument, warn};
 
 use super::Stores;
 use crate::domain::{
-    Clock, ContentType, CorrelationId, IdempotencyKey, ImageLimits, ImageMeta, ImageRejection, Job, JobId, JobStatus,
-    NewJob, ObjectKey, OwnerId,
+    CallbackUrl, Clock, ContentType, CorrelationId, IdempotencyKey, ImageLimits, ImageMeta, ImageRejection, Job, JobId,
+    JobStatus, NewJob, ObjectKey, OwnerId,
 };
 use crate::ports::{BackendError, Created, Envelope, ImageStore, JobStore, MessagePublisher, StoredImage};
+use crate::webhooks::TargetPolicy;
 
 #[derive(Debug, Clone)]
 pub struct SubmitConfig {
     /// How long a job and its image are kept.
     pub ttl: Duration,
     pub limits: ImageLimits,
+    /// Where completion callbacks may go; `None` where this deployment does not deliver them,
+    /// and a request that asks for one is refused.
+    pub callbacks: Option<TargetPolicy>,
 }
 
 impl Default for SubmitConfig {
     fn default() -> Self {
-        Self { ttl: Duration::from_secs(24 * 3600), limits: ImageLimits::default() }
+        Self { ttl: Duration::from_secs(24 * 3600), limits: ImageLimits::default(), callbacks: None }
     }
 }
 
@@ -45,6 +49,8 @@ pub struct SubmitRequest {
     pub upload: Upload,
     pub idempotency_key: Option<IdempotencyKey>,
     pub correlation_id: CorrelationId,
+    /// Where to call when the job finishes.
+    pub callback: Option<CallbackUrl>,
 }
 
 /// An accepted submission.
@@ -61,6 +67,9 @@ pub enum SubmitError {
     Rejected(#[from] ImageRejection),
     #[error("the idempotency key was already used with a different image")]
     KeyReused,
+    /// The callback URL names a target labelq will not call, or callbacks are not delivered here.
+    #[error("{0}")]
+    CallbackRefused(String),
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -91,6 +100,12 @@ impl SubmitService {
     #[instrument(skip_all, fields(owner = %req.owner, correlation_id = %req.correlation_id, job_id))]
     pub async fn submit(&self, req: SubmitRequest) -> Result<Submission, SubmitError> {
         let info = crate::domain::image::inspect(&req.upload.bytes, req.upload.declared, &self.config.limits)?;
+        if let Some(url) = &req.callback {
+            let policy = self.config.callbacks.ok_or_else(|| {
+                SubmitError::CallbackRefused("this deployment does not deliver completion callbacks".into())
+            })?;
+            policy.check_url(url).map_err(|refusal| SubmitError::CallbackRefused(refusal.0))?;
+        }
         let sha256 = sha256_hex(req.upload.bytes.clone()).await;
 
         if let Some(key) = &req.idempotency_key
@@ -123,6 +138,7 @@ impl SubmitService {
             },
             idempotency_key: req.idempotency_key.clone(),
             correlation_id: req.correlation_id.clone(),
+            callback: req.callback.clone(),
             now: self.clock.now(),
             ttl: self.config.ttl,
         });

@@ -44,7 +44,8 @@ use crate::domain::{
     Label, Message, Outcome, Refused,
 };
 use crate::ports::{
-    BackendError, Delivery, DetectError, ImageInput, ImageStore, InputKind, JobStore, LabelDetector, UpdateError,
+    BackendError, Delivery, DetectError, Envelope, ImageInput, ImageStore, InputKind, JobStore, LabelDetector,
+    MessagePublisher, UpdateError,
 };
 
 /// What the consumer should do with the message.
@@ -144,11 +145,30 @@ pub struct WorkerService {
     detector: Arc<dyn LabelDetector>,
     clock: Arc<dyn Clock>,
     config: WorkerConfig,
+    completions: Option<Arc<dyn MessagePublisher>>,
 }
 
 impl WorkerService {
     pub fn new(stores: Stores, detector: Arc<dyn LabelDetector>, clock: Arc<dyn Clock>, config: WorkerConfig) -> Self {
-        Self { images: stores.images, jobs: stores.jobs, detector, clock, config }
+        Self { images: stores.images, jobs: stores.jobs, detector, clock, config, completions: None }
+    }
+
+    /// Announces every job that finishes with a callback to deliver on `publisher` (the
+    /// callback queue), as a [`JobFinished`] message.
+    pub fn with_completions(self, publisher: Arc<dyn MessagePublisher>) -> Self {
+        Self { completions: Some(publisher), ..self }
+    }
+
+    /// Publishes the "job finished" event of `job` (now final) if its callback waits for it.
+    /// A failure is the message's: it is retried, and its next delivery announces again.
+    async fn announce(&self, job: &Job, event: JobFinished) -> Result<(), BackendError> {
+        let (Some(publisher), Some(callback)) = (&self.completions, &job.callback) else {
+            return Ok(());
+        };
+        if callback.status.is_settled() {
+            return Ok(());
+        }
+        publisher.publish(&Envelope::new(event, job.correlation_id.clone())).await
     }
 
     pub fn config(&self) -> &WorkerConfig {
@@ -223,6 +243,10 @@ impl WorkerService {
             Ok(claimed) => claimed,
             Err(Refused::Finished(status)) => {
                 debug!(%status, "duplicate delivery of a finished job");
+                // The write that finished it may have been its worker's last act: announce again.
+                if let Some(event) = JobFinished::of(&job) {
+                    self.announce(&job, event).await?;
+                }
                 return Ok(Disposition::Ack);
             }
             Err(Refused::Leased(until)) => {
@@ -313,6 +337,7 @@ impl WorkerService {
         };
         match self.jobs.update(&next).await {
             Ok(()) => {
+                self.announce(&next, event.clone()).await?;
                 match &event.outcome {
                     Outcome::Succeeded { labels } => {
                         info!(job_id = %next.id, labels = labels.len(), attempts = next.attempts, "job succeeded")

@@ -179,6 +179,7 @@ impl Worker {
             upload: Upload { bytes: png.clone(), declared: ContentType::Png },
             idempotency_key: None,
             correlation_id: CorrelationId::new(),
+            callback: None,
         };
         let job = self.submit.submit(request).await.unwrap().job;
         (job.id, Envelope::for_job(&job).message.to_json(), png)

@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use labelq_shared::config::MaxReceives;
-use labelq_shared::domain::{Clock, Failure, FailureCode, IdempotencyKey, Job, JobId, JobStatus, Outcome};
+use labelq_shared::domain::{
+    Attempt, CallbackUrl, Clock, Failure, FailureCode, IdempotencyKey, Job, JobId, JobStatus, Message, Outcome,
+};
 use labelq_shared::ports::{Delivery, ImageStore, JobStore};
 use labelq_shared::service::{
     Backoff, ClaimSlot, Disposition, Finish, Stores, Submission, SubmitConfig, SubmitError, SubmitRequest,
@@ -340,4 +342,70 @@ async fn a_failed_image_write_leaves_nothing_behind() {
     assert!(f.submit.submit(request(None)).await.is_err());
     assert_eq!(f.jobs.len(), 0);
     assert!(f.publisher.published().is_empty());
+}
+
+/// A job asking for a callback, with a worker that announces finished jobs on `completions`.
+async fn with_callback(f: &Fixture, completions: Arc<MemoryPublisher>) -> (Job, WorkerService) {
+    let policy = labelq_shared::webhooks::TargetPolicy::default();
+    let config = SubmitConfig { callbacks: Some(policy), ..SubmitConfig::default() };
+    let stores = Stores { images: f.images.clone(), jobs: f.jobs.clone() };
+    let submit = SubmitService::new(stores.clone(), f.publisher.clone(), f.clock.clone(), config);
+    let callback = Some(CallbackUrl::parse("https://example.com/hook").unwrap());
+    let job = submit.submit(SubmitRequest { callback, ..request(None) }).await.unwrap().job;
+    let worker = WorkerService::new(stores, f.detector.clone(), f.clock.clone(), WorkerConfig::default())
+        .with_completions(completions);
+    (job, worker)
+}
+
+#[tokio::test]
+async fn a_job_with_a_callback_is_announced_once_it_finishes_and_others_are_not() {
+    let f = fixture(Behaviour::Succeed);
+    let completions = Arc::new(MemoryPublisher::default());
+    let (job, worker) = with_callback(&f, completions.clone()).await;
+
+    assert_eq!(worker.handle(&f.delivery(1)).await, Disposition::Ack);
+    let announced = completions.published();
+    assert_eq!(announced.len(), 1);
+    let Message::JobFinished(event) = &announced[0].message else { panic!("{:?}", announced[0]) };
+    assert_eq!((event.job_id, event.outcome.status()), (job.id, JobStatus::Succeeded));
+    assert_eq!(announced[0].correlation_id, job.correlation_id);
+
+    let plain = f.submitted().await.job;
+    assert_eq!(worker.handle(&f.delivery(1)).await, Disposition::Ack);
+    assert_eq!(f.status(&plain.id), JobStatus::Succeeded);
+    assert_eq!(completions.published().len(), 1, "a job without a callback is not announced");
+}
+
+#[tokio::test]
+async fn a_worker_that_died_between_the_final_write_and_the_announcement_is_made_good_by_the_redelivery() {
+    let f = fixture(Behaviour::Succeed);
+    let completions = Arc::new(MemoryPublisher::default());
+    let (job, worker) = with_callback(&f, completions.clone()).await;
+
+    // The final write lands, the announcement fails: the message is not acknowledged.
+    completions.fail.store(true, Ordering::SeqCst);
+    assert!(matches!(worker.handle(&f.delivery(1)).await, Disposition::Retry(_)));
+    assert_eq!(f.status(&job.id), JobStatus::Succeeded);
+    assert!(completions.published().is_empty());
+
+    // Its redelivery finds the job final, announces it, and only then is done.
+    completions.fail.store(false, Ordering::SeqCst);
+    assert_eq!(worker.handle(&f.delivery(2)).await, Disposition::Ack);
+    assert_eq!(completions.published().len(), 1);
+
+    // Once the callback is settled, a further duplicate announces nothing.
+    let settled = f.jobs.snapshot(&job.id).unwrap();
+    let delivered = settled.with_callback(settled.callback.clone().unwrap().after(&Attempt::Answered(200), true));
+    f.jobs.update(&delivered).await.unwrap();
+    assert_eq!(worker.handle(&f.delivery(3)).await, Disposition::Ack);
+    assert_eq!(completions.published().len(), 1);
+}
+
+#[tokio::test]
+async fn a_callback_is_refused_before_anything_is_written_where_callbacks_are_not_delivered() {
+    let f = fixture(Behaviour::Succeed);
+    let callback = Some(CallbackUrl::parse("https://example.com/hook").unwrap());
+    let refused = f.submit.submit(SubmitRequest { callback, ..request(None) }).await;
+    assert!(matches!(refused, Err(SubmitError::CallbackRefused(_))), "{refused:?}");
+    assert!(f.images.is_empty() && f.jobs.is_empty() && f.publisher.published().is_empty());
 }

@@ -4,6 +4,7 @@
 //! `make aws-tests` once LocalStack is up). `TEST_LOG=1` logs what the servers under test say.
 
 mod api;
+mod callbacks;
 mod cli;
 mod detector;
 #[cfg(feature = "localstack")]

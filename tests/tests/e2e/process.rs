@@ -94,3 +94,63 @@ async fn sigterm_stops_the_server_gracefully_and_a_restart_finishes_the_backlog(
     let second = start(data_dir.path());
     wait_all_succeeded(&http, &second.base, &ids, Duration::from_secs(60)).await;
 }
+
+/// Callbacks are durable: a process killed while it delivers them leaves none undelivered once
+/// it restarts (some may be delivered twice, with the same `webhook-id`: at least once).
+#[tokio::test]
+async fn a_process_killed_in_the_middle_of_callback_deliveries_loses_none() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let receiver = labelq_e2e::receiver::Receiver::start_slow([200u16], Duration::from_millis(150)).await;
+    let dir = data_dir.path().to_str().unwrap().to_owned();
+    let serve = || {
+        ServeProcess::start(
+            env!("CARGO_BIN_EXE_labelq-under-test"),
+            &["--workers", "2", "--visibility-timeout", VISIBILITY, "--data-dir", &dir, "--callback-allow-private"],
+            &[("LABELQ_CALLBACK_RETRIES".to_owned(), "200ms,200ms,200ms".to_owned())],
+        )
+    };
+    let first = serve();
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let response = http
+            .post(format!("{}/v1/images", first.base))
+            .header("content-type", "image/png")
+            .header("callback-url", receiver.url("/hook"))
+            .body(labelq_e2e::png(120, 90))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        ids.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    receiver.wait_for(3, Duration::from_secs(60)).await;
+    first.signal("KILL");
+    drop(first);
+    let before_restart = receiver.calls().len();
+    assert!(before_restart < 20, "the kill came too late to test anything");
+
+    let second = serve();
+    let started = Instant::now();
+    for id in &ids {
+        loop {
+            let job: Value =
+                http.get(format!("{}/v1/images/{id}", second.base)).send().await.unwrap().json().await.unwrap();
+            if job["callback"]["status"] == "DELIVERED" {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "{id} not delivered after the restart: {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let calls = receiver.calls();
+    let delivered: std::collections::HashSet<&str> = calls.iter().map(|c| c.header("webhook-id")).collect();
+    for id in &ids {
+        assert!(delivered.contains(labelq_shared::webhooks::webhook_id(&id.parse().unwrap()).as_str()), "{id}");
+    }
+    eprintln!(
+        "{before_restart} callbacks before the kill, {} calls in all for 20 jobs, all delivered {:?} after the restart",
+        calls.len(),
+        started.elapsed()
+    );
+}

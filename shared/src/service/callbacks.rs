@@ -1,0 +1,176 @@
+//! Delivering completion callbacks: one queue message per finished job that asked for one
+//! ([`JobFinished`], published by the worker's winning final write), handled here by calling the
+//! job's callback URL with a signed Standard Webhooks request and recording how it went on the job.
+//!
+//! At least once, and idempotent: a message whose job's callback is settled (delivered, disabled
+//! or failed) is acknowledged without a call, and every retry of one job carries the same
+//! `webhook-id`, so a receiver can drop a repeat. The message is acknowledged only once the
+//! attempt is recorded; a process killed mid-call leaves the message to be delivered again.
+//!
+//! | answer | the callback | the message |
+//! |---|---|---|
+//! | 2xx | DELIVERED | acknowledged |
+//! | 410 Gone | DISABLED: never called again | acknowledged |
+//! | anything else, or no answer | PENDING, attempts + 1 | retried after the schedule's delay (at least `Retry-After`) |
+//! | the same, schedule spent | FAILED | dead-lettered |
+//! | refused target (SSRF guard) | FAILED | acknowledged |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::Disposition;
+use crate::domain::{Attempt, Callback, CallbackStatus, Clock, Job, JobFinished, Message};
+use crate::ports::{CallError, CallbackRequest, CallbackSender, Delivery, JobStore, UpdateError};
+use crate::webhooks::{RetrySchedule, TargetPolicy, WebhookEvent, WebhookSecrets, webhook_id};
+
+/// How callbacks are signed, where they may go, and when they are retried.
+#[derive(Debug, Clone)]
+pub struct CallbackConfig {
+    pub secrets: WebhookSecrets,
+    pub policy: TargetPolicy,
+    pub schedule: RetrySchedule,
+}
+
+#[derive(Debug, Clone)]
+pub struct CallbackService {
+    jobs: Arc<dyn JobStore>,
+    sender: Arc<dyn CallbackSender>,
+    clock: Arc<dyn Clock>,
+    config: CallbackConfig,
+}
+
+impl CallbackService {
+    pub fn new(
+        jobs: Arc<dyn JobStore>,
+        sender: Arc<dyn CallbackSender>,
+        clock: Arc<dyn Clock>,
+        config: CallbackConfig,
+    ) -> Self {
+        Self { jobs, sender, clock, config }
+    }
+
+    pub fn config(&self) -> &CallbackConfig {
+        &self.config
+    }
+
+    /// Handles one delivery of a "job finished" message. Never panics.
+    pub async fn handle(&self, delivery: &Delivery) -> Disposition {
+        let span = info_span!("callback", message_id = %delivery.message_id, receive_count = delivery.receive_count);
+        self.handle_in_span(delivery).instrument(span).await
+    }
+
+    async fn handle_in_span(&self, delivery: &Delivery) -> Disposition {
+        let finished = match Message::parse(&delivery.body) {
+            Ok(Message::JobFinished(finished)) => finished,
+            Ok(other) => {
+                warn!(kind = other.kind(), "not a message the callback queue carries; dropping it");
+                return Disposition::Ack;
+            }
+            Err(invalid) => {
+                // Nothing to fail: the job itself is finished. Kept for an operator to read.
+                warn!(reason = %invalid.reason, "unreadable message on the callback queue");
+                return Disposition::DeadLetter;
+            }
+        };
+        let retry_later = Disposition::Retry(Duration::from_secs(5));
+        let job = match self.jobs.get(&finished.job_id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                debug!(job_id = %finished.job_id, "the job is gone; no callback");
+                return Disposition::Ack;
+            }
+            Err(e) => {
+                warn!(error = %e, cause = ?e, "could not read the job; retrying");
+                return retry_later;
+            }
+        };
+        let Some(callback) = job.callback.clone().filter(|c| !c.status.is_settled()) else {
+            debug!(job_id = %job.id, "no callback to deliver (none asked, or settled)");
+            return Disposition::Ack;
+        };
+
+        let (attempt, retry_after) = self.call(&finished, &callback).await;
+        let number = callback.attempts + 1;
+        let wait = self.config.schedule.after(number, retry_after);
+        let next = callback.after(&attempt, wait.is_some());
+        let status = next.status;
+        match self.record(job, next).await {
+            Ok(true) => {}
+            Ok(false) => return Disposition::Ack,
+            Err(e) => {
+                warn!(error = %e, cause = ?e, "could not record the callback attempt; retrying");
+                return retry_later;
+            }
+        }
+        let job_id = finished.job_id;
+        match status {
+            CallbackStatus::Delivered => {
+                info!(%job_id, attempts = number, "callback delivered");
+                Disposition::Ack
+            }
+            CallbackStatus::Disabled => {
+                info!(%job_id, "the receiver answered 410 Gone; callback disabled");
+                Disposition::Ack
+            }
+            CallbackStatus::Failed if matches!(attempt, Attempt::Refused(_)) => {
+                warn!(%job_id, ?attempt, "callback target refused");
+                Disposition::Ack
+            }
+            CallbackStatus::Failed => {
+                warn!(%job_id, attempts = number, ?attempt, "callback failed after every retry");
+                Disposition::DeadLetter
+            }
+            CallbackStatus::Pending => {
+                let wait = wait.unwrap_or_default();
+                info!(%job_id, attempts = number, ?attempt, ?wait, "callback not delivered; will retry");
+                Disposition::Retry(wait)
+            }
+        }
+    }
+
+    /// One signed call: the attempt's outcome and the receiver's `Retry-After`, if any.
+    async fn call(&self, finished: &JobFinished, callback: &Callback) -> (Attempt, Option<Duration>) {
+        if let Err(refusal) = self.config.policy.check_url(&callback.url) {
+            return (Attempt::Refused(refusal.0), None);
+        }
+        let now = self.clock.now();
+        let id = webhook_id(&finished.job_id);
+        let body = WebhookEvent::of(finished, now).to_bytes();
+        let timestamp = now.unix_timestamp();
+        let signature = self.config.secrets.sign(&id, timestamp, &body);
+        let request = CallbackRequest {
+            url: callback.url.clone(),
+            headers: vec![
+                ("webhook-id", id),
+                ("webhook-timestamp", timestamp.to_string()),
+                ("webhook-signature", signature),
+                ("content-type", "application/json".into()),
+            ],
+            body: Bytes::from(body),
+        };
+        match self.sender.send(&request).await {
+            Ok(answer) => (Attempt::Answered(answer.status), answer.retry_after),
+            Err(CallError::Refused(why)) => (Attempt::Refused(why), None),
+            Err(CallError::NoAnswer(why)) => (Attempt::NoAnswer(why), None),
+        }
+    }
+
+    /// Writes the callback's new state on the job; `false` if the job is gone or another handling
+    /// settled its callback first.
+    async fn record(&self, mut job: Job, callback: Callback) -> Result<bool, crate::ports::BackendError> {
+        for _ in 0..3 {
+            match self.jobs.update(&job.with_callback(callback.clone())).await {
+                Ok(()) => return Ok(true),
+                Err(UpdateError::Backend(e)) => return Err(e),
+                Err(UpdateError::Conflict) => match self.jobs.get(&job.id).await? {
+                    Some(fresh) if fresh.callback.as_ref().is_some_and(|c| !c.status.is_settled()) => job = fresh,
+                    _ => return Ok(false),
+                },
+            }
+        }
+        Ok(false)
+    }
+}

@@ -1,0 +1,150 @@
+//! Completion callbacks end to end: a real `labelq serve` (in process) calling a real receiver on
+//! 127.0.0.1, private targets allowed as the tests' setting; and the SSRF guard with them refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use labelq_e2e::receiver::{Answer, Receiver};
+use labelq_e2e::{ALICE, AppOptions, StubDetector, TestApp};
+use labelq_shared::webhooks::signature::DEFAULT_TOLERANCE;
+use labelq_shared::webhooks::{WebhookSecrets, verify, webhook_id};
+use serde_json::Value;
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+async fn app(allow_private: bool) -> TestApp {
+    let mut options = AppOptions::with_detector(Arc::new(StubDetector::default()));
+    options.callbacks_allow_private = allow_private;
+    TestApp::spawn(options).await
+}
+
+async fn accepted(response: reqwest::Response) -> String {
+    assert_eq!(response.status(), 202);
+    let job: Value = response.json().await.expect("the job");
+    job["id"].as_str().expect("an id").to_owned()
+}
+
+/// Verifies a call's signature as a receiver would, with the server's secrets.
+fn assert_signed(call: &labelq_e2e::receiver::Call, secrets: &WebhookSecrets) {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let verified = verify(
+        secrets,
+        call.header("webhook-id"),
+        call.header("webhook-timestamp"),
+        call.header("webhook-signature"),
+        &call.body,
+        now,
+        DEFAULT_TOLERANCE,
+    );
+    assert_eq!(verified, Ok(()), "{:?}", call.headers);
+}
+
+#[tokio::test]
+async fn a_callback_is_signed_and_retried_with_the_same_id_until_it_is_delivered() {
+    let app = app(true).await;
+    let receiver = Receiver::start([500u16, 500, 200]).await;
+
+    let id = accepted(app.submit_with_callback(ALICE, &receiver.url("/hooks/labelq")).await).await;
+    let job = app.wait_callback_settled(ALICE, &id, SETTLE).await;
+
+    assert_eq!(job["status"], "SUCCEEDED", "{job}");
+    assert_eq!(job["callback"]["status"], "DELIVERED", "{job}");
+    assert_eq!((job["callback"]["attempts"].as_u64(), job["callback"]["last_code"].as_u64()), (Some(3), Some(200)));
+    let calls = receiver.calls();
+    assert_eq!(calls.len(), 3, "three attempts, then no more");
+    for call in &calls {
+        assert_eq!(call.header("webhook-id"), webhook_id(&id.parse().unwrap()), "the same id on every retry");
+        assert_eq!(call.header("content-type"), "application/json");
+        assert_signed(call, &app.callback_secrets);
+        let event = call.json();
+        assert_eq!((event["type"].as_str(), event["data"]["id"].as_str()), (Some("job.succeeded"), Some(id.as_str())));
+        assert_eq!(event["data"]["labels"], job["labels"], "the event carries the labels");
+        assert_eq!(event["data"]["links"]["self"], format!("/v1/images/{id}"));
+    }
+    assert!(calls[1].at - calls[0].at >= Duration::from_millis(70), "retried after the schedule's delay");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.calls().len(), 3, "a delivered callback is not called again");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_receiver_that_answers_410_is_never_called_again() {
+    let app = app(true).await;
+    let receiver = Receiver::start([410u16]).await;
+    let id = accepted(app.submit_with_callback(ALICE, &receiver.url("/gone")).await).await;
+    let job = app.wait_callback_settled(ALICE, &id, SETTLE).await;
+    assert_eq!(job["callback"]["status"], "DISABLED", "{job}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.calls().len(), 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_delivers_fails_the_callback_after_the_schedule() {
+    let app = app(true).await;
+    let receiver = Receiver::start([503u16]).await;
+    let id = accepted(app.submit_with_callback(ALICE, &receiver.url("/down")).await).await;
+    let job = app.wait_callback_settled(ALICE, &id, SETTLE).await;
+    assert_eq!(job["callback"]["status"], "FAILED", "{job}");
+    assert_eq!(receiver.calls().len(), 4, "the first attempt and the schedule's three retries");
+    assert_eq!(app.embedded.callbacks.dead_letters().await.unwrap().len(), 1, "kept for an operator");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_redirect_is_an_answer_and_never_followed() {
+    let app = app(true).await;
+    let inside = Receiver::start([200u16]).await;
+    let redirecting = Receiver::start([Answer { status: 302, location: Some(inside.url("/metadata")) }]).await;
+    let id = accepted(app.submit_with_callback(ALICE, &redirecting.url("/hook")).await).await;
+    let job = app.wait_callback_settled(ALICE, &id, SETTLE).await;
+    assert_eq!(
+        (job["callback"]["status"].as_str(), job["callback"]["last_code"].as_u64()),
+        (Some("FAILED"), Some(302))
+    );
+    assert!(inside.calls().is_empty(), "the redirect's target was called");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_private_targets_internal_addresses_are_refused_before_and_after_resolution() {
+    let app = app(false).await;
+    let receiver = Receiver::start([200u16]).await;
+
+    // What can be judged at once is refused at submission, and nothing is written.
+    for url in [
+        receiver.url("/plain-http"),
+        format!("https://127.0.0.1:{}/", receiver.addr.port()),
+        "https://[::ffff:169.254.169.254]/".into(),
+        "https://2852039166/".into(),
+        "https://0x7f.1/".into(),
+        "https://user:secret@example.com/".into(),
+    ] {
+        let response = app.submit_with_callback(ALICE, &url).await;
+        assert_eq!(response.status(), 400, "{url}");
+        let problem: Value = response.json().await.unwrap();
+        let slug = problem["type"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+        assert!(["callback-refused", "invalid-callback-url"].contains(&slug.as_str()), "{url}: {problem}");
+    }
+    app.assert_nothing_written().await;
+
+    // A name is judged by what it resolves to, when the call is made: localhost is loopback.
+    let id =
+        accepted(app.submit_with_callback(ALICE, &format!("https://localhost:{}/", receiver.addr.port())).await).await;
+    let job = app.wait_callback_settled(ALICE, &id, SETTLE).await;
+    assert_eq!(job["callback"]["status"], "FAILED", "{job}");
+    let why = job["callback"]["last_error"].as_str().unwrap_or_default();
+    assert!(why.contains("loopback"), "{job}");
+    assert!(receiver.calls().is_empty());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_job_without_a_callback_shows_none_and_queues_nothing_for_delivery() {
+    let app = app(true).await;
+    let id = app.submit_ok(ALICE, labelq_e2e::png(100, 100), "image/png").await;
+    let job = app.wait_finished(ALICE, &id, SETTLE).await;
+    assert!(job.get("callback").is_none(), "{job}");
+    assert_eq!(app.embedded.callbacks.counts().await.unwrap(), Default::default());
+    app.shutdown().await;
+}
