@@ -222,28 +222,30 @@ async fn submit_image(State(state): State<ApiState>, owner: Owner, request: Requ
     Ok(response)
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
-    let Some(value) = headers.get(&IDEMPOTENCY_KEY) else {
+/// An optional header parsed by `parse`; a value that is not visible ASCII or that `parse`
+/// refuses is a 400 with `slug`, naming the header.
+fn optional_header<T, E: std::fmt::Display>(
+    headers: &HeaderMap,
+    name: &HeaderName,
+    display: &str,
+    slug: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<Option<T>, ApiError> {
+    let Some(value) = headers.get(name) else {
         return Ok(None);
     };
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::bad_request("invalid-idempotency-key", "Idempotency-Key must be visible ASCII"))?;
-    IdempotencyKey::parse(value)
-        .map(Some)
-        .map_err(|e| ApiError::bad_request("invalid-idempotency-key", format!("Idempotency-Key: {}", e.reason)))
+    let value = value.to_str().map_err(|_| ApiError::bad_request(slug, format!("{display} must be visible ASCII")))?;
+    parse(value).map(Some).map_err(|e| ApiError::bad_request(slug, format!("{display}: {e}")))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    optional_header(headers, &IDEMPOTENCY_KEY, "Idempotency-Key", "invalid-idempotency-key", |v| {
+        IdempotencyKey::parse(v).map_err(|e| e.reason)
+    })
 }
 
 fn callback_url(headers: &HeaderMap) -> Result<Option<CallbackUrl>, ApiError> {
-    let Some(value) = headers.get(&CALLBACK_URL) else {
-        return Ok(None);
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::bad_request("invalid-callback-url", "Callback-Url must be visible ASCII"))?;
-    CallbackUrl::parse(value)
-        .map(Some)
-        .map_err(|e| ApiError::bad_request("invalid-callback-url", format!("Callback-Url: {e}")))
+    optional_header(headers, &CALLBACK_URL, "Callback-Url", "invalid-callback-url", CallbackUrl::parse)
 }
 
 /// Parses a path id; a malformed id is simply an image that does not exist.
