@@ -160,9 +160,15 @@ impl Embedded {
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let secrets = WebhookSecrets::new(WebhookSecret::generate());
-                write_private(&path, &secrets.to_lines())?;
-                info!(path = %path.display(), "created a signing secret for completion callbacks");
-                Ok(secrets)
+                match write_private(&path, &secrets.to_lines()) {
+                    Ok(()) => {
+                        info!(path = %path.display(), "created a signing secret for completion callbacks");
+                        Ok(secrets)
+                    }
+                    // Another process sharing the directory created it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::callback_secrets(data_dir),
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         }

@@ -22,7 +22,8 @@ use crate::webhooks::{Refusal, TargetPolicy};
 /// How long a call may take, from connecting to the last byte read.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The most of an answer's body that is read; the rest is dropped with the connection.
+/// An answer's body is read until this much has come (the chunk that passes it is the last);
+/// the rest is dropped with the connection.
 pub const MAX_ANSWER_BYTES: usize = 4096;
 
 /// Resolves names for the callback client and refuses those that lead somewhere refused.
@@ -41,7 +42,7 @@ impl Resolve for GuardedResolver {
                 return Err(format!("{host} has no address").into());
             }
             for addr in &addrs {
-                policy.check_ip(addr.ip()).map_err(|r| Refusal(format!("{host}: {}", r.0)))?;
+                policy.check_resolved(&host, addr.ip())?;
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })

@@ -23,7 +23,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Disposition;
 use crate::domain::{Attempt, Callback, CallbackStatus, Clock, Job, JobFinished, Message};
-use crate::ports::{CallError, CallbackRequest, CallbackSender, Delivery, JobStore, UpdateError};
+use crate::ports::{BackendError, CallError, CallbackRequest, CallbackSender, Delivery, JobStore, UpdateError};
 use crate::webhooks::{RetrySchedule, TargetPolicy, WebhookEvent, WebhookSecrets, webhook_id};
 
 /// How callbacks are signed, where they may go, and when they are retried.
@@ -91,20 +91,23 @@ impl CallbackService {
             debug!(job_id = %job.id, "no callback to deliver (none asked, or settled)");
             return Disposition::Ack;
         };
+        // A duplicate announcement must not shorten the schedule: it waits for its turn.
+        let now = self.clock.now();
+        if let Some(at) = callback.next_attempt_at.filter(|at| *at > now) {
+            debug!(job_id = %job.id, %at, "the next attempt is not due yet");
+            return Disposition::Retry((at - now).try_into().unwrap_or(Duration::ZERO));
+        }
 
         let (attempt, retry_after) = self.call(&finished, &callback).await;
-        let number = callback.attempts + 1;
-        let wait = self.config.schedule.after(number, retry_after);
-        let next = callback.after(&attempt, wait.is_some());
-        let status = next.status;
-        match self.record(job, next).await {
-            Ok(true) => {}
-            Ok(false) => return Disposition::Ack,
+        let (next, wait) = match self.record(job, &attempt, retry_after).await {
+            Ok(Some(recorded)) => recorded,
+            Ok(None) => return Disposition::Ack,
             Err(e) => {
                 warn!(error = %e, cause = ?e, "could not record the callback attempt; retrying");
                 return retry_later;
             }
-        }
+        };
+        let (status, number) = (next.status, next.attempts);
         let job_id = finished.job_id;
         match status {
             CallbackStatus::Delivered => {
@@ -158,19 +161,33 @@ impl CallbackService {
         }
     }
 
-    /// Writes the callback's new state on the job; `false` if the job is gone or another handling
-    /// settled its callback first.
-    async fn record(&self, mut job: Job, callback: Callback) -> Result<bool, crate::ports::BackendError> {
+    /// Writes the callback's state after `attempt` on the job, computed from the callback as it
+    /// is stored (re-read on a conflict): the new state and the wait before the next attempt, or
+    /// `None` if the job is gone or its callback was settled by another handling.
+    async fn record(
+        &self,
+        mut job: Job,
+        attempt: &Attempt,
+        retry_after: Option<Duration>,
+    ) -> Result<Option<(Callback, Option<Duration>)>, BackendError> {
         for _ in 0..3 {
-            match self.jobs.update(&job.with_callback(callback.clone())).await {
-                Ok(()) => return Ok(true),
+            let Some(current) = job.callback.clone().filter(|c| !c.status.is_settled()) else {
+                return Ok(None);
+            };
+            let wait = self.config.schedule.after(current.attempts + 1, retry_after);
+            let mut next = current.after(attempt, wait.is_some());
+            if next.status == CallbackStatus::Pending {
+                next.next_attempt_at = wait.map(|w| self.clock.now() + w);
+            }
+            match self.jobs.update(&job.with_callback(next.clone())).await {
+                Ok(()) => return Ok(Some((next, wait))),
                 Err(UpdateError::Backend(e)) => return Err(e),
                 Err(UpdateError::Conflict) => match self.jobs.get(&job.id).await? {
-                    Some(fresh) if fresh.callback.as_ref().is_some_and(|c| !c.status.is_settled()) => job = fresh,
-                    _ => return Ok(false),
+                    Some(fresh) => job = fresh,
+                    None => return Ok(None),
                 },
             }
         }
-        Ok(false)
+        Err(BackendError::transient("record a callback attempt", "the job kept changing"))
     }
 }

@@ -386,10 +386,31 @@ impl WorkerService {
         }
         match self.fail_job(job_id, slot, failure).await {
             Ok(Finish::Unfinished) => warn!("another worker holds the job; its outcome will stand"),
-            Ok(_) => {}
-            Err(e) => error!(error = %e, cause = ?e, "could not record the failure of a dead-lettered job"),
+            Ok(Finish::Won(_) | Finish::Gone) => {}
+            // Final already, perhaps by this message's own earlier write whose announcement
+            // failed: this is the message's last chance to announce it.
+            Ok(Finish::AlreadyFinal(_)) => self.announce_final(job_id).await,
+            Err(e) => {
+                error!(error = %e, cause = ?e, "could not record the failure of a dead-lettered job");
+                self.announce_final(job_id).await;
+            }
         }
         Disposition::DeadLetter
+    }
+
+    /// Announces the job if it is final, before its message goes to the dead-letter queue.
+    async fn announce_final(&self, job_id: JobId) {
+        let announced = match self.jobs.get(&job_id).await {
+            Ok(Some(job)) => match JobFinished::of(&job) {
+                Some(event) => self.announce(&job, event).await,
+                None => Ok(()),
+            },
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = announced {
+            error!(error = %e, cause = ?e, "could not announce a finished job; its callback will not be called");
+        }
     }
 
     /// A message nobody can process. Retrying cannot make it readable, so once its job (if it

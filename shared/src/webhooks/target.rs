@@ -37,15 +37,20 @@ enum Class {
     Forbidden(&'static str),
 }
 
+/// Alibaba Cloud's metadata service, inside the CGNAT range.
+const ALIBABA_METADATA: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 200);
+
 fn classify_v4(ip: Ipv4Addr) -> Class {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     if ip.is_unspecified() || a == 0 {
         Class::Forbidden("an unspecified address")
     } else if ip.is_link_local() {
         Class::Forbidden("a link-local address (the metadata service's range)")
     } else if ip.is_multicast() || ip.is_broadcast() {
         Class::Forbidden("a multicast or broadcast address")
-    } else if ip.is_documentation() || a >= 240 || (a == 198 && (b & 0xfe) == 18) || (a == 192 && b == 0) {
+    } else if ip == ALIBABA_METADATA {
+        Class::Forbidden("a metadata service's address")
+    } else if ip.is_documentation() || a >= 240 || (a == 198 && (b & 0xfe) == 18) || (a == 192 && b == 0 && c == 0) {
         Class::Forbidden("a reserved address")
     } else if ip.is_loopback() {
         Class::Internal("a loopback address")
@@ -67,7 +72,8 @@ fn classify_v6(ip: Ipv6Addr) -> Class {
     if s[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified() {
         return classify_v4(Ipv4Addr::from(((s[6] as u32) << 16) | s[7] as u32));
     }
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+    // NAT64, well-known (64:ff9b::/96) and local-use (64:ff9b:1::/48), and SIIT (::ffff:0:0/96).
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..3] == [0x64, 0xff9b, 1] || s[..6] == [0, 0, 0, 0, 0xffff, 0] {
         return classify_v4(Ipv4Addr::from(((s[6] as u32) << 16) | s[7] as u32));
     }
     if s[0] == 0x2002 {
@@ -83,18 +89,31 @@ fn classify_v6(ip: Ipv6Addr) -> Class {
         Class::Forbidden("the metadata service's address")
     } else if s[0] == 0x2001 && s[1] == 0xdb8 {
         Class::Forbidden("a documentation address")
+    } else if s[0] == 0x2001 && s[1] == 0 {
+        Class::Forbidden("a Teredo tunnel address")
     } else if ip.is_loopback() {
         Class::Internal("a loopback address")
-    } else if (s[0] & 0xfe00) == 0xfc00 {
-        Class::Internal("a unique local (private) address")
+    } else if (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfec0 {
+        Class::Internal("a unique or site local (private) address")
     } else {
         Class::Public
     }
 }
 
 impl TargetPolicy {
-    /// Whether a callback may connect to `ip`.
+    /// Whether a callback may connect to `ip`; a refusal names the address.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refusal> {
+        self.check(ip).map_err(|why| Refusal(format!("{ip} is {why}")))
+    }
+
+    /// Whether a callback may connect to `ip`, which `host` resolved to. A refusal does not name
+    /// the address: it is shown to whoever submitted the URL, who must not learn the internal
+    /// network's addresses from it.
+    pub fn check_resolved(&self, host: &str, ip: IpAddr) -> Result<(), Refusal> {
+        self.check(ip).map_err(|why| Refusal(format!("{host} resolves to {why}")))
+    }
+
+    fn check(&self, ip: IpAddr) -> Result<(), String> {
         let class = match ip {
             IpAddr::V4(v4) => classify_v4(v4),
             IpAddr::V6(v6) => classify_v6(v6),
@@ -102,8 +121,8 @@ impl TargetPolicy {
         match class {
             Class::Public => Ok(()),
             Class::Internal(_) if self.allow_private => Ok(()),
-            Class::Internal(what) => Err(Refusal(format!("{ip} is {what}; callbacks go to public addresses"))),
-            Class::Forbidden(what) => Err(Refusal(format!("{ip} is {what}; never a callback target"))),
+            Class::Internal(what) => Err(format!("{what}; callbacks go to public addresses")),
+            Class::Forbidden(what) => Err(format!("{what}; never a callback target")),
         }
     }
 
@@ -161,6 +180,11 @@ mod tests {
             "https://224.0.0.1/",
             "https://255.255.255.255/",
             "https://240.0.0.1/",
+            "https://192.0.0.8/",
+            "https://[::ffff:0:7f00:1]/",
+            "https://[64:ff9b:1::7f00:1]/",
+            "https://[2001::1]/",
+            "https://[fec0::1]/",
         ] {
             assert!(STRICT.check_url(&url(refused)).is_err(), "{refused} was allowed");
         }
