@@ -20,7 +20,7 @@ source "$here/lib.sh"
 START_TIMEOUT="${LOCALSTACK_START_TIMEOUT:-90}"
 # kms: DynamoDB's SSESpecification makes LocalStack create a KMS key for the table; without the
 # service, CreateTable fails half-way and CloudFormation's retry reports "Table already exists".
-SERVICES=s3,sqs,sns,dynamodb,kms,cloudwatch,logs,cloudformation,iam,sts
+SERVICES=s3,sqs,sns,dynamodb,kms,cloudwatch,logs,cloudformation,iam,sts,secretsmanager
 
 # One DynamoDB call (ListTables): the first one makes LocalStack start DynamoDB Local, a JVM
 # (~8 s). Plain curl, so that reusing a LocalStack needs no venv. LocalStack routes by the target

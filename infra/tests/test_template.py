@@ -32,6 +32,7 @@ UNENCRYPTED_TOPICS = {
 }
 
 WORKER = "WorkerFunction"
+CALLBACKS = "CallbackDelivererFunction"
 
 # What each binary reads from its environment (the Rust side's contract; infra/README.md).
 TLS_CONDITION = "AmazonTrustServicesEndpoints"
@@ -45,9 +46,16 @@ REQUIRED_ENV = {
         "LABELQ_MAX_RECEIVE_COUNT",
         "LABELQ_VISIBILITY_TIMEOUT",
         "LABEL_DETECTOR",
+        "LABELQ_COMPLETION_TOPIC_ARN",
     },
+    CALLBACKS: {"LABELQ_TABLE", "LABELQ_BUCKET", "LABELQ_CALLBACK_QUEUE_URL", "LABELQ_CALLBACK_SECRET_ARN"},
 }
-BINARIES = {"RequestHandlerFunction": "request-handler", "StatusApiFunction": "status-api", WORKER: "worker"}
+BINARIES = {
+    "RequestHandlerFunction": "request-handler",
+    "StatusApiFunction": "status-api",
+    WORKER: "worker",
+    CALLBACKS: "callback-deliverer",
+}
 ROUTES = {
     ("POST", "/v1/images"): "RequestHandlerFunction",
     ("GET", "/v1/images"): "StatusApiFunction",
@@ -267,34 +275,47 @@ def check_no_wildcard_resources(ts: dict[str, Template]) -> list[str]:
     return found
 
 
+# Each queue with a consumer: its ARN output, its dead-letter queue's, the parameter that sets
+# its maxReceiveCount and the one that sets its visibility timeout, and the function consuming it.
+CONSUMED_QUEUES = [
+    ("QueueArn", "DeadLetterQueueArn", "MaxReceiveCount", "QueueVisibilityTimeoutSeconds", WORKER),
+    ("CallbackQueueArn", "CallbackDeadLetterQueueArn", "CallbackMaxReceiveCount",
+     "CallbackQueueVisibilityTimeoutSeconds", CALLBACKS),
+]
+
+
 def check_dead_letter_redrive(ts: dict[str, Template]) -> list[str]:
     storage = ts["storage"]
-    queue, dlq = output_target(storage, "QueueArn"), output_target(storage, "DeadLetterQueueArn")
-    if queue == dlq:
-        return ["storage: QueueArn and DeadLetterQueueArn name the same queue"]
-    policy = props(resources(storage)[queue]).get("RedrivePolicy")
-    if not isinstance(policy, dict):
-        return [f"storage:{queue}: no RedrivePolicy"]
     found = []
-    if render(policy.get("deadLetterTargetArn")) != "${%s.Arn}" % dlq:
-        found.append(f"storage:{queue}: RedrivePolicy does not target {dlq}")
-    if policy.get("maxReceiveCount") != {"Ref": "MaxReceiveCount"}:
-        found.append(f"storage:{queue}: maxReceiveCount is not the MaxReceiveCount parameter")
+    for queue_output, dlq_output, count, _, _ in CONSUMED_QUEUES:
+        queue, dlq = output_target(storage, queue_output), output_target(storage, dlq_output)
+        if queue == dlq:
+            found.append(f"storage: {queue_output} and {dlq_output} name the same queue")
+            continue
+        policy = props(resources(storage)[queue]).get("RedrivePolicy")
+        if not isinstance(policy, dict):
+            found.append(f"storage:{queue}: no RedrivePolicy")
+            continue
+        if render(policy.get("deadLetterTargetArn")) != "${%s.Arn}" % dlq:
+            found.append(f"storage:{queue}: RedrivePolicy does not target {dlq}")
+        if policy.get("maxReceiveCount") != {"Ref": count}:
+            found.append(f"storage:{queue}: maxReceiveCount is not the {count} parameter")
     return found
 
 
-def check_worker_reports_batch_item_failures(ts: dict[str, Template]) -> list[str]:
-    events = props(resources(ts["template"])[WORKER]).get("Events", {})
-    sqs = {n: e for n, e in events.items() if e.get("Type") == "SQS"}
-    if not sqs:
-        return [f"{WORKER}: no SQS event"]
+def check_consumers_report_batch_item_failures(ts: dict[str, Template]) -> list[str]:
     found = []
-    for name, event in sqs.items():
-        p = event.get("Properties", {})
-        if "ReportBatchItemFailures" not in p.get("FunctionResponseTypes", []):
-            found.append(f"{WORKER}.{name}: FunctionResponseTypes lacks ReportBatchItemFailures")
-        if render(p.get("Queue")) != "${Storage.Outputs.QueueArn}":
-            found.append(f"{WORKER}.{name}: not the storage stack's job queue")
+    for queue_output, _, _, _, function in CONSUMED_QUEUES:
+        events = props(resources(ts["template"])[function]).get("Events", {})
+        sqs = {n: e for n, e in events.items() if e.get("Type") == "SQS"}
+        if not sqs:
+            found.append(f"{function}: no SQS event")
+        for name, event in sqs.items():
+            p = event.get("Properties", {})
+            if "ReportBatchItemFailures" not in p.get("FunctionResponseTypes", []):
+                found.append(f"{function}.{name}: FunctionResponseTypes lacks ReportBatchItemFailures")
+            if render(p.get("Queue")) != "${Storage.Outputs.%s}" % queue_output:
+                found.append(f"{function}.{name}: not the storage stack's {queue_output}")
     return found
 
 
@@ -307,18 +328,20 @@ def nested_parameter(ts: dict[str, Template], name: str) -> int:
     return int(storage["Parameters"][name]["Default"])
 
 
-def check_visibility_covers_worker_timeout(ts: dict[str, Template]) -> list[str]:
+def check_visibility_covers_consumer_timeout(ts: dict[str, Template]) -> list[str]:
     storage = ts["storage"]
-    queue = props(resources(storage)[output_target(storage, "QueueArn")])
-    raw = queue.get("VisibilityTimeout", 30)  # SQS's default
-    if raw == {"Ref": "QueueVisibilityTimeoutSeconds"}:
-        visibility = nested_parameter(ts, "QueueVisibilityTimeoutSeconds")
-    else:
-        visibility = number(storage, raw)
-    timeout = number(ts["template"], props(resources(ts["template"])[WORKER]).get("Timeout", 3))
-    if visibility < 6 * timeout:
-        return [f"queue visibility {visibility} s < 6 x worker timeout {timeout} s"]
-    return []
+    found = []
+    for queue_output, _, _, parameter, function in CONSUMED_QUEUES:
+        queue = props(resources(storage)[output_target(storage, queue_output)])
+        raw = queue.get("VisibilityTimeout", 30)  # SQS's default
+        if raw == {"Ref": parameter}:
+            visibility = nested_parameter(ts, parameter)
+        else:
+            visibility = number(storage, raw)
+        timeout = number(ts["template"], props(resources(ts["template"])[function]).get("Timeout", 3))
+        if visibility < 6 * timeout:
+            found.append(f"{queue_output}: visibility {visibility} s < 6 x {function} timeout {timeout} s")
+    return found
 
 
 def check_log_retention(ts: dict[str, Template]) -> list[str]:
@@ -471,11 +494,17 @@ def check_alarms_notify_the_topic(ts: dict[str, Template]) -> list[str]:
     for name, alarm in alarms.items():
         if {"Ref": "AlarmTopic"} not in props(alarm).get("AlarmActions", []):
             found.append(f"{name}: does not notify AlarmTopic")
+    # Every dead-letter queue is watched, and each such alarm watches a dead-letter queue.
+    dlq_names = {dlq.removesuffix("Arn") + "Name" for _, dlq, _, _, _ in CONSUMED_QUEUES}
     dlq = [n for n, a in alarms.items() if alarm_signature(a) == REQUIRED_ALARMS["dead-letter queue not empty"]]
+    watched = set()
     for name in dlq:
-        dims = props(alarms[name]).get("Dimensions", [])
-        if {"Name": "QueueName", "Value": {"Fn::GetAtt": ["Storage", "Outputs.DeadLetterQueueName"]}} not in dims:
-            found.append(f"{name}: does not watch the dead-letter queue")
+        outputs = {render(d.get("Value")).removeprefix("${Storage.Outputs.").removesuffix("}")
+                   for d in props(alarms[name]).get("Dimensions", []) if d.get("Name") == "QueueName"}
+        if not outputs & dlq_names:
+            found.append(f"{name}: does not watch a dead-letter queue")
+        watched |= outputs
+    found.extend(f"no alarm watches {n}" for n in sorted(dlq_names - watched))
     return found
 
 
@@ -569,16 +598,31 @@ MUTATIONS: list[tuple[str, Callable, Callable[[dict[str, Template]], None]]] = [
          Principal="*")),
     ("redrive removed", check_dead_letter_redrive,
      lambda ts: storage_queue(ts["storage"]).pop("RedrivePolicy")),
+    ("callback queue's redrive removed", check_dead_letter_redrive,
+     lambda ts: props(resources(ts["storage"])["CallbackQueue"]).pop("RedrivePolicy")),
+    ("callback queue's redrive count is the job queue's", check_dead_letter_redrive,
+     lambda ts: props(resources(ts["storage"])["CallbackQueue"])["RedrivePolicy"].update(
+         maxReceiveCount={"Ref": "MaxReceiveCount"})),
+    ("callback deliverer's ReportBatchItemFailures removed", check_consumers_report_batch_item_failures,
+     lambda ts: props(resources(ts["template"])[CALLBACKS])["Events"]["CallbackQueue"]["Properties"].pop(
+         "FunctionResponseTypes")),
+    ("callback deliverer consumes the job queue", check_consumers_report_batch_item_failures,
+     lambda ts: props(resources(ts["template"])[CALLBACKS])["Events"]["CallbackQueue"]["Properties"].update(
+         Queue={"Fn::GetAtt": ["Storage", "Outputs.QueueArn"]})),
+    ("callback deliverer's timeout raised", check_visibility_covers_consumer_timeout,
+     lambda ts: props(resources(ts["template"])[CALLBACKS]).update(Timeout=30)),
+    ("callback DLQ alarm removed", check_alarms_notify_the_topic,
+     lambda ts: ts["template"]["Resources"].pop("CallbackDeadLetterQueueNotEmptyAlarm")),
     ("redrive count hard-coded", check_dead_letter_redrive,
      lambda ts: storage_queue(ts["storage"])["RedrivePolicy"].update(maxReceiveCount=3)),
-    ("ReportBatchItemFailures removed", check_worker_reports_batch_item_failures,
+    ("ReportBatchItemFailures removed", check_consumers_report_batch_item_failures,
      lambda ts: [e["Properties"].pop("FunctionResponseTypes")
                  for e in props(resources(ts["template"])[WORKER])["Events"].values() if e["Type"] == "SQS"]),
-    ("worker timeout raised", check_visibility_covers_worker_timeout,
+    ("worker timeout raised", check_visibility_covers_consumer_timeout,
      lambda ts: props(resources(ts["template"])[WORKER]).update(Timeout=31)),
-    ("visibility passed to storage lowered", check_visibility_covers_worker_timeout,
+    ("visibility passed to storage lowered", check_visibility_covers_consumer_timeout,
      lambda ts: props(resources(ts["template"])["Storage"])["Parameters"].update(QueueVisibilityTimeoutSeconds=120)),
-    ("visibility no longer passed, storage default too low", check_visibility_covers_worker_timeout,
+    ("visibility no longer passed, storage default too low", check_visibility_covers_consumer_timeout,
      lambda ts: (props(resources(ts["template"])["Storage"])["Parameters"].pop("QueueVisibilityTimeoutSeconds"),
                  ts["storage"]["Parameters"]["QueueVisibilityTimeoutSeconds"].update(Default=60))),
     ("log retention removed", check_log_retention,

@@ -296,8 +296,9 @@ fn authenticator(args: &ServeArgs) -> anyhow::Result<Arc<dyn Authenticator>> {
 }
 
 /// The callbacks' signing secrets: LABELQ_CALLBACK_SECRETS, else --callback-secrets-file, else
-/// the data directory's own (embedded backends; another backend delivers no callbacks yet).
-fn callback_secrets(args: &ServeArgs) -> anyhow::Result<WebhookSecrets> {
+/// the backend's own (`from_backend`: the AWS stack's Secrets Manager secret), else the data
+/// directory's (embedded backends).
+fn callback_secrets(args: &ServeArgs, from_backend: Option<WebhookSecrets>) -> anyhow::Result<WebhookSecrets> {
     if let Some(secrets) = labelq_shared::config::optional::<WebhookSecrets>("LABELQ_CALLBACK_SECRETS")? {
         return Ok(secrets);
     }
@@ -305,9 +306,13 @@ fn callback_secrets(args: &ServeArgs) -> anyhow::Result<WebhookSecrets> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         return text.parse().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
     }
+    if let Some(secrets) = from_backend {
+        return Ok(secrets);
+    }
     match args.backend {
         Backend::Embedded => Embedded::callback_secrets(&args.data_dir)
             .with_context(|| format!("the callback secrets in {}", args.data_dir.display())),
+        // Nothing is delivered, so nothing is signed.
         Backend::Aws => Ok(WebhookSecrets::new(WebhookSecret::generate())),
     }
 }
@@ -322,27 +327,56 @@ async fn onnx_config(model_dir: Option<PathBuf>, sessions: usize) -> anyhow::Res
 mod aws {
     //! The AWS backends of `labelq serve --backend aws`, named by the environment.
 
-    use labelq_shared::adapters::aws::{AwsStores, Resources, TlsTrust, sdk_config, sns_publisher, sqs_queue};
+    use anyhow::Context;
+    use labelq_shared::adapters::aws::{
+        AwsStores, Resources, TlsTrust, sdk_config, sns_publisher, sqs_queue, webhook_secrets,
+    };
     use labelq_shared::config;
+    use labelq_shared::service::Announce;
+    use labelq_shared::webhooks::WebhookSecrets;
     use tracing::info;
 
-    use crate::server::{Backends, Consumer};
+    use crate::server::{Backends, CallbackQueue, Consumer};
 
-    pub async fn backends() -> anyhow::Result<(Backends, aws_config::SdkConfig, Resources)> {
+    /// The backends, and the callbacks' signing secrets when the stack delivers callbacks: with
+    /// `LABELQ_COMPLETION_TOPIC_ARN`, `LABELQ_CALLBACK_QUEUE_URL` and `LABELQ_CALLBACK_SECRET_ARN`
+    /// set (as `localstack/provision.sh` exports them), the worker announces every finished job
+    /// on the topic and the deliverers consume the queue, as the Lambda functions do.
+    pub async fn backends() -> anyhow::Result<(Backends, aws_config::SdkConfig, Resources, Option<WebhookSecrets>)> {
         let resources = Resources::from_env()?;
         let topic_arn = config::required("LABELQ_TOPIC_ARN")?;
         let queue_url = config::required("LABELQ_QUEUE_URL")?;
+        let completions = config::optional::<String>("LABELQ_COMPLETION_TOPIC_ARN")?;
+        let callback_queue = config::optional::<String>("LABELQ_CALLBACK_QUEUE_URL")?;
+        let secret = config::optional::<String>("LABELQ_CALLBACK_SECRET_ARN")?;
         let sdk = sdk_config(TlsTrust::from_env()?).await;
         let stores = AwsStores::new(&sdk, &resources);
         info!(table = %resources.table, bucket = %resources.bucket, queue = %queue_url, "using the AWS backends");
+        let (callbacks, secrets) = match (completions, callback_queue, secret) {
+            (Some(topic), Some(queue), Some(secret)) => {
+                let client = aws_sdk_secretsmanager::Client::new(&sdk);
+                let secrets = webhook_secrets(&client, &secret).await.context("the callbacks' signing secret")?;
+                info!(completion_topic = %topic, callback_queue = %queue, "delivering callbacks");
+                let callbacks = CallbackQueue {
+                    publisher: sns_publisher(&sdk, &topic),
+                    announce: Announce::Every,
+                    queue: sqs_queue(&sdk, &queue),
+                };
+                (Some(callbacks), Some(secrets))
+            }
+            (None, None, None) => (None, None),
+            _ => anyhow::bail!(
+                "callbacks need LABELQ_COMPLETION_TOPIC_ARN, LABELQ_CALLBACK_QUEUE_URL and LABELQ_CALLBACK_SECRET_ARN together"
+            ),
+        };
         let backends = Backends {
             stores: stores.stores(),
             publisher: sns_publisher(&sdk, &topic_arn),
             consumer: Consumer::Sqs { queue: sqs_queue(&sdk, &queue_url), batch_size: 10 },
             embedded: None,
-            callbacks: None,
+            callbacks,
         };
-        Ok((backends, sdk, resources))
+        Ok((backends, sdk, resources, secrets))
     }
 }
 
@@ -350,7 +384,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let auth = authenticator(&args)?;
     let workers = args.workers.unwrap_or_else(Concurrency::per_core).get();
     let clock = Arc::new(SystemClock);
-    let (backends, detector) = match args.backend {
+    let (backends, detector, backend_secrets) = match args.backend {
         Backend::Embedded => {
             let embedded = Embedded::open(&args.data_dir, args.max_receives, clock.clone()).await?;
             let detector = match args.detector {
@@ -361,16 +395,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     bail!("--detector rekognition reads images from S3: use it with --backend aws")
                 }
             };
-            (Backends::from(embedded), detector)
+            (Backends::from(embedded), detector, None)
         }
         #[cfg(feature = "aws")]
         Backend::Aws => {
-            let (backends, sdk, resources) = aws::backends().await?;
+            let (backends, sdk, resources, secrets) = aws::backends().await?;
             let config = match args.detector {
                 DetectorKind::Onnx => onnx_config(args.detect.model_dir.clone(), workers).await?,
                 DetectorKind::Rekognition => DetectorConfig::Rekognition { bucket: resources.bucket },
             };
-            (backends, DetectorBuilder::new(config).with_aws(&sdk).build().await?)
+            (backends, DetectorBuilder::new(config).with_aws(&sdk).build().await?, secrets)
         }
         #[cfg(not(feature = "aws"))]
         Backend::Aws => {
@@ -392,7 +426,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         grace: args.grace,
         sweep_interval: args.sweep_interval,
         callbacks: CallbackConfig {
-            secrets: callback_secrets(&args)?,
+            secrets: callback_secrets(&args, backend_secrets)?,
             policy: TargetPolicy { allow_private: args.callback_allow_private },
             schedule: args.callback_retries.clone(),
         },

@@ -10,7 +10,9 @@ use labelq_shared::domain::Clock;
 use labelq_shared::http::auth::Authenticator;
 use labelq_shared::http::{ApiState, Uploads, router};
 use labelq_shared::ports::{BackendError, JobQueue, LabelDetector, MessagePublisher};
-use labelq_shared::service::{CallbackConfig, CallbackService, Stores, SubmitConfig, WorkerConfig, WorkerService};
+use labelq_shared::service::{
+    Announce, CallbackConfig, CallbackService, Stores, SubmitConfig, WorkerConfig, WorkerService,
+};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -40,15 +42,19 @@ pub struct Backends {
     /// Present for the embedded backends, which expire jobs themselves (AWS uses DynamoDB TTL
     /// and an S3 lifecycle rule instead).
     pub embedded: Option<Embedded>,
-    /// Where finished jobs with a callback are announced and their callbacks delivered from;
-    /// `None` where this server delivers no callbacks (the AWS backends, for now).
+    /// Where finished jobs are announced and callbacks delivered from; `None` where this server
+    /// delivers no callbacks (the AWS backends without a completion topic and callback queue).
     pub callbacks: Option<CallbackQueue>,
 }
 
-/// The callback queue: the worker publishes to it, the deliverers consume it.
+/// The callback queue: the worker announces finished jobs on `publisher` (the queue itself, or
+/// the completion topic it subscribes to), the deliverers consume `queue`.
 #[derive(Debug, Clone)]
 pub struct CallbackQueue {
     pub publisher: Arc<dyn MessagePublisher>,
+    /// Which finished jobs are announced: those with a callback when `publisher` is the queue,
+    /// every one when it is a topic that filters for the queue.
+    pub announce: Announce,
     pub queue: Arc<dyn JobQueue>,
 }
 
@@ -58,7 +64,11 @@ impl From<Embedded> for Backends {
             stores: e.stores(),
             publisher: e.queue.clone(),
             consumer: Consumer::Pool(e.queue.clone()),
-            callbacks: Some(CallbackQueue { publisher: e.callbacks.clone(), queue: e.callbacks.clone() }),
+            callbacks: Some(CallbackQueue {
+                publisher: e.callbacks.clone(),
+                announce: Announce::WithCallback,
+                queue: e.callbacks.clone(),
+            }),
             embedded: Some(e),
         }
     }
@@ -122,7 +132,7 @@ impl Server {
 
         let mut worker = WorkerService::new(backends.stores.clone(), detector, clock.clone(), options.worker.clone());
         if let Some(callbacks) = &backends.callbacks {
-            worker = worker.with_completions(callbacks.publisher.clone());
+            worker = worker.with_completions(callbacks.publisher.clone(), callbacks.announce);
             let sender = ReqwestCallbackSender::new(options.callbacks.policy).map_err(std::io::Error::other)?;
             let service = CallbackService::new(
                 backends.stores.jobs.clone(),

@@ -26,7 +26,8 @@ use labelq_shared::domain::CallbackUrl;
 use labelq_shared::domain::{ContentType, CorrelationId, OwnerId, SystemClock};
 use labelq_shared::http::auth::OpenAccess;
 use labelq_shared::service::{
-    CallbackConfig, CallbackService, SubmitConfig, SubmitRequest, SubmitService, Upload, WorkerConfig, WorkerService,
+    Announce, CallbackConfig, CallbackService, SubmitConfig, SubmitRequest, SubmitService, Upload, WorkerConfig,
+    WorkerService,
 };
 use labelq_shared::webhooks::{RetrySchedule, TargetPolicy, WebhookSecret, WebhookSecrets};
 use rand::Rng;
@@ -134,7 +135,7 @@ async fn pipeline_overhead(body: &[u8], jobs: usize, workers: usize, callbacks: 
     let stop = CancellationToken::new();
     let mut deliverers = None;
     if callbacks {
-        worker = worker.with_completions(embedded.callbacks.clone());
+        worker = worker.with_completions(embedded.callbacks.clone(), Announce::WithCallback);
         let config = CallbackConfig {
             secrets: WebhookSecrets::new(WebhookSecret::generate()),
             policy,

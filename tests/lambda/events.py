@@ -1,12 +1,17 @@
 """Lambda events for tests/lambda/invoke.sh, shaped as AWS delivers them.
 
-    events.py api METHOD PATH SUB [IMAGE]   an API Gateway HTTP API (payload 2.0) event, with the JWT
-                                            authorizer's claims; IMAGE becomes a base64 body
+    events.py api METHOD PATH SUB [IMAGE] [CALLBACK_URL]
+                                            an API Gateway HTTP API (payload 2.0) event, with the JWT
+                                            authorizer's claims; IMAGE becomes a base64 body, and
+                                            CALLBACK_URL the Callback-Url header
     events.py sqs QUEUE_URL                 receives the queue's messages and prints them as the
                                             SQS event Lambda's event source mapping would send
     events.py check-api STATUS [PATH=VALUE ...] < response
                                             asserts on a function's API Gateway response; PATH is
                                             dotted, `*` matching any list element
+    events.py receiver PORT FILE            a webhook receiver on 127.0.0.1:PORT: answers 200 and
+                                            appends each call (headers and body) to FILE as a
+                                            JSON line
 
 Runs with the LocalStack venv's python (boto3), with AWS_ENDPOINT_URL pointing at LocalStack.
 """
@@ -20,7 +25,7 @@ import time
 import uuid
 
 
-def api_event(method: str, path: str, sub: str, image: str | None) -> dict:
+def api_event(method: str, path: str, sub: str, image: str | None, callback: str | None = None) -> dict:
     now = int(time.time() * 1000)
     event = {
         "version": "2.0",
@@ -49,7 +54,28 @@ def api_event(method: str, path: str, sub: str, image: str | None) -> dict:
             event["body"] = base64.b64encode(f.read()).decode()
         event["isBase64Encoded"] = True
         event["headers"]["content-type"] = "image/png" if image.endswith(".png") else "image/jpeg"
+    if callback:
+        event["headers"]["callback-url"] = callback
     return event
+
+
+def receiver(port: int, record: str) -> None:
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the http.server name)
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            call = {"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body.decode()}
+            with open(record, "a") as f:
+                f.write(json.dumps(call) + "\n")
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    HTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 
 def sqs_event(queue_url: str) -> dict:
@@ -117,11 +143,14 @@ def main() -> None:
     command, args = sys.argv[1], sys.argv[2:]
     if command == "api":
         method, path, sub = args[:3]
-        print(json.dumps(api_event(method, path, sub, args[3] if len(args) > 3 else None)))
+        image, callback = (args[3:] + [None, None])[:2]
+        print(json.dumps(api_event(method, path, sub, image, callback)))
     elif command == "sqs":
         print(json.dumps(sqs_event(args[0])))
     elif command == "check-api":
         check_api(int(args[0]), args[1:])
+    elif command == "receiver":
+        receiver(int(args[0]), args[1])
     else:
         sys.exit(__doc__)
 

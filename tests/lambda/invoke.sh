@@ -8,6 +8,8 @@
 #   request-handler  API Gateway POST /v1/images with a base64 photo      -> 202
 #   worker           the SQS event of the message that submission queued  -> no batch item failures
 #   status-api       API Gateway GET /v1/images/{id}                      -> 200 SUCCEEDED, with labels
+#   callback-deliverer  the SQS event of the callback the worker announced  -> a signed call to a
+#                    receiver on 127.0.0.1, with the signing secret read from Secrets Manager
 # Needs LocalStack running (eval "$(localstack/start.sh)").
 set -euo pipefail
 
@@ -33,7 +35,7 @@ cleanup() {
 trap cleanup EXIT
 
 # The bootstraps as shipped: unpacked from the zips.
-for name in request-handler worker status-api; do
+for name in request-handler worker status-api callback-deliverer; do
     zip="$root/target/lambda/$name/bootstrap.zip"
     [[ -f "$zip" ]] || die "$zip is missing: run make lambda-test-zips"
     python3 -m zipfile -e "$zip" "$work/$name"
@@ -86,12 +88,23 @@ invoke() {
 
 events() { "$LS_PYTHON" "$root/tests/lambda/events.py" "$@"; }
 
-start request-handler LABELQ_TABLE="$LABELQ_TABLE" LABELQ_BUCKET="$LABELQ_BUCKET" LABELQ_TOPIC_ARN="$LABELQ_TOPIC_ARN"
-start worker LABELQ_TABLE="$LABELQ_TABLE" LABELQ_BUCKET="$LABELQ_BUCKET" LABELQ_QUEUE_URL="$LABELQ_QUEUE_URL" \
-    LABELQ_MAX_RECEIVE_COUNT=5 LABEL_DETECTOR=onnx LABELQ_MODEL_DIR="$model_dir" LABELQ_WORKER_CONCURRENCY=1
-start status-api LABELQ_TABLE="$LABELQ_TABLE" LABELQ_BUCKET="$LABELQ_BUCKET"
+receiver_port=$((port + 1))
+# Not through events(): $! must be the python process itself, for cleanup to stop it.
+"$LS_PYTHON" "$root/tests/lambda/events.py" receiver "$receiver_port" "$work/calls.jsonl" &
+pids+=($!)
 
-events api POST /v1/images user-1 "$photo" >"$work/submit.json"
+# Callbacks to 127.0.0.1 allowed, as the tests' explicit setting.
+start request-handler LABELQ_TABLE="$LABELQ_TABLE" LABELQ_BUCKET="$LABELQ_BUCKET" LABELQ_TOPIC_ARN="$LABELQ_TOPIC_ARN" \
+    LABELQ_CALLBACKS=true LABELQ_CALLBACK_ALLOW_PRIVATE=true
+start worker LABELQ_TABLE="$LABELQ_TABLE" LABELQ_BUCKET="$LABELQ_BUCKET" LABELQ_QUEUE_URL="$LABELQ_QUEUE_URL" \
+    LABELQ_MAX_RECEIVE_COUNT=5 LABEL_DETECTOR=onnx LABELQ_MODEL_DIR="$model_dir" LABELQ_WORKER_CONCURRENCY=1 \
+    LABELQ_COMPLETION_TOPIC_ARN="$LABELQ_COMPLETION_TOPIC_ARN"
+start status-api LABELQ_TABLE="$LABELQ_TABLE" LABELQ_BUCKET="$LABELQ_BUCKET"
+start callback-deliverer LABELQ_TABLE="$LABELQ_TABLE" LABELQ_BUCKET="$LABELQ_BUCKET" \
+    LABELQ_CALLBACK_QUEUE_URL="$LABELQ_CALLBACK_QUEUE_URL" LABELQ_CALLBACK_SECRET_ARN="$LABELQ_CALLBACK_SECRET_ARN" \
+    LABELQ_CALLBACK_ALLOW_PRIVATE=true
+
+events api POST /v1/images user-1 "$photo" "http://127.0.0.1:$receiver_port/hook" >"$work/submit.json"
 accepted="$(invoke request-handler "$work/submit.json" | events check-api 202 status=PENDING)"
 id="$("$LS_PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$accepted")"
 log "request-handler: 202 for image $id"
@@ -104,4 +117,22 @@ log "worker: batch handled, no failures"
 
 events api GET "/v1/images/$id" user-1 >"$work/status.json"
 invoke status-api "$work/status.json" | events check-api 200 status=SUCCEEDED labels.*.name=Espresso >/dev/null
-log "status-api: 200 SUCCEEDED with labels; every function answered a real invocation"
+log "status-api: 200 SUCCEEDED with labels"
+
+events sqs "$LABELQ_CALLBACK_QUEUE_URL" >"$work/callbacks.json"
+batch="$(invoke callback-deliverer "$work/callbacks.json")"
+[[ "$("$LS_PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["batchItemFailures"])' <<<"$batch")" == "[]" ]] \
+    || die "the callback deliverer reported failures: $batch"
+"$LS_PYTHON" - "$work/calls.jsonl" "$id" <<'PY' || die "the receiver did not get the job's signed callback"
+import json, sys
+calls = [json.loads(line) for line in open(sys.argv[1])]
+assert len(calls) == 1, calls
+call = calls[0]
+assert call["headers"]["webhook-id"] == "msg_" + sys.argv[2].replace("-", ""), call
+assert call["headers"]["webhook-signature"].startswith("v1,"), call
+body = json.loads(call["body"])
+assert body["type"] == "job.succeeded" and body["data"]["id"] == sys.argv[2], body
+PY
+events api GET "/v1/images/$id" user-1 >"$work/status.json"
+invoke status-api "$work/status.json" | events check-api 200 callback.status=DELIVERED >/dev/null
+log "callback-deliverer: one signed call, DELIVERED; every function answered a real invocation"

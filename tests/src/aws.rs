@@ -81,6 +81,9 @@ impl Stack {
             ("LABELQ_BUCKET".into(), self.output("BucketName")),
             ("LABELQ_TOPIC_ARN".into(), self.output("TopicArn")),
             ("LABELQ_QUEUE_URL".into(), self.output("QueueUrl")),
+            ("LABELQ_COMPLETION_TOPIC_ARN".into(), self.output("CompletionTopicArn")),
+            ("LABELQ_CALLBACK_QUEUE_URL".into(), self.output("CallbackQueueUrl")),
+            ("LABELQ_CALLBACK_SECRET_ARN".into(), self.output("CallbackSecretArn")),
         ]
     }
 

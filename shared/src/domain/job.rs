@@ -307,15 +307,7 @@ impl Job {
             Outcome::Succeeded { labels } => self.succeed(labels.clone(), now)?,
             Outcome::Failed { error } => self.fail(error.clone(), now)?,
         };
-        let event = JobFinished {
-            job_id: next.id,
-            owner: next.owner.clone(),
-            correlation_id: next.correlation_id.clone(),
-            outcome,
-            attempts: next.attempts,
-            created_at: next.created_at,
-            finished_at: next.updated_at,
-        };
+        let event = JobFinished::with_outcome(&next, outcome);
         Ok((next, event))
     }
 

@@ -100,6 +100,10 @@ pub struct JobFinished {
     pub created_at: OffsetDateTime,
     #[serde(with = "crate::domain::timestamp")]
     pub finished_at: OffsetDateTime,
+    /// Whether a completion callback waits for this event. Travels as the `callback` attribute
+    /// too, so that the callback queue's subscription takes only the events it delivers.
+    #[serde(default)]
+    pub callback: bool,
 }
 
 impl MessageKind for JobFinished {
@@ -115,7 +119,12 @@ impl JobFinished {
             JobState::Failed { failure } => Outcome::Failed { error: failure.clone() },
             JobState::Pending | JobState::Processing { .. } => return None,
         };
-        Some(Self {
+        Some(Self::with_outcome(job, outcome))
+    }
+
+    /// The event for `job`, final with `outcome`.
+    pub(crate) fn with_outcome(job: &Job, outcome: Outcome) -> Self {
+        Self {
             job_id: job.id,
             owner: job.owner.clone(),
             correlation_id: job.correlation_id.clone(),
@@ -123,9 +132,16 @@ impl JobFinished {
             attempts: job.attempts,
             created_at: job.created_at,
             finished_at: job.updated_at,
-        })
+            callback: job.callback.as_ref().is_some_and(|c| !c.status.is_settled()),
+        }
     }
 }
+
+/// The attribute naming a finished job's status (`SUCCEEDED`, `FAILED`), for subscribers that
+/// filter on it.
+pub const STATUS_ATTRIBUTE: &str = "status";
+/// The attribute saying whether a completion callback waits for a finished job (`true`, `false`).
+pub const CALLBACK_ATTRIBUTE: &str = "callback";
 
 /// Any message labelq sends.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,6 +201,19 @@ impl Message {
         match self {
             Self::ImageSubmitted(_) => ImageSubmitted::TYPE,
             Self::JobFinished(_) => JobFinished::TYPE,
+        }
+    }
+
+    /// The attributes a subscription may filter on (SNS filter policies), beside the kind and
+    /// the correlation id every message carries: a finished job's status and whether a callback
+    /// waits for it.
+    pub fn filter_attributes(&self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            Self::ImageSubmitted(_) => Vec::new(),
+            Self::JobFinished(m) => vec![
+                (STATUS_ATTRIBUTE, m.outcome.status().as_str()),
+                (CALLBACK_ATTRIBUTE, if m.callback { "true" } else { "false" }),
+            ],
         }
     }
 
@@ -271,6 +300,25 @@ mod tests {
             assert_eq!(Message::parse(&json), Ok(Message::JobFinished(event)));
         }
         assert_eq!(JobFinished::of(&claimed), None, "an unfinished job has no event");
+    }
+
+    #[test]
+    fn a_finished_jobs_attributes_name_its_status_and_whether_a_callback_waits() {
+        let claimed = pending_job(NOW).claim(NOW, std::time::Duration::from_secs(60)).unwrap();
+        let failed = claimed.fail(Failure::new(FailureCode::ImageUndecodable, "truncated"), NOW).unwrap();
+        let plain = Message::from(JobFinished::of(&failed).unwrap());
+        assert_eq!(plain.filter_attributes(), vec![(STATUS_ATTRIBUTE, "FAILED"), (CALLBACK_ATTRIBUTE, "false")]);
+
+        let url = crate::domain::CallbackUrl::parse("https://example.com/hook").unwrap();
+        let waiting = failed.with_callback(crate::domain::Callback::new(url));
+        let event = JobFinished::of(&waiting).unwrap();
+        assert!(event.callback);
+        assert_eq!(Message::from(event.clone()).filter_attributes()[1], (CALLBACK_ATTRIBUTE, "true"));
+        // A message written before the field existed reads as "no callback waits".
+        let old = Message::from(event).to_json().replace(",\"callback\":true", "");
+        let Ok(Message::JobFinished(read)) = Message::parse(&old) else { panic!("{old}") };
+        assert!(!read.callback);
+        assert!(Message::from(submitted()).filter_attributes().is_empty());
     }
 
     #[test]

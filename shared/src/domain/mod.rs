@@ -13,7 +13,8 @@ pub use image::{ContentType, ImageInfo, ImageLimits, ImageRejection};
 pub use job::{Failure, FailureCode, ImageMeta, Job, JobState, JobStatus, NewJob, Refused};
 pub use label::{BoundingBox, Confidence, DetectOptions, Instance, Label, LabelName};
 pub use message::{
-    IMAGE_SUBMITTED, ImageSubmitted, InvalidMessage, JOB_FINISHED, JobFinished, Message, MessageKind, Outcome,
+    CALLBACK_ATTRIBUTE, IMAGE_SUBMITTED, ImageSubmitted, InvalidMessage, JOB_FINISHED, JobFinished, Message,
+    MessageKind, Outcome, STATUS_ATTRIBUTE,
 };
 
 use std::fmt::Debug;

@@ -1,4 +1,4 @@
-//! The three functions, assembled from their configuration. Each binary's `main` reads its
+//! The functions, assembled from their configuration. Each binary's `main` reads its
 //! config, builds the SDK config once and runs one of these; tests build them against LocalStack.
 //!
 //! Every variable is read under its one rule ([`crate::config`]): a missing or bad one stops the
@@ -22,14 +22,17 @@ use crate::detectors::{DetectorConfig, DetectorKind};
 use crate::domain::{DetectOptions, ImageLimits, SystemClock};
 use crate::http::{ApiState, Uploads, router};
 use crate::ports::LabelDetector;
-use crate::service::{Backoff, SubmitConfig, WorkerConfig, WorkerService};
+use crate::service::{Announce, Backoff, SubmitConfig, WorkerConfig, WorkerService};
+use crate::webhooks::TargetPolicy;
 
 /// API Gateway -> Lambda carries at most 6 MB, and binary bodies arrive base64-encoded (4/3 the
 /// size): 4.3 MB of image is what fits.
 pub const LAMBDA_MAX_IMAGE_BYTES: usize = 4_300_000;
 
 /// The request-handler's configuration: `LABELQ_TABLE`, `LABELQ_BUCKET`, `LABELQ_TOPIC_ARN`, and
-/// optionally `LABELQ_JOB_TTL` (24h) and `LABELQ_MAX_IMAGE_BYTES` (4.3 MB).
+/// optionally `LABELQ_JOB_TTL` (24h), `LABELQ_MAX_IMAGE_BYTES` (4.3 MB), `LABELQ_CALLBACKS`
+/// (`false`: set `true` where the callback function delivers them, and `Callback-Url` is taken)
+/// and `LABELQ_CALLBACK_ALLOW_PRIVATE` (`false`).
 #[derive(Debug, Clone)]
 pub struct RequestHandlerConfig {
     pub resources: Resources,
@@ -44,11 +47,13 @@ impl RequestHandlerConfig {
         Ok(Self {
             resources: Resources::from_env()?,
             topic_arn: config::required("LABELQ_TOPIC_ARN")?,
-            // No callback delivery on AWS yet: a submission that asks for one is refused.
             submit: SubmitConfig {
                 ttl: ttl.get(),
                 limits: ImageLimits { max_bytes, ..ImageLimits::default() },
-                callbacks: None,
+                // Where nothing delivers callbacks, a submission that asks for one is refused.
+                callbacks: config::optional::<bool>("LABELQ_CALLBACKS")?
+                    .unwrap_or(false)
+                    .then_some(TargetPolicy { allow_private: allow_private()? }),
             },
         })
     }
@@ -68,15 +73,24 @@ pub fn status_api_app(sdk: &SdkConfig, resources: &Resources) -> axum::Router {
     router(ApiState::new(stores, None, Arc::new(SystemClock), Arc::new(ApiGatewayJwt)))
 }
 
+/// `LABELQ_CALLBACK_ALLOW_PRIVATE`: whether callbacks may go to loopback and private addresses
+/// over plain http (tests, and a deployment whose receivers are inside its own network).
+fn allow_private() -> Result<bool, ConfigError> {
+    Ok(config::optional::<bool>("LABELQ_CALLBACK_ALLOW_PRIVATE")?.unwrap_or(false))
+}
+
 /// The worker's configuration: `LABELQ_TABLE`, `LABELQ_BUCKET`, `LABELQ_QUEUE_URL`,
 /// `LABELQ_MAX_RECEIVE_COUNT` (the queue's redrive `maxReceiveCount`), and optionally
-/// `LABEL_DETECTOR` (rekognition), `LABELQ_MODEL_DIR` (/opt/labelq-model),
-/// `LABELQ_VISIBILITY_TIMEOUT` (180s, the queue's), `LABELQ_MAX_LABELS` (10),
-/// `LABELQ_MIN_CONFIDENCE` (55), `LABELQ_WORKER_CONCURRENCY` (4).
+/// `LABELQ_COMPLETION_TOPIC_ARN` (where every finished job is announced), `LABEL_DETECTOR`
+/// (rekognition), `LABELQ_MODEL_DIR` (/opt/labelq-model), `LABELQ_VISIBILITY_TIMEOUT` (180s, the
+/// queue's), `LABELQ_MAX_LABELS` (10), `LABELQ_MIN_CONFIDENCE` (55), `LABELQ_WORKER_CONCURRENCY` (4).
 #[derive(Debug, Clone)]
 pub struct WorkerFunctionConfig {
     pub resources: Resources,
     pub queue_url: String,
+    /// The completion topic: every finished job's [`JobFinished`](crate::domain::JobFinished)
+    /// event, which the callback queue and other systems subscribe to.
+    pub completion_topic_arn: Option<String>,
     pub detector: DetectorConfig,
     /// Records of a batch handled at once.
     pub concurrency: Concurrency,
@@ -101,6 +115,7 @@ impl WorkerFunctionConfig {
         Ok(Self {
             resources,
             queue_url: config::required("LABELQ_QUEUE_URL")?,
+            completion_topic_arn: config::optional("LABELQ_COMPLETION_TOPIC_ARN")?,
             detector,
             concurrency,
             worker: WorkerConfig {
@@ -133,7 +148,10 @@ impl WorkerFunction {
             DetectorKind::Onnx => AwsStores::new(sdk, &config.resources),
             DetectorKind::Rekognition => AwsStores::with_s3_on_first_use(sdk, &config.resources),
         };
-        let worker = WorkerService::new(stores.stores(), detector, Arc::new(SystemClock), config.worker.clone());
+        let mut worker = WorkerService::new(stores.stores(), detector, Arc::new(SystemClock), config.worker.clone());
+        if let Some(topic) = &config.completion_topic_arn {
+            worker = worker.with_completions(sns_publisher(sdk, topic), Announce::Every);
+        }
         let queue = SqsQueue::new(LazyClient::from_config(sdk, aws_sdk_sqs::Client::new), &config.queue_url);
         Self { worker: Arc::new(worker), queue: Arc::new(queue), concurrency: config.concurrency.get() }
     }
@@ -143,21 +161,94 @@ impl WorkerFunction {
     }
 
     /// Handles one invocation; `deadline_ms` is the invocation's deadline in epoch milliseconds
-    /// (from the Lambda context), if any. A deadline already past when the invocation starts can
-    /// only be a clock or emulator artefact (cargo-lambda's sends a constant); it is ignored
-    /// rather than failing every record.
+    /// (from the Lambda context), if any.
     pub async fn handle(&self, event: SqsEvent, deadline_ms: Option<u64>) -> SqsBatchResponse {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let deadline = deadline_ms.map(Duration::from_millis).and_then(|deadline| match deadline.checked_sub(now) {
-            Some(left) if !left.is_zero() => Some(tokio::time::Instant::now() + left.saturating_sub(DEADLINE_MARGIN)),
-            _ => {
-                warn!(
-                    deadline_ms = deadline.as_millis() as u64,
-                    "the invocation's deadline is already past; ignoring it"
-                );
-                None
-            }
-        });
-        handle_sqs_batch(&self.worker, &*self.queue, event, self.concurrency, deadline).await
+        handle_sqs_batch(&self.worker, &*self.queue, event, self.concurrency, deadline_at(deadline_ms)).await
+    }
+}
+
+/// When a batch must stop: the invocation's deadline (epoch milliseconds) less a margin to report
+/// the unfinished records. A deadline already past when the invocation starts can only be a clock
+/// or emulator artefact (cargo-lambda's sends a constant); it is ignored rather than failing every
+/// record.
+fn deadline_at(deadline_ms: Option<u64>) -> Option<tokio::time::Instant> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    deadline_ms.map(Duration::from_millis).and_then(|deadline| match deadline.checked_sub(now) {
+        Some(left) if !left.is_zero() => Some(tokio::time::Instant::now() + left.saturating_sub(DEADLINE_MARGIN)),
+        _ => {
+            warn!(deadline_ms = deadline.as_millis() as u64, "the invocation's deadline is already past; ignoring it");
+            None
+        }
+    })
+}
+
+/// The callback function's configuration: `LABELQ_TABLE`, `LABELQ_BUCKET`,
+/// `LABELQ_CALLBACK_QUEUE_URL`, `LABELQ_CALLBACK_SECRET_ARN` (the Secrets Manager secret that holds
+/// the signing secrets), and optionally `LABELQ_CALLBACK_RETRIES` (5s,5m,30m,2h,5h,10h) and
+/// `LABELQ_CALLBACK_ALLOW_PRIVATE` (`false`).
+#[cfg(feature = "callbacks")]
+#[derive(Debug, Clone)]
+pub struct CallbackFunctionConfig {
+    pub resources: Resources,
+    pub queue_url: String,
+    pub secret_id: String,
+    pub policy: TargetPolicy,
+    pub schedule: crate::webhooks::RetrySchedule,
+}
+
+#[cfg(feature = "callbacks")]
+impl CallbackFunctionConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            resources: Resources::from_env()?,
+            queue_url: config::required("LABELQ_CALLBACK_QUEUE_URL")?,
+            secret_id: config::required("LABELQ_CALLBACK_SECRET_ARN")?,
+            policy: TargetPolicy { allow_private: allow_private()? },
+            schedule: config::read()?.unwrap_or_default(),
+        })
+    }
+}
+
+/// Why the callback function could not start.
+#[cfg(feature = "callbacks")]
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackInitError {
+    #[error(transparent)]
+    Secrets(#[from] crate::adapters::aws::SecretError),
+    #[error("could not build the callback client")]
+    Client(#[from] reqwest::Error),
+}
+
+/// The callback function: batches of the callback queue (finished jobs whose callback waits),
+/// each record one signed call, partial batch responses out. Records run all at once: each is
+/// mostly waiting on a receiver, for up to 15 s.
+#[cfg(feature = "callbacks")]
+#[derive(Debug, Clone)]
+pub struct CallbackFunction {
+    service: Arc<crate::service::CallbackService>,
+    queue: Arc<SqsQueue>,
+}
+
+#[cfg(feature = "callbacks")]
+impl CallbackFunction {
+    /// Reads the signing secrets (once: they are kept for the life of the execution environment)
+    /// and builds the clients. DynamoDB at once; S3 on first use, for an oversized result.
+    pub async fn new(sdk: &SdkConfig, config: &CallbackFunctionConfig) -> Result<Self, CallbackInitError> {
+        let secrets_client = aws_sdk_secretsmanager::Client::new(sdk);
+        let secrets = crate::adapters::aws::webhook_secrets(&secrets_client, &config.secret_id).await?;
+        let stores = AwsStores::with_s3_on_first_use(sdk, &config.resources);
+        let sender = crate::adapters::reqwest::ReqwestCallbackSender::new(config.policy)?;
+        let callbacks =
+            crate::service::CallbackConfig { secrets, policy: config.policy, schedule: config.schedule.clone() };
+        let service =
+            crate::service::CallbackService::new(stores.jobs, Arc::new(sender), Arc::new(SystemClock), callbacks);
+        let queue = SqsQueue::new(LazyClient::from_config(sdk, aws_sdk_sqs::Client::new), &config.queue_url);
+        Ok(Self { service: Arc::new(service), queue: Arc::new(queue) })
+    }
+
+    /// Handles one invocation; `deadline_ms` as for [`WorkerFunction::handle`].
+    pub async fn handle(&self, event: SqsEvent, deadline_ms: Option<u64>) -> SqsBatchResponse {
+        let concurrency = event.records.len();
+        handle_sqs_batch(&self.service, &*self.queue, event, concurrency, deadline_at(deadline_ms)).await
     }
 }

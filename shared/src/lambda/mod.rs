@@ -1,6 +1,7 @@
-//! The glue between the three Lambda functions and the services: the owner from API Gateway's
-//! JWT authorizer ([`auth`]), the worker's SQS batch handler with partial batch failures
-//! ([`sqs_batch`]), and each function assembled from its configuration ([`functions`]). The AWS
+//! The glue between the Lambda functions and the services: the owner from API Gateway's JWT
+//! authorizer ([`auth`]), the SQS batch handler with partial batch failures of the worker and the
+//! callback function ([`sqs_batch`]), and each function assembled from its configuration
+//! ([`functions`]). The AWS
 //! adapters and their wiring live in [`crate::adapters::aws`].
 //!
 //! # The runtime
@@ -19,8 +20,10 @@ pub mod functions;
 pub mod sqs_batch;
 
 pub use auth::ApiGatewayJwt;
+#[cfg(feature = "callbacks")]
+pub use functions::{CallbackFunction, CallbackFunctionConfig, CallbackInitError};
 pub use functions::{
     LAMBDA_MAX_IMAGE_BYTES, RequestHandlerConfig, WorkerFunction, WorkerFunctionConfig, request_handler_app,
     status_api_app,
 };
-pub use sqs_batch::{handle_sqs_batch, record_from_sdk};
+pub use sqs_batch::{RecordHandler, handle_sqs_batch, record_from_sdk};

@@ -1,19 +1,62 @@
-//! The worker's SQS batch handler, following Lambda's partial batch response contract
-//! (`FunctionResponseTypes: [ReportBatchItemFailures]` on the event source mapping): it returns
-//! exactly the ids of the records to retry, never an empty or unknown id (on AWS either fails the
-//! whole batch), and an empty list when all went well. A record that fails transiently has its
-//! visibility set to the backoff the worker chose before it is reported.
+//! The SQS batch handler of the worker and the callback function, following Lambda's partial
+//! batch response contract (`FunctionResponseTypes: [ReportBatchItemFailures]` on the event
+//! source mapping): it returns exactly the ids of the records to retry, never an empty or unknown
+//! id (on AWS either fails the whole batch), and an empty list when all went well. A record to be
+//! retried has its visibility set to the delay its handler chose before it is reported.
 
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage, SqsMessageAttribute};
 use futures::{FutureExt, StreamExt};
 use tracing::{error, warn};
 
 use crate::adapters::aws::{CORRELATION_ID, delivery_from_sqs};
-use crate::ports::JobQueue;
-use crate::service::{ClaimSlot, Disposition, WorkerService};
+use crate::ports::{Delivery, JobQueue};
+use crate::service::{CallbackService, ClaimSlot, Disposition, WorkerService};
+
+/// What handles one record: the worker (which holds a claim on a job while it works, and gives it
+/// back when the handling is abandoned) or the callback service (which holds nothing).
+#[async_trait]
+pub trait RecordHandler: Sync {
+    async fn handle(&self, delivery: &Delivery, slot: &ClaimSlot) -> Disposition;
+    /// Gives back what an abandoned handling held in `slot`.
+    async fn release(&self, slot: &ClaimSlot);
+}
+
+#[async_trait]
+impl<H: RecordHandler + Send + ?Sized> RecordHandler for std::sync::Arc<H> {
+    async fn handle(&self, delivery: &Delivery, slot: &ClaimSlot) -> Disposition {
+        (**self).handle(delivery, slot).await
+    }
+
+    async fn release(&self, slot: &ClaimSlot) {
+        (**self).release(slot).await
+    }
+}
+
+#[async_trait]
+impl RecordHandler for WorkerService {
+    async fn handle(&self, delivery: &Delivery, slot: &ClaimSlot) -> Disposition {
+        self.handle_holding(delivery, slot).await
+    }
+
+    async fn release(&self, slot: &ClaimSlot) {
+        WorkerService::release(self, slot).await
+    }
+}
+
+#[async_trait]
+impl RecordHandler for CallbackService {
+    async fn handle(&self, delivery: &Delivery, _slot: &ClaimSlot) -> Disposition {
+        CallbackService::handle(self, delivery).await
+    }
+
+    /// A call abandoned mid-way left nothing written; its message comes back and calls again
+    /// (with the same `webhook-id`).
+    async fn release(&self, _slot: &ClaimSlot) {}
+}
 
 /// An SQS record as Lambda's event source mapping would deliver it, from an SDK message (for
 /// `labelq serve --backend aws` and tests, which poll SQS themselves).
@@ -45,14 +88,14 @@ pub fn record_from_sdk(message: aws_sdk_sqs::types::Message) -> SqsMessage {
 /// `deadline` (the function's timeout, less a margin) give back their job and are reported as
 /// failures, so they are retried rather than the whole batch timing out.
 pub async fn handle_sqs_batch(
-    worker: &WorkerService,
+    handler: &dyn RecordHandler,
     queue: &dyn JobQueue,
     event: SqsEvent,
     concurrency: usize,
     deadline: Option<tokio::time::Instant>,
 ) -> SqsBatchResponse {
     let failed: Vec<Option<String>> = futures::stream::iter(event.records)
-        .map(|record| handle_record(worker, queue, record, deadline))
+        .map(|record| handle_record(handler, queue, record, deadline))
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
@@ -70,7 +113,7 @@ pub async fn handle_sqs_batch(
 
 /// The record's message id if it must be retried, `None` if it is done.
 async fn handle_record(
-    worker: &WorkerService,
+    handler: &dyn RecordHandler,
     queue: &dyn JobQueue,
     record: SqsMessage,
     deadline: Option<tokio::time::Instant>,
@@ -90,7 +133,7 @@ async fn handle_record(
         correlation,
     );
     let slot = ClaimSlot::default();
-    let handled = AssertUnwindSafe(worker.handle_holding(&delivery, &slot)).catch_unwind();
+    let handled = AssertUnwindSafe(handler.handle(&delivery, &slot)).catch_unwind();
     let outcome = match deadline {
         Some(at) => tokio::time::timeout_at(at, handled).await.ok(),
         None => Some(handled.await),
@@ -99,12 +142,12 @@ async fn handle_record(
         Some(Ok(disposition)) => disposition,
         Some(Err(_)) => {
             error!(%message_id, "the record's handling panicked");
-            worker.release(&slot).await;
+            handler.release(&slot).await;
             Disposition::Retry(Duration::ZERO)
         }
         None => {
             warn!(%message_id, "the function's deadline is near; giving the job back for a retry");
-            worker.release(&slot).await;
+            handler.release(&slot).await;
             return Some(message_id);
         }
     };

@@ -25,4 +25,4 @@ pub struct Stores {
 pub use callbacks::{CallbackConfig, CallbackService};
 pub use query::{QueryError, QueryService};
 pub use submit::{Submission, SubmitConfig, SubmitError, SubmitRequest, SubmitService, Upload};
-pub use worker::{Backoff, ClaimSlot, Disposition, Finish, WorkerConfig, WorkerService};
+pub use worker::{Announce, Backoff, ClaimSlot, Disposition, Finish, WorkerConfig, WorkerService};

@@ -145,7 +145,18 @@ pub struct WorkerService {
     detector: Arc<dyn LabelDetector>,
     clock: Arc<dyn Clock>,
     config: WorkerConfig,
-    completions: Option<Arc<dyn MessagePublisher>>,
+    completions: Option<(Arc<dyn MessagePublisher>, Announce)>,
+}
+
+/// Which finished jobs the worker announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    /// Those whose completion callback waits for the event: for a publisher that is the
+    /// callback queue itself (`labelq serve`).
+    WithCallback,
+    /// Every one: for a completion topic that other systems subscribe to, and the callback
+    /// queue through a subscription filtered on the event's `callback` attribute (AWS).
+    Every,
 }
 
 impl WorkerService {
@@ -153,19 +164,19 @@ impl WorkerService {
         Self { images: stores.images, jobs: stores.jobs, detector, clock, config, completions: None }
     }
 
-    /// Announces every job that finishes with a callback to deliver on `publisher` (the
-    /// callback queue), as a [`JobFinished`] message.
-    pub fn with_completions(self, publisher: Arc<dyn MessagePublisher>) -> Self {
-        Self { completions: Some(publisher), ..self }
+    /// Announces the jobs that finish (`which` of them) on `publisher`, as [`JobFinished`]
+    /// messages. At least once: a redelivery of a finished job's message announces it again.
+    pub fn with_completions(self, publisher: Arc<dyn MessagePublisher>, which: Announce) -> Self {
+        Self { completions: Some((publisher, which)), ..self }
     }
 
-    /// Publishes the "job finished" event of `job` (now final) if its callback waits for it.
+    /// Publishes the "job finished" event of `job` (now final), if it is one to announce.
     /// A failure is the message's: it is retried, and its next delivery announces again.
     async fn announce(&self, job: &Job, event: JobFinished) -> Result<(), BackendError> {
-        let (Some(publisher), Some(callback)) = (&self.completions, &job.callback) else {
+        let Some((publisher, which)) = &self.completions else {
             return Ok(());
         };
-        if callback.status.is_settled() {
+        if *which == Announce::WithCallback && !event.callback {
             return Ok(());
         }
         publisher.publish(&Envelope::new(event, job.correlation_id.clone())).await

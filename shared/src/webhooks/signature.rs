@@ -66,10 +66,14 @@ impl WebhookSecret {
 impl FromStr for WebhookSecret {
     type Err = String;
 
-    /// `whsec_<base64>` of 24 to 64 bytes, as the specification recommends.
+    /// `whsec_<base64>` of 24 to 64 bytes, as the specification recommends. The prefix may be
+    /// left out, as the specification's libraries allow: a secret Secrets Manager generated
+    /// (44 letters and digits, 33 bytes) is used as it is.
     fn from_str(s: &str) -> Result<Self, String> {
-        let b64 = s.trim().strip_prefix(PREFIX).ok_or("a webhook secret starts with whsec_")?;
-        let key = STANDARD.decode(b64).map_err(|_| "a webhook secret is whsec_ and base64".to_owned())?;
+        let s = s.trim();
+        let b64 = s.strip_prefix(PREFIX).unwrap_or(s);
+        let key =
+            STANDARD.decode(b64).map_err(|_| "a webhook secret is base64, after an optional whsec_".to_owned())?;
         if !(24..=64).contains(&key.len()) {
             return Err(format!("a webhook secret holds 24 to 64 bytes, this one {}", key.len()));
         }
@@ -221,9 +225,13 @@ mod tests {
 
     #[test]
     fn secrets_are_whsec_base64_of_24_to_64_bytes_and_never_printed() {
-        for bad in ["", "C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "whsec_!!", "whsec_AAAA"] {
+        for bad in ["", "whsec_", "whsec_!!", "whsec_AAAA", "AAAA", "whsec_whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"] {
             assert!(bad.parse::<WebhookSecret>().is_err(), "{bad:?}");
         }
+        // The prefix is optional, as in the specification's libraries.
+        let bare = "C2FVsBQIhrscChlQIMV+b5sSYspob7oD".parse::<WebhookSecret>();
+        assert_eq!(bare, "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".parse::<WebhookSecret>());
+        assert!(bare.is_ok());
         let secret = WebhookSecret::generate();
         assert_eq!(secret.to_whsec().parse::<WebhookSecret>(), Ok(secret.clone()));
         assert!(!format!("{:?}", WebhookSecrets::new(secret.clone())).contains(&secret.to_whsec()[6..]));

@@ -11,7 +11,7 @@ use labelq_shared::domain::{
 };
 use labelq_shared::ports::{Delivery, ImageStore, JobStore};
 use labelq_shared::service::{
-    Backoff, ClaimSlot, Disposition, Finish, Stores, Submission, SubmitConfig, SubmitError, SubmitRequest,
+    Announce, Backoff, ClaimSlot, Disposition, Finish, Stores, Submission, SubmitConfig, SubmitError, SubmitRequest,
     SubmitService, WorkerConfig, WorkerService,
 };
 use labelq_testkit::detectors::{Behaviour, ScriptedDetector, label};
@@ -345,7 +345,7 @@ async fn a_failed_image_write_leaves_nothing_behind() {
 }
 
 /// A job asking for a callback, with a worker that announces finished jobs on `completions`.
-async fn with_callback(f: &Fixture, completions: Arc<MemoryPublisher>) -> (Job, WorkerService) {
+async fn with_callback(f: &Fixture, completions: Arc<MemoryPublisher>, which: Announce) -> (Job, WorkerService) {
     let policy = labelq_shared::webhooks::TargetPolicy::default();
     let config = SubmitConfig { callbacks: Some(policy), ..SubmitConfig::default() };
     let stores = Stores { images: f.images.clone(), jobs: f.jobs.clone() };
@@ -353,7 +353,7 @@ async fn with_callback(f: &Fixture, completions: Arc<MemoryPublisher>) -> (Job, 
     let callback = Some(CallbackUrl::parse("https://example.com/hook").unwrap());
     let job = submit.submit(SubmitRequest { callback, ..request(None) }).await.unwrap().job;
     let worker = WorkerService::new(stores, f.detector.clone(), f.clock.clone(), WorkerConfig::default())
-        .with_completions(completions);
+        .with_completions(completions, which);
     (job, worker)
 }
 
@@ -361,7 +361,7 @@ async fn with_callback(f: &Fixture, completions: Arc<MemoryPublisher>) -> (Job, 
 async fn a_job_with_a_callback_is_announced_once_it_finishes_and_others_are_not() {
     let f = fixture(Behaviour::Succeed);
     let completions = Arc::new(MemoryPublisher::default());
-    let (job, worker) = with_callback(&f, completions.clone()).await;
+    let (job, worker) = with_callback(&f, completions.clone(), Announce::WithCallback).await;
 
     assert_eq!(worker.handle(&f.delivery(1)).await, Disposition::Ack);
     let announced = completions.published();
@@ -377,10 +377,30 @@ async fn a_job_with_a_callback_is_announced_once_it_finishes_and_others_are_not(
 }
 
 #[tokio::test]
+async fn a_worker_announcing_every_job_says_of_each_whether_a_callback_waits_for_it() {
+    let f = fixture(Behaviour::Succeed);
+    let completions = Arc::new(MemoryPublisher::default());
+    let (job, worker) = with_callback(&f, completions.clone(), Announce::Every).await;
+    assert_eq!(worker.handle(&f.delivery(1)).await, Disposition::Ack);
+    let plain = f.submitted().await.job;
+    assert_eq!(worker.handle(&f.delivery(1)).await, Disposition::Ack);
+
+    let announced: Vec<_> = completions.published().into_iter().map(|e| e.message).collect();
+    let attributes: Vec<_> = announced.iter().map(|m| (m.job_id(), m.filter_attributes())).collect();
+    assert_eq!(
+        attributes,
+        vec![
+            (job.id, vec![("status", "SUCCEEDED"), ("callback", "true")]),
+            (plain.id, vec![("status", "SUCCEEDED"), ("callback", "false")]),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_worker_that_died_between_the_final_write_and_the_announcement_is_made_good_by_the_redelivery() {
     let f = fixture(Behaviour::Succeed);
     let completions = Arc::new(MemoryPublisher::default());
-    let (job, worker) = with_callback(&f, completions.clone()).await;
+    let (job, worker) = with_callback(&f, completions.clone(), Announce::WithCallback).await;
 
     // The final write lands, the announcement fails: the message is not acknowledged.
     completions.fail.store(true, Ordering::SeqCst);

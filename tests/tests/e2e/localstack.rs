@@ -30,6 +30,8 @@ use labelq_testkit::contract::job_store_contract;
 use serde_json::Value;
 use tower::ServiceExt;
 
+mod callbacks;
+
 async fn call(app: &axum::Router, request: http::Request<Body>) -> (StatusCode, http::HeaderMap, Value) {
     let response = app.clone().oneshot(request).await.expect("the router answers");
     let (parts, body) = response.into_parts();
@@ -49,6 +51,7 @@ fn worker_config(stack: &Stack, max_receives: u32) -> WorkerFunctionConfig {
     WorkerFunctionConfig {
         resources: stack.resources(),
         queue_url: stack.output("QueueUrl"),
+        completion_topic_arn: None,
         detector: DetectorConfig::Onnx { model_dir: model_dir(), sessions: 4 },
         concurrency: "4".parse::<Concurrency>().expect("4"),
         worker: WorkerConfig {
@@ -361,11 +364,22 @@ async fn the_dynamodb_job_store_keeps_the_job_store_contract() {
 }
 
 #[tokio::test]
-async fn labelq_serve_with_the_aws_backend_labels_an_image_through_localstack() {
+async fn labelq_serve_with_the_aws_backend_labels_an_image_through_localstack_and_calls_back() {
     let stack = Stack::deploy(&[]).await;
+    let receiver = labelq_e2e::receiver::Receiver::start([200u16]).await;
     let serve = ServeProcess::start(
         env!("CARGO_BIN_EXE_labelq-under-test"),
-        &["--backend", "aws", "--workers", "2", "--max-receives", "5", "--visibility-timeout", "180s"],
+        &[
+            "--backend",
+            "aws",
+            "--workers",
+            "2",
+            "--max-receives",
+            "5",
+            "--visibility-timeout",
+            "180s",
+            "--callback-allow-private",
+        ],
         &stack.env(),
     );
     let base = serve.base.clone();
@@ -373,6 +387,7 @@ async fn labelq_serve_with_the_aws_backend_labels_an_image_through_localstack() 
     let response = http
         .post(format!("{base}/v1/images"))
         .header("content-type", "image/png")
+        .header("callback-url", receiver.url("/hook"))
         .body(photo("chelsea.png"))
         .send()
         .await
@@ -388,9 +403,29 @@ async fn labelq_serve_with_the_aws_backend_labels_an_image_through_localstack() 
         assert!(started.elapsed() < Duration::from_secs(60), "still {} after a minute", job["status"]);
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // The completion topic, the callback queue and the stack's secret, as on Lambda.
+    let calls = receiver.wait_for(1, Duration::from_secs(30)).await;
     drop(serve);
 
     assert_eq!(job["status"], "SUCCEEDED", "{job}");
     assert!(job["labels"].as_array().expect("labels").iter().any(|l| l["name"] == "Cat"), "{job}");
+    let secrets = labelq_shared::adapters::aws::webhook_secrets(
+        &aws_sdk_secretsmanager::Client::new(&stack.sdk),
+        &stack.output("CallbackSecretArn"),
+    )
+    .await
+    .expect("the stack's secret");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let signed = labelq_shared::webhooks::verify(
+        &secrets,
+        calls[0].header("webhook-id"),
+        calls[0].header("webhook-timestamp"),
+        calls[0].header("webhook-signature"),
+        &calls[0].body,
+        now,
+        labelq_shared::webhooks::signature::DEFAULT_TOLERANCE,
+    );
+    assert_eq!(signed, Ok(()));
+    assert_eq!(calls[0].json()["data"]["id"], job["id"]);
     stack.delete().await;
 }

@@ -1,5 +1,6 @@
 //! AWS adapters: [`S3ImageStore`], [`DynamoJobStore`], [`SnsPublisher`], [`SqsQueue`] and
-//! [`RekognitionDetector`], plus the SDK configuration they share.
+//! [`RekognitionDetector`], the callbacks' signing secrets from Secrets Manager
+//! ([`webhook_secrets`]), plus the SDK configuration they share.
 //!
 //! Clients are built once per process from one [`SdkConfig`]; those a function seldom calls, on
 //! first use ([`LazyClient`]). Pointing everything at LocalStack is only an endpoint override
@@ -26,6 +27,7 @@
 mod dynamodb;
 mod rekognition;
 mod s3;
+mod secretsmanager;
 mod sns;
 mod sqs;
 mod wiring;
@@ -33,6 +35,7 @@ mod wiring;
 pub use dynamodb::DynamoJobStore;
 pub use rekognition::RekognitionDetector;
 pub use s3::S3ImageStore;
+pub use secretsmanager::{SecretError, webhook_secrets};
 pub use sns::{CORRELATION_ID, MESSAGE_TYPE, SnsPublisher};
 pub use sqs::{SqsQueue, delivery_from_sqs, unwrap_sns_envelope};
 pub use wiring::{AwsStores, Resources, sns_publisher, sqs_queue};

@@ -3,7 +3,11 @@
 //!
 //! The message type and the correlation id travel as message attributes, so they reach the
 //! worker beside the body (SQS raw delivery keeps them), and the worker's log lines can be tied
-//! to the request that caused them (X-Ray does not follow SNS -> SQS on its own).
+//! to the request that caused them (X-Ray does not follow SNS -> SQS on its own). A finished
+//! job's event also carries `status` and `callback` ([`Message::filter_attributes`]), for the
+//! subscription filter policies of the completion topic.
+//!
+//! [`Message::filter_attributes`]: crate::domain::Message::filter_attributes
 
 use async_trait::async_trait;
 use aws_sdk_sns::Client;
@@ -38,15 +42,17 @@ fn string_attribute(value: &str) -> Result<MessageAttributeValue, BackendError> 
 #[async_trait]
 impl MessagePublisher for SnsPublisher {
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
-        self.client
+        let mut request = self
+            .client
             .publish()
             .topic_arn(&self.topic_arn)
             .message(envelope.message.to_json())
             .message_attributes(MESSAGE_TYPE, string_attribute(envelope.message.kind())?)
-            .message_attributes(CORRELATION_ID, string_attribute(envelope.correlation_id.as_str())?)
-            .send()
-            .await
-            .map_err(|e| classify("SNS Publish", e))?;
+            .message_attributes(CORRELATION_ID, string_attribute(envelope.correlation_id.as_str())?);
+        for (name, value) in envelope.message.filter_attributes() {
+            request = request.message_attributes(name, string_attribute(value)?);
+        }
+        request.send().await.map_err(|e| classify("SNS Publish", e))?;
         Ok(())
     }
 }

@@ -125,18 +125,26 @@ impl SqsQueue {
         Ok(())
     }
 
-    /// Makes a message visible again after `delay` (capped at SQS's 12 hours).
+    /// Makes a message visible again after `delay`, in whole seconds rounded up (never sooner
+    /// than asked: a retry due in 0.8 s that came back at once would only wait again, spending a
+    /// receive), capped at SQS's 12 hours.
     pub async fn change_visibility(&self, receipt: &str, delay: Duration) -> Result<(), BackendError> {
         self.client
             .change_message_visibility()
             .queue_url(&self.queue_url)
             .receipt_handle(receipt)
-            .visibility_timeout(delay.min(MAX_VISIBILITY).as_secs() as i32)
+            .visibility_timeout(whole_seconds(delay))
             .send()
             .await
             .map_err(|e| classify("SQS ChangeMessageVisibility", e))?;
         Ok(())
     }
+}
+
+/// A visibility timeout in SQS's unit: whole seconds, rounded up, at most 12 hours.
+fn whole_seconds(delay: Duration) -> i32 {
+    let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    secs.min(MAX_VISIBILITY.as_secs()) as i32
 }
 
 /// The parts of an SQS SDK message as a [`Delivery`].
@@ -198,6 +206,14 @@ mod tests {
         assert_eq!(wrapped.body, "{\"type\":\"x\"}");
         assert_eq!(wrapped.correlation_id.as_ref().map(CorrelationId::as_str), Some("corr-2"));
         assert_eq!(wrapped.receive_count, 1);
+    }
+
+    #[test]
+    fn a_visibility_is_whole_seconds_rounded_up_and_capped_at_twelve_hours() {
+        let cases = [(0, 0), (1, 1), (800, 1), (1000, 1), (1001, 2), (86_400_000, 43_200)];
+        for (millis, secs) in cases {
+            assert_eq!(whole_seconds(Duration::from_millis(millis)), secs, "{millis} ms");
+        }
     }
 
     #[test]
