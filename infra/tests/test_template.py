@@ -37,7 +37,7 @@ CALLBACKS = "CallbackDelivererFunction"
 # What each binary reads from its environment (the Rust side's contract; infra/README.md).
 TLS_CONDITION = "AmazonTrustServicesEndpoints"
 REQUIRED_ENV = {
-    "RequestHandlerFunction": {"LABELQ_TABLE", "LABELQ_BUCKET", "LABELQ_TOPIC_ARN"},
+    "RequestHandlerFunction": {"LABELQ_TABLE", "LABELQ_BUCKET", "LABELQ_TOPIC_ARN", "LABELQ_CALLBACKS"},
     "StatusApiFunction": {"LABELQ_TABLE", "LABELQ_BUCKET"},
     WORKER: {
         "LABELQ_TABLE",
@@ -316,6 +316,25 @@ def check_consumers_report_batch_item_failures(ts: dict[str, Template]) -> list[
                 found.append(f"{function}.{name}: FunctionResponseTypes lacks ReportBatchItemFailures")
             if render(p.get("Queue")) != "${Storage.Outputs.%s}" % queue_output:
                 found.append(f"{function}.{name}: not the storage stack's {queue_output}")
+    return found
+
+
+def check_callback_queue_takes_only_callbacks(ts: dict[str, Template]) -> list[str]:
+    """The callback queue subscribes to the completion topic, raw, filtered on callback = true."""
+    storage = ts["storage"]
+    queue = output_target(storage, "CallbackQueueArn")
+    subscriptions = [props(r) for r in resources(storage, "AWS::SNS::Subscription").values()
+                     if render(props(r).get("Endpoint")) == "${%s.Arn}" % queue]
+    if len(subscriptions) != 1:
+        return [f"{len(subscriptions)} subscriptions deliver to {queue}, expected 1"]
+    (sub,) = subscriptions
+    found = []
+    if render(sub.get("TopicArn")) != "${%s}" % output_target(storage, "CompletionTopicArn"):
+        found.append(f"{queue}: subscribed to {render(sub.get('TopicArn'))}, not the completion topic")
+    if not is_true(sub.get("RawMessageDelivery")):
+        found.append(f"{queue}: not raw delivery (the filter attributes would arrive inside a JSON envelope)")
+    if sub.get("FilterPolicy") != {"callback": ["true"]}:
+        found.append(f"{queue}: FilterPolicy is {sub.get('FilterPolicy')!r}, not callback = true")
     return found
 
 
@@ -611,6 +630,18 @@ MUTATIONS: list[tuple[str, Callable, Callable[[dict[str, Template]], None]]] = [
          Queue={"Fn::GetAtt": ["Storage", "Outputs.QueueArn"]})),
     ("callback deliverer's timeout raised", check_visibility_covers_consumer_timeout,
      lambda ts: props(resources(ts["template"])[CALLBACKS]).update(Timeout=30)),
+    ("callback queue unfiltered", check_callback_queue_takes_only_callbacks,
+     lambda ts: props(resources(ts["storage"])["CallbackQueueSubscription"]).pop("FilterPolicy")),
+    ("callback queue filtered on status", check_callback_queue_takes_only_callbacks,
+     lambda ts: props(resources(ts["storage"])["CallbackQueueSubscription"]).update(
+         FilterPolicy={"status": ["SUCCEEDED"]})),
+    ("callback queue on the job topic", check_callback_queue_takes_only_callbacks,
+     lambda ts: props(resources(ts["storage"])["CallbackQueueSubscription"]).update(TopicArn={"Ref": "Topic"})),
+    ("callback subscription wrapped in envelopes", check_callback_queue_takes_only_callbacks,
+     lambda ts: props(resources(ts["storage"])["CallbackQueueSubscription"]).update(RawMessageDelivery=False)),
+    ("request-handler refuses callbacks", check_environment_contract,
+     lambda ts: props(resources(ts["template"])["RequestHandlerFunction"])["Environment"]["Variables"].pop(
+         "LABELQ_CALLBACKS")),
     ("callback DLQ alarm removed", check_alarms_notify_the_topic,
      lambda ts: ts["template"]["Resources"].pop("CallbackDeadLetterQueueNotEmptyAlarm")),
     ("redrive count hard-coded", check_dead_letter_redrive,

@@ -299,7 +299,11 @@ fn authenticator(args: &ServeArgs) -> anyhow::Result<Arc<dyn Authenticator>> {
 /// the backend's own (`from_backend`: the AWS stack's Secrets Manager secret), else the data
 /// directory's (embedded backends).
 fn callback_secrets(args: &ServeArgs, from_backend: Option<WebhookSecrets>) -> anyhow::Result<WebhookSecrets> {
-    if let Some(secrets) = labelq_shared::config::optional::<WebhookSecrets>("LABELQ_CALLBACK_SECRETS")? {
+    let given = labelq_shared::config::optional::<WebhookSecrets>("LABELQ_CALLBACK_SECRETS")?;
+    if from_backend.is_some() && (given.is_some() || args.callback_secrets_file.is_some()) {
+        tracing::warn!("signing callbacks with the secrets given here, not the stack's: receivers must know them");
+    }
+    if let Some(secrets) = given {
         return Ok(secrets);
     }
     if let Some(path) = &args.callback_secrets_file {

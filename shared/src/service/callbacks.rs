@@ -12,7 +12,7 @@
 //! | 2xx | DELIVERED | acknowledged |
 //! | 410 Gone | DISABLED: never called again | acknowledged |
 //! | anything else, or no answer | PENDING, attempts + 1 | retried after the schedule's delay (at least `Retry-After`) |
-//! | the same, schedule spent | FAILED | dead-lettered |
+//! | the same, schedule spent | FAILED | dead-lettered (SQS: made visible, and acknowledged on its next delivery as settled) |
 //! | refused target (SSRF guard) | FAILED | acknowledged |
 
 use std::sync::Arc;

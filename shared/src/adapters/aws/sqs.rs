@@ -127,7 +127,7 @@ impl SqsQueue {
 
     /// Makes a message visible again after `delay`, in whole seconds rounded up (never sooner
     /// than asked: a retry due in 0.8 s that came back at once would only wait again, spending a
-    /// receive), capped at SQS's 12 hours.
+    /// receive), capped short of SQS's 12 hours from receipt.
     pub async fn change_visibility(&self, receipt: &str, delay: Duration) -> Result<(), BackendError> {
         self.client
             .change_message_visibility()
@@ -141,10 +141,15 @@ impl SqsQueue {
     }
 }
 
-/// A visibility timeout in SQS's unit: whole seconds, rounded up, at most 12 hours.
+/// The longest visibility a handler may ask for: SQS refuses a change that would keep a message
+/// hidden past 12 hours from its receipt, and some of that has passed by the time a handler
+/// answers. A longer wait comes back early and waits again ("not due yet").
+const MAX_CHANGE: Duration = Duration::from_secs(43_200 - 300);
+
+/// A visibility timeout in SQS's unit: whole seconds, rounded up, at most [`MAX_CHANGE`].
 fn whole_seconds(delay: Duration) -> i32 {
     let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-    secs.min(MAX_VISIBILITY.as_secs()) as i32
+    secs.min(MAX_CHANGE.as_secs()) as i32
 }
 
 /// The parts of an SQS SDK message as a [`Delivery`].
@@ -209,8 +214,8 @@ mod tests {
     }
 
     #[test]
-    fn a_visibility_is_whole_seconds_rounded_up_and_capped_at_twelve_hours() {
-        let cases = [(0, 0), (1, 1), (800, 1), (1000, 1), (1001, 2), (86_400_000, 43_200)];
+    fn a_visibility_is_whole_seconds_rounded_up_and_capped_short_of_twelve_hours() {
+        let cases = [(0, 0), (1, 1), (800, 1), (1000, 1), (1001, 2), (43_200_000, 42_900), (86_400_000, 42_900)];
         for (millis, secs) in cases {
             assert_eq!(whole_seconds(Duration::from_millis(millis)), secs, "{millis} ms");
         }
