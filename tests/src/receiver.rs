@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use labelq_shared::webhooks::signature::DEFAULT_TOLERANCE;
+use labelq_shared::webhooks::{WebhookSecrets, verify};
 use tokio::task::JoinHandle;
 
 /// One call the receiver got.
@@ -25,6 +27,21 @@ impl Call {
 
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+
+    /// Verifies the call's signature as a receiver would, with `secrets`, against the clock now.
+    pub fn assert_signed(&self, secrets: &WebhookSecrets) {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let verified = verify(
+            secrets,
+            self.header("webhook-id"),
+            self.header("webhook-timestamp"),
+            self.header("webhook-signature"),
+            &self.body,
+            now,
+            DEFAULT_TOLERANCE,
+        );
+        assert_eq!(verified, Ok(()), "{:?}", self.headers);
     }
 }
 

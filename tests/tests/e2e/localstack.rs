@@ -415,17 +415,7 @@ async fn labelq_serve_with_the_aws_backend_labels_an_image_through_localstack_an
     )
     .await
     .expect("the stack's secret");
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let signed = labelq_shared::webhooks::verify(
-        &secrets,
-        calls[0].header("webhook-id"),
-        calls[0].header("webhook-timestamp"),
-        calls[0].header("webhook-signature"),
-        &calls[0].body,
-        now,
-        labelq_shared::webhooks::signature::DEFAULT_TOLERANCE,
-    );
-    assert_eq!(signed, Ok(()));
+    calls[0].assert_signed(&secrets);
     assert_eq!(calls[0].json()["data"]["id"], job["id"]);
     stack.delete().await;
 }

@@ -8,14 +8,13 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::SqsEvent;
 use labelq_e2e::aws::{Stack, api_request};
-use labelq_e2e::receiver::{Call, Receiver};
+use labelq_e2e::receiver::Receiver;
 use labelq_e2e::{StubDetector, onnx_detector, photo};
 use labelq_shared::adapters::aws::{AwsStores, SqsQueue, webhook_secrets};
 use labelq_shared::domain::{CallbackStatus, JobId, Message};
 use labelq_shared::lambda::{CallbackFunction, CallbackFunctionConfig, WorkerFunction, request_handler_app};
 use labelq_shared::ports::JobStore;
-use labelq_shared::webhooks::signature::DEFAULT_TOLERANCE;
-use labelq_shared::webhooks::{TargetPolicy, WebhookSecrets, verify, webhook_id};
+use labelq_shared::webhooks::{TargetPolicy, webhook_id};
 use std::sync::Arc;
 
 use super::{call, event, failed, handler_config, receive, worker_config};
@@ -75,20 +74,6 @@ async fn drain(queue: &SqsQueue, wait: Duration) -> Vec<aws_sdk_sqs::types::Mess
         all.extend(batch);
     }
     all
-}
-
-fn assert_signed(call: &Call, secrets: &WebhookSecrets) {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let verified = verify(
-        secrets,
-        call.header("webhook-id"),
-        call.header("webhook-timestamp"),
-        call.header("webhook-signature"),
-        &call.body,
-        now,
-        DEFAULT_TOLERANCE,
-    );
-    assert_eq!(verified, Ok(()), "{:?}", call.headers);
 }
 
 #[tokio::test]
@@ -151,7 +136,7 @@ async fn finished_jobs_reach_the_completion_topic_and_their_callbacks_are_signed
         .await
         .expect("the stack's secret");
     for call in &calls {
-        assert_signed(call, &secrets);
+        call.assert_signed(&secrets);
         let body = call.json();
         let id = JobId::parse(body["data"]["id"].as_str().expect("an id")).expect("a job id");
         assert_eq!(call.header("webhook-id"), webhook_id(&id));
