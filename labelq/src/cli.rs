@@ -20,6 +20,7 @@ use labelq_shared::config::{
 use labelq_shared::detectors::{DetectorBuilder, DetectorConfig, DetectorKind};
 use labelq_shared::domain::{ContentType, DetectOptions, OwnerId, SystemClock};
 use labelq_shared::http::auth::{Authenticator, BearerTokens, OpenAccess};
+use labelq_shared::http::events::LiveConfig;
 use labelq_shared::ports::{DetectError, ImageInput, LabelDetector};
 use labelq_shared::service::{Backoff, CallbackConfig, SubmitConfig, WorkerConfig};
 use labelq_shared::webhooks::{RetrySchedule, TargetPolicy, WebhookSecret, WebhookSecrets};
@@ -435,6 +436,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             schedule: args.callback_retries.clone(),
         },
         deliverers: 4,
+        live: LiveConfig::default(),
     };
     let server = Server::start(backends, detector, clock, options)
         .await

@@ -8,10 +8,12 @@ use std::time::Duration;
 use labelq_shared::adapters::reqwest::ReqwestCallbackSender;
 use labelq_shared::domain::Clock;
 use labelq_shared::http::auth::Authenticator;
+use labelq_shared::http::events::LiveConfig;
 use labelq_shared::http::{ApiState, Uploads, router};
 use labelq_shared::ports::{BackendError, JobQueue, LabelDetector, MessagePublisher};
 use labelq_shared::service::{
-    Announce, CallbackConfig, CallbackService, Stores, SubmitConfig, WorkerConfig, WorkerService,
+    Announce, CallbackConfig, CallbackService, JobChanges, Stores, SubmitConfig, WatchedJobStore, WorkerConfig,
+    WorkerService,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -91,6 +93,8 @@ pub struct ServeOptions {
     pub callbacks: CallbackConfig,
     /// Callbacks delivered at once.
     pub deliverers: usize,
+    /// How the events stream follows jobs and keeps idle connections open.
+    pub live: LiveConfig,
 }
 
 /// A running server.
@@ -107,7 +111,7 @@ pub struct Server {
 impl Server {
     /// Binds, then starts the API, the workers and (embedded) the expiry sweeper.
     pub async fn start(
-        backends: Backends,
+        mut backends: Backends,
         detector: Arc<dyn LabelDetector>,
         clock: Arc<dyn Clock>,
         options: ServeOptions,
@@ -117,10 +121,16 @@ impl Server {
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
+        // Every write to the jobs, from the API, the workers and the deliverers, is announced to
+        // the live subscribers.
+        let changes = JobChanges::new();
+        backends.stores.jobs = Arc::new(WatchedJobStore::new(backends.stores.jobs.clone(), changes.clone()));
+
         let mut submit = options.submit.clone();
         submit.callbacks = backends.callbacks.as_ref().map(|_| options.callbacks.policy);
         let uploads = Uploads { publisher: backends.publisher.clone(), config: submit };
-        let state = ApiState::new(backends.stores.clone(), Some(uploads), clock.clone(), options.auth.clone());
+        let state = ApiState::new(backends.stores.clone(), Some(uploads), clock.clone(), options.auth.clone())
+            .with_live(changes, options.live);
         let app = router(state);
         let http_stop = stop.clone();
         tasks.spawn(async move {

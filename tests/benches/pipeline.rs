@@ -25,6 +25,7 @@ use labelq_shared::config::MaxReceives;
 use labelq_shared::domain::CallbackUrl;
 use labelq_shared::domain::{ContentType, CorrelationId, OwnerId, SystemClock};
 use labelq_shared::http::auth::OpenAccess;
+use labelq_shared::http::events::LiveConfig;
 use labelq_shared::service::{
     Announce, CallbackConfig, CallbackService, SubmitConfig, SubmitRequest, SubmitService, Upload, WorkerConfig,
     WorkerService,
@@ -80,6 +81,7 @@ async fn submit_latency(body: &[u8], requests: usize) {
             schedule: RetrySchedule::default(),
         },
         deliverers: 1,
+        live: LiveConfig::default(),
     };
     let server = Server::start(embedded.into(), Arc::new(StubDetector::default()), Arc::new(SystemClock), options)
         .await

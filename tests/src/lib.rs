@@ -19,6 +19,7 @@ use labelq_shared::adapters::sqlite::QueueCounts;
 use labelq_shared::config::MaxReceives;
 use labelq_shared::domain::{Clock, Confidence, DetectOptions, OwnerId, SystemClock};
 use labelq_shared::http::auth::BearerTokens;
+use labelq_shared::http::events::LiveConfig;
 use labelq_shared::ports::LabelDetector;
 use labelq_shared::service::{Backoff, CallbackConfig, SubmitConfig, WorkerConfig};
 use labelq_shared::webhooks::{RetrySchedule, TargetPolicy, WebhookSecret, WebhookSecrets};
@@ -115,6 +116,8 @@ pub struct AppOptions {
     pub callback_retries: RetrySchedule,
     /// Whether callbacks may go to loopback and private addresses (the tests' receivers are).
     pub callbacks_allow_private: bool,
+    /// How event streams follow jobs and keep idle connections open.
+    pub live: LiveConfig,
 }
 
 impl AppOptions {
@@ -129,6 +132,7 @@ impl AppOptions {
             max_image_bytes: None,
             callback_retries: "100ms,100ms,100ms".parse().expect("a schedule"),
             callbacks_allow_private: true,
+            live: LiveConfig::default(),
         }
     }
 }
@@ -177,6 +181,7 @@ impl TestApp {
                 schedule: options.callback_retries,
             },
             deliverers: 2,
+            live: options.live,
         };
         let server = Server::start(embedded.clone().into(), options.detector, options.clock, serve)
             .await

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `POST /v1/images` | 202 + `Location` + `Retry-After`: the image, its job and its message are durable |
 //! | `GET /v1/images/{id}` | 200: status, timestamps, labels or error; `Retry-After` until finished |
+//! | `GET /v1/images/{id}/events` | 200 `text/event-stream`: each state as it changes (`labelq serve` only; see [`events`]) |
 //! | `GET /v1/images?status=&label=&limit=&cursor=` | 200: the caller's images, newest first |
 //! | `DELETE /v1/images/{id}` | 204: record and image removed |
 //! | `GET /healthz` | 200 |
@@ -14,6 +15,7 @@
 //! OpenAPI document (`#[utoipa::path]`); [`openapi`] assembles it.
 
 pub mod auth;
+pub mod events;
 pub mod openapi;
 pub mod problem;
 pub mod upload;
@@ -50,12 +52,15 @@ static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-rep
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What the handlers share. `submit` is absent where this process only serves reads
-/// (the status-api Lambda); the upload route then does not exist.
+/// (the status-api Lambda); the upload route then does not exist. `live` is present where the
+/// process can hold connections open and sees the store's changes (`labelq serve`); the events
+/// route exists only then.
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub submit: Option<Arc<SubmitService>>,
     pub query: Arc<QueryService>,
     pub auth: Arc<dyn Authenticator>,
+    pub live: Option<events::Live>,
 }
 
 /// Where accepted uploads are announced, and the rules they are accepted by.
@@ -72,14 +77,14 @@ impl ApiState {
     pub fn new(stores: Stores, uploads: Option<Uploads>, clock: Arc<dyn Clock>, auth: Arc<dyn Authenticator>) -> Self {
         let submit =
             uploads.map(|u| Arc::new(SubmitService::new(stores.clone(), u.publisher, clock.clone(), u.config)));
-        Self { submit, query: Arc::new(QueryService::new(stores, clock)), auth }
+        Self { submit, query: Arc::new(QueryService::new(stores, clock)), auth, live: None }
     }
 }
 
 /// The API as an axum [`Router`]: every route is registered with its OpenAPI description
 /// ([`openapi`]), so the document served at `GET /openapi.json` cannot drift from the routes.
 pub fn router(state: ApiState) -> Router {
-    let (routes, document) = openapi::routes(state.submit.is_some()).split_for_parts();
+    let (routes, document) = openapi::routes(state.submit.is_some(), state.live.is_some()).split_for_parts();
     let document = openapi::Document::serve(&document);
     routes
         .fallback(|| async { ApiError::NoRoute })

@@ -50,14 +50,18 @@ const PROBLEM_JSON: &str = "application/problem+json";
 )]
 struct ApiDoc;
 
-/// The routes with their descriptions; without uploads where this process only serves reads.
-pub fn routes(uploads: bool) -> OpenApiRouter<ApiState> {
+/// The routes with their descriptions; without uploads where this process only serves reads,
+/// without live push where it cannot hold connections open.
+pub fn routes(uploads: bool, live: bool) -> OpenApiRouter<ApiState> {
     let images = if uploads { routes!(super::list_images, super::submit_image) } else { routes!(super::list_images) };
     let mut router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(images)
         .routes(routes!(super::get_image, super::delete_image))
         .routes(routes!(healthz))
         .routes(routes!(openapi_json));
+    if live {
+        router = router.routes(routes!(super::events::follow_image));
+    }
     // After the routes: a modifier in the derive would run before there were any paths.
     Conventions.modify(router.get_openapi_mut());
     router
@@ -65,7 +69,7 @@ pub fn routes(uploads: bool) -> OpenApiRouter<ApiState> {
 
 /// The whole API's description, as `labelq serve` serves it.
 pub fn document() -> OpenApi {
-    routes(true).into_openapi()
+    routes(true, true).into_openapi()
 }
 
 /// The serialised document, made once per router.

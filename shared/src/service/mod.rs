@@ -5,10 +5,12 @@
 //! - [`QueryService`]: get, list and delete an owner's images (status-api).
 //! - [`WorkerService`]: process one queue message (worker).
 //! - [`CallbackService`]: deliver one job's completion callback.
+//! - [`WatchService`]: follow an owner's jobs as they change (live push).
 
 mod callbacks;
 mod query;
 mod submit;
+mod watch;
 mod worker;
 
 use std::sync::Arc;
@@ -25,4 +27,5 @@ pub struct Stores {
 pub use callbacks::{CallbackConfig, CallbackService};
 pub use query::{QueryError, QueryService};
 pub use submit::{Submission, SubmitConfig, SubmitError, SubmitRequest, SubmitService, Upload};
+pub use watch::{Change, JobChanges, JobFeed, WatchConfig, WatchService, WatchedJobStore};
 pub use worker::{Announce, Backoff, ClaimSlot, Disposition, Finish, WorkerConfig, WorkerService};

@@ -13,3 +13,4 @@ mod services;
 #[cfg(feature = "embedded")]
 mod sqlite_queue;
 mod stores;
+mod watch;
