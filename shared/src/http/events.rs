@@ -18,6 +18,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use tracing::debug;
+use utoipa::ToSchema;
 
 use super::problem::{self, ApiError};
 use super::views::JobView;
@@ -61,6 +62,21 @@ impl ApiState {
     }
 }
 
+/// One event of a job's stream, as an `EventSource` reads it (the schema of the stream's events).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // a schema only: `event` writes the stream
+pub struct JobEvent {
+    /// The job's version: send the last one received as `Last-Event-ID` to resume.
+    #[schema(pattern = "^[0-9]+$")]
+    id: String,
+    /// The event type; these events have none, so they arrive as `message`.
+    event: Option<String>,
+    /// The job as `GET /v1/images/{id}` answers it (schema `Job`), as JSON text.
+    data: String,
+    /// Milliseconds to wait before reconnecting a dropped stream.
+    retry: Option<u32>,
+}
+
 /// The last event a reconnecting client got: a version this API wrote as an event `id`.
 /// Anything else is a client that has seen nothing yet.
 fn last_event_id(headers: &HeaderMap) -> Option<u64> {
@@ -99,7 +115,7 @@ fn event(job: &Job) -> Event {
             status = 200,
             description = "A stream of `text/event-stream` events, one per state: `id` is the job's version, \
                            `data` the job (schema `Job`). Ends after a finished state.",
-            body = String, content_type = "text/event-stream",
+            body = JobEvent, content_type = "text/event-stream",
         ),
         (status = 204, description = "The job is finished and `Last-Event-ID` says its final state was received."),
         (
