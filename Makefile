@@ -71,6 +71,7 @@ bench: model photos
 	$(CARGO) bench -p labelq-e2e --bench detector
 	$(CARGO) bench -p labelq-e2e --bench worker_batch
 	$(CARGO) bench -p labelq-e2e --bench restart
+	$(CARGO) bench -p labelq-e2e --bench live
 
 bench-lambda: model lambda-zips
 	$(CARGO) bench -p labelq-e2e --bench lambda

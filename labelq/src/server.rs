@@ -130,7 +130,7 @@ impl Server {
         submit.callbacks = backends.callbacks.as_ref().map(|_| options.callbacks.policy);
         let uploads = Uploads { publisher: backends.publisher.clone(), config: submit };
         let state = ApiState::new(backends.stores.clone(), Some(uploads), clock.clone(), options.auth.clone())
-            .with_live(changes, options.live);
+            .with_live(changes, options.live, stop.clone());
         let app = router(state);
         let http_stop = stop.clone();
         tasks.spawn(async move {

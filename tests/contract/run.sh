@@ -49,8 +49,12 @@ cat "$work/stdout" >/dev/null &
 
 cd "$here"
 status=0
+# GET /v1/live only speaks WebSocket once upgraded: an HTTP fuzzer can only ever get its 426, and
+# `positive_data_acceptance` would call that a rejection. Its protocol is tested by the
+# end-to-end suite with a real WebSocket client (tests/tests/e2e/websocket.rs).
 SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$here" "$venv/bin/st" run "$base/openapi.json" \
   --checks all \
+  --exclude-operation-id liveJobs \
   -H "Authorization: Bearer $token" \
   --max-examples "${CONTRACT_EXAMPLES:-50}" \
   --seed "${CONTRACT_SEED:-20261201}" \

@@ -16,7 +16,9 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 use utoipa::ToSchema;
 
@@ -36,8 +38,11 @@ const RECONNECT: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct Live {
     pub watch: Arc<WatchService>,
-    /// An idle stream gets a comment this often.
+    /// An idle stream gets a comment (a WebSocket a ping) this often.
     pub keep_alive: Duration,
+    /// Cancelled when the server stops: open streams and sockets then end, so they do not hold
+    /// up a graceful shutdown.
+    pub stop: CancellationToken,
 }
 
 /// How live push behaves.
@@ -54,10 +59,11 @@ impl Default for LiveConfig {
 }
 
 impl ApiState {
-    /// Adds live push over `changes`, the changes of the store this state reads.
-    pub fn with_live(mut self, changes: JobChanges, config: LiveConfig) -> Self {
+    /// Adds live push over `changes`, the changes of the store this state reads; `stop` ends
+    /// every open stream and socket.
+    pub fn with_live(mut self, changes: JobChanges, config: LiveConfig, stop: CancellationToken) -> Self {
         let watch = Arc::new(WatchService::new(self.query.clone(), changes, config.watch));
-        self.live = Some(Live { watch, keep_alive: config.keep_alive });
+        self.live = Some(Live { watch, keep_alive: config.keep_alive, stop });
         self
     }
 }
@@ -141,7 +147,8 @@ pub(super) async fn follow_image(
     let stream = futures::stream::unfold(feed, |mut feed: JobFeed| async move {
         let job = feed.next().await?;
         Some((Ok::<_, Infallible>(event(&job)), feed))
-    });
+    })
+    .take_until(live.stop.clone().cancelled_owned());
     let mut response = Sse::new(stream).keep_alive(KeepAlive::new().interval(live.keep_alive)).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -6,6 +6,7 @@
 //! | `POST /v1/images` | 202 + `Location` + `Retry-After`: the image, its job and its message are durable |
 //! | `GET /v1/images/{id}` | 200: status, timestamps, labels or error; `Retry-After` until finished |
 //! | `GET /v1/images/{id}/events` | 200 `text/event-stream`: each state as it changes (`labelq serve` only; see [`events`]) |
+//! | `GET /v1/live` | 101 WebSocket: subscribe to one job or all of the caller's (`labelq serve` only; see [`websocket`]) |
 //! | `GET /v1/images?status=&label=&limit=&cursor=` | 200: the caller's images, newest first |
 //! | `DELETE /v1/images/{id}` | 204: record and image removed |
 //! | `GET /healthz` | 200 |
@@ -20,6 +21,7 @@ pub mod openapi;
 pub mod problem;
 pub mod upload;
 pub mod views;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::Instant;

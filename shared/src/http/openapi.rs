@@ -60,7 +60,16 @@ pub fn routes(uploads: bool, live: bool) -> OpenApiRouter<ApiState> {
         .routes(routes!(healthz))
         .routes(routes!(openapi_json));
     if live {
-        router = router.routes(routes!(super::events::follow_image));
+        router = router.routes(routes!(super::events::follow_image)).routes(routes!(super::websocket::live_jobs));
+        // The WebSocket's messages: no operation refers to them, so they are added by hand.
+        use super::websocket::{LiveMessage, LiveRequest};
+        let mut schemas = vec![
+            (LiveRequest::name().into_owned(), LiveRequest::schema()),
+            (LiveMessage::name().into_owned(), LiveMessage::schema()),
+        ];
+        LiveRequest::schemas(&mut schemas);
+        LiveMessage::schemas(&mut schemas);
+        router.get_openapi_mut().components.get_or_insert_with(Default::default).schemas.extend(schemas);
     }
     // After the routes: a modifier in the derive would run before there were any paths.
     Conventions.modify(router.get_openapi_mut());

@@ -35,6 +35,9 @@ pub enum ApiError {
     NoRoute,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A WebSocket route called without a WebSocket upgrade.
+    #[error("this route speaks WebSocket: {0}")]
+    UpgradeRequired(String),
     #[error("the idempotency key was already used with a different image")]
     KeyReused,
     #[error(transparent)]
@@ -44,6 +47,12 @@ pub enum ApiError {
 impl ApiError {
     pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> Self {
         Self::BadRequest { slug, detail: detail.into() }
+    }
+
+    /// The status and the stable slug of the problem `type`.
+    pub fn status_and_slug(&self) -> (StatusCode, &'static str) {
+        let (status, slug, _) = self.classify();
+        (status, slug)
     }
 
     /// Status, stable slug, and title.
@@ -68,6 +77,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "image-too-large", "Image too large"),
             Self::NotFound | Self::NoRoute => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
+            Self::UpgradeRequired(_) => (StatusCode::UPGRADE_REQUIRED, "upgrade-required", "Upgrade required"),
             Self::KeyReused => (StatusCode::CONFLICT, "idempotency-key-reused", "Idempotency key reused"),
             Self::Backend(e) if e.retryable => {
                 (StatusCode::SERVICE_UNAVAILABLE, "service-unavailable", "Service unavailable")
@@ -134,6 +144,10 @@ impl IntoResponse for ApiError {
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            StatusCode::UPGRADE_REQUIRED => {
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             }
             _ => {}
         }

@@ -27,5 +27,5 @@ pub struct Stores {
 pub use callbacks::{CallbackConfig, CallbackService};
 pub use query::{QueryError, QueryService};
 pub use submit::{Submission, SubmitConfig, SubmitError, SubmitRequest, SubmitService, Upload};
-pub use watch::{Change, JobChanges, JobFeed, WatchConfig, WatchService, WatchedJobStore};
+pub use watch::{Change, JobChanges, JobFeed, OwnerChange, OwnerFeed, WatchConfig, WatchService, WatchedJobStore};
 pub use worker::{Announce, Backoff, ClaimSlot, Disposition, Finish, WorkerConfig, WorkerService};

@@ -1,4 +1,5 @@
-//! Watching jobs change, for live push (Server-Sent Events and WebSocket on `labelq serve`).
+//! Watching jobs change, for live push (Server-Sent Events and WebSocket on `labelq serve`):
+//! one job with [`WatchService::follow`], or all of an owner's with [`WatchService::follow_owner`].
 //!
 //! Every transition is a write to the job store, so the one place to see changes is the store:
 //! [`WatchedJobStore`] wraps any [`JobStore`] and, after each successful write, announces the
@@ -30,7 +31,7 @@ pub enum Change {
     /// The job as written (created, or moved to a new version).
     Written(Arc<Job>),
     /// The owner deleted the job.
-    Deleted(JobId),
+    Deleted { owner: OwnerId, id: JobId },
 }
 
 /// The in-process broadcast of job changes.
@@ -115,7 +116,7 @@ impl JobStore for WatchedJobStore {
     async fn delete(&self, owner: &OwnerId, id: &JobId) -> Result<Option<Job>, BackendError> {
         let deleted = self.inner.delete(owner, id).await?;
         if deleted.is_some() {
-            self.changes.announce(|| Change::Deleted(*id));
+            self.changes.announce(|| Change::Deleted { owner: owner.clone(), id: *id });
         }
         Ok(deleted)
     }
@@ -170,6 +171,45 @@ impl WatchService {
         feed.next = feed.offer(job);
         Ok(feed)
     }
+
+    /// Follows every job of the owner from now on: each announced change, as it comes. Unlike a
+    /// [`JobFeed`] it cannot re-read what it missed (there is no one job to read), so a feed that
+    /// fell behind says so, with [`OwnerChange::Lagged`], and its subscriber lists the jobs again;
+    /// and it sees only changes written through this process's store.
+    pub fn follow_owner(&self, owner: &OwnerId) -> OwnerFeed {
+        OwnerFeed { owner: owner.clone(), changes: self.changes.subscribe() }
+    }
+}
+
+/// A change to one of an owner's jobs; see [`WatchService::follow_owner`].
+#[derive(Debug, Clone)]
+pub enum OwnerChange {
+    Written(Arc<Job>),
+    Deleted(JobId),
+    /// This many changes (to anyone's jobs) went by unseen.
+    Lagged(u64),
+}
+
+/// All of one owner's changes as they come.
+#[derive(Debug)]
+pub struct OwnerFeed {
+    owner: OwnerId,
+    changes: broadcast::Receiver<Change>,
+}
+
+impl OwnerFeed {
+    /// The next change to one of the owner's jobs; `None` once the server is stopping.
+    pub async fn next(&mut self) -> Option<OwnerChange> {
+        loop {
+            match self.changes.recv().await {
+                Ok(Change::Written(job)) if job.owner == self.owner => return Some(OwnerChange::Written(job)),
+                Ok(Change::Deleted { owner, id }) if owner == self.owner => return Some(OwnerChange::Deleted(id)),
+                Ok(_) => {}
+                Err(RecvError::Lagged(missed)) => return Some(OwnerChange::Lagged(missed)),
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
 }
 
 /// One job's versions as they come; see [`WatchService::follow`].
@@ -210,7 +250,7 @@ impl JobFeed {
                         self.next = self.offer(Job::clone(&job));
                         false
                     }
-                    Ok(Change::Deleted(id)) if id == self.id => {
+                    Ok(Change::Deleted { id, .. }) if id == self.id => {
                         self.over = true;
                         false
                     }

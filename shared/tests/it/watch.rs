@@ -7,8 +7,8 @@ use std::time::Duration;
 use labelq_shared::domain::{Clock, Failure, FailureCode, Job, JobStatus, OwnerId};
 use labelq_shared::ports::JobStore;
 use labelq_shared::service::{
-    Change, JobChanges, JobFeed, QueryService, Stores, SubmitConfig, SubmitService, WatchConfig, WatchService,
-    WatchedJobStore,
+    Change, JobChanges, JobFeed, OwnerChange, OwnerFeed, QueryService, Stores, SubmitConfig, SubmitService,
+    WatchConfig, WatchService, WatchedJobStore,
 };
 use labelq_testkit::memory::{MemoryImages, MemoryJobs, MemoryPublisher};
 use labelq_testkit::{ManualClock, png_submission};
@@ -132,4 +132,30 @@ async fn a_deleted_job_ends_its_feed_and_another_owners_job_cannot_be_followed()
     assert!(next(&mut feed).await.is_some());
     f.watched.delete(&job.owner, &job.id).await.unwrap();
     assert!(next(&mut feed).await.is_none(), "the feed of a deleted job ends");
+}
+
+async fn next_change(feed: &mut OwnerFeed) -> Option<OwnerChange> {
+    tokio::time::timeout(PATIENCE, feed.next()).await.expect("the feed answers in time")
+}
+
+#[tokio::test]
+async fn an_owner_feed_gives_only_that_owners_changes_and_says_when_it_fell_behind() {
+    let f = fixture(Duration::from_secs(3600));
+    let alice = OwnerId::parse("alice").unwrap();
+    let mut feed = f.watch.follow_owner(&alice);
+    let mut bobs = f.watch.follow_owner(&OwnerId::parse("bob").unwrap());
+
+    let job = f.job().await;
+    assert!(matches!(next_change(&mut feed).await, Some(OwnerChange::Written(j)) if j.id == job.id && j.version == 1));
+    let claimed = job.claim(f.clock.now(), LEASE).unwrap();
+    f.watched.update(&claimed).await.unwrap();
+    assert!(matches!(next_change(&mut feed).await, Some(OwnerChange::Written(j)) if j.version == 2));
+    f.watched.delete(&alice, &job.id).await.unwrap();
+    assert!(matches!(next_change(&mut feed).await, Some(OwnerChange::Deleted(id)) if id == job.id));
+
+    // Bob heard nothing of it: the first thing his feed gives is that it fell behind.
+    for _ in 0..JobChanges::CAPACITY + 10 {
+        f.changes.announce(|| Change::Written(Arc::new(claimed.clone())));
+    }
+    assert!(matches!(next_change(&mut bobs).await, Some(OwnerChange::Lagged(missed)) if missed > 0));
 }

@@ -12,3 +12,4 @@ mod events;
 mod localstack;
 mod pipeline;
 mod process;
+mod websocket;
