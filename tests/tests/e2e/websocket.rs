@@ -266,3 +266,32 @@ async fn subscribers_that_stop_reading_hold_up_neither_the_jobs_nor_other_subscr
     drop(stalled);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn open_sockets_and_event_streams_end_when_the_server_stops() {
+    // The job is held in the detector, so nothing ends its subscriptions but the server stopping.
+    let detector = ScriptedDetector::new(Behaviour::Block);
+    let app = TestApp::spawn(AppOptions::with_detector(detector.clone())).await;
+    let id = submitted(&app, ALICE).await;
+    tokio::time::timeout(PATIENCE, detector.entered.notified()).await.expect("a worker took the job");
+    let mut socket = Socket::connect(&app, Credentials::Header(ALICE)).await;
+    socket.send(json!({"action": "subscribe", "id": id})).await;
+    assert_eq!(socket.message().await["type"], "subscribed");
+    assert_eq!(socket.job().await.1, "PROCESSING");
+    let mut stream =
+        app.http.get(format!("{}/v1/images/{id}/events", app.base)).bearer_auth(ALICE).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(stream.chunk().await.unwrap().is_some(), "the stream's first event");
+
+    // Well within the workers' 5 s grace for the job they hold.
+    let soon = Duration::from_secs(2);
+    let stopping = tokio::spawn(app.shutdown());
+    match tokio::time::timeout(soon, socket.ws.next()).await.expect("the socket is closed at once") {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1001, "going away"),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    let rest = tokio::time::timeout(soon, stream.chunk()).await.expect("the stream ends at once");
+    assert!(matches!(rest, Ok(None)), "the event stream ended: {rest:?}");
+    detector.release.notify_one();
+    tokio::time::timeout(PATIENCE, stopping).await.expect("the server stops").expect("shutdown");
+}
