@@ -175,9 +175,10 @@ async fn submit_one(
     }
 }
 
+/// The server's `Retry-After` (seconds or an HTTP-date), at most a minute.
 fn retry_after(response: &Response) -> Option<Duration> {
-    let secs: u64 = response.headers().get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs.min(60)))
+    let value = response.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
+    labelq_shared::retry_after::parse(value, std::time::SystemTime::now()).map(|d| d.min(Duration::from_secs(60)))
 }
 
 /// Sends with retries on connection errors, 5xx and 429; returns the first 2xx, or the problem

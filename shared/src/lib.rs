@@ -21,6 +21,7 @@ pub mod detectors;
 pub mod domain;
 pub mod http;
 pub mod ports;
+pub mod retry_after;
 pub mod service;
 pub mod webhooks;
 

@@ -45,16 +45,17 @@ impl Call {
     }
 }
 
-/// What the receiver answers: a status, and a `Location` for redirects.
+/// What the receiver answers: a status, a `Location` for redirects, and a `Retry-After`.
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub status: u16,
     pub location: Option<String>,
+    pub retry_after: Option<String>,
 }
 
 impl From<u16> for Answer {
     fn from(status: u16) -> Self {
-        Self { status, location: None }
+        Self { status, location: None, retry_after: None }
     }
 }
 
@@ -98,6 +99,9 @@ impl Receiver {
                     StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR).into_response();
                 if let Some(location) = answer.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
                     response.headers_mut().insert(header::LOCATION, location);
+                }
+                if let Some(retry_after) = answer.retry_after.and_then(|r| HeaderValue::from_str(&r).ok()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, retry_after);
                 }
                 response
             }

@@ -85,11 +85,10 @@ fn refusal_in(error: &(dyn StdError + 'static)) -> Option<String> {
     None
 }
 
-/// Seconds in `Retry-After` (the HTTP-date form is not used by receivers in practice, and is
-/// ignored: the schedule's own delay applies).
+/// The receiver's `Retry-After`, seconds or an HTTP-date, from the moment it answered.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    crate::retry_after::parse(value, std::time::SystemTime::now())
 }
 
 #[async_trait]

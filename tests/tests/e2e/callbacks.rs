@@ -52,6 +52,25 @@ async fn a_callback_is_signed_and_retried_with_the_same_id_until_it_is_delivered
 }
 
 #[tokio::test]
+async fn a_receivers_retry_after_is_honoured_as_seconds_and_as_a_date() {
+    let app = app(true).await;
+    // The schedule alone would retry after 100 ms.
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3));
+    let busy = |retry_after: &str| Answer { status: 503, location: None, retry_after: Some(retry_after.to_owned()) };
+    let receiver = Receiver::start([busy("1"), busy(&date), 200.into()]).await;
+
+    let id = accepted(app.submit_with_callback(ALICE, &receiver.url("/busy")).await).await;
+    let job = app.wait_callback_settled(ALICE, &id, SETTLE).await;
+    assert_eq!(job["callback"]["status"], "DELIVERED", "{job}");
+    let calls = receiver.calls();
+    assert_eq!(calls.len(), 3);
+    assert!(calls[1].at - calls[0].at >= Duration::from_millis(950), "after 1 s: {:?}", calls[1].at - calls[0].at);
+    // A date has whole seconds: 3 s from when it was written is at least 2 s after the second call.
+    assert!(calls[2].at - calls[1].at >= Duration::from_secs(1), "at the date: {:?}", calls[2].at - calls[1].at);
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_receiver_that_answers_410_is_never_called_again() {
     let app = app(true).await;
     let receiver = Receiver::start([410u16]).await;
@@ -79,7 +98,8 @@ async fn a_receiver_that_never_delivers_fails_the_callback_after_the_schedule() 
 async fn a_redirect_is_an_answer_and_never_followed() {
     let app = app(true).await;
     let inside = Receiver::start([200u16]).await;
-    let redirecting = Receiver::start([Answer { status: 302, location: Some(inside.url("/metadata")) }]).await;
+    let redirecting =
+        Receiver::start([Answer { status: 302, location: Some(inside.url("/metadata")), retry_after: None }]).await;
     let id = accepted(app.submit_with_callback(ALICE, &redirecting.url("/hook")).await).await;
     let job = app.wait_callback_settled(ALICE, &id, SETTLE).await;
     assert_eq!(
