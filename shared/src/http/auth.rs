@@ -21,6 +21,12 @@ pub struct AuthError(pub &'static str);
 
 pub trait Authenticator: Send + Sync + fmt::Debug {
     fn authenticate(&self, parts: &Parts) -> Result<OwnerId, AuthError>;
+
+    /// Whether every caller is let in without credentials. A page on any web site could then
+    /// act as the owner where the browser does not stop it (a WebSocket is not subject to CORS).
+    fn is_open(&self) -> bool {
+        false
+    }
 }
 
 /// Everyone is the same owner. Only for a server nobody else can reach.
@@ -38,6 +44,10 @@ impl OpenAccess {
 impl Authenticator for OpenAccess {
     fn authenticate(&self, _: &Parts) -> Result<OwnerId, AuthError> {
         Ok(self.owner.clone())
+    }
+
+    fn is_open(&self) -> bool {
+        true
     }
 }
 

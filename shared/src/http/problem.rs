@@ -35,6 +35,9 @@ pub enum ApiError {
     NoRoute,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A browser page of another origin, on a server without credentials.
+    #[error("a page from another origin ({0}) may not open this server's WebSocket while it runs without tokens")]
+    CrossOrigin(String),
     /// A WebSocket route called without a WebSocket upgrade.
     #[error("this route speaks WebSocket: {0}")]
     UpgradeRequired(String),
@@ -77,6 +80,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "image-too-large", "Image too large"),
             Self::NotFound | Self::NoRoute => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
+            Self::CrossOrigin(_) => (StatusCode::FORBIDDEN, "cross-origin", "Cross-origin request refused"),
             Self::UpgradeRequired(_) => (StatusCode::UPGRADE_REQUIRED, "upgrade-required", "Upgrade required"),
             Self::KeyReused => (StatusCode::CONFLICT, "idempotency-key-reused", "Idempotency key reused"),
             Self::Backend(e) if e.retryable => {

@@ -11,7 +11,8 @@
 //! | anything else | `error` (a problem's `status`, `code` and `detail`); the connection stays open |
 //!
 //! The caller authenticates on the upgrade request: `Authorization: Bearer <token>`, or, since a
-//! browser's `WebSocket` cannot send headers, `?access_token=<token>`.
+//! browser's `WebSocket` cannot send headers, `?access_token=<token>`. A server that runs without
+//! tokens refuses pages of other origins (browsers do not apply CORS to WebSockets).
 //!
 //! Every subscription is a task of its connection, feeding the connection's writer through a
 //! small queue, so a client that stops reading holds up only itself: its queue fills, its
@@ -28,7 +29,8 @@ use axum::extract::{FromRequestParts, State};
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use http::request::Parts;
-use http::{HeaderValue, header};
+use http::uri::Authority;
+use http::{HeaderMap, HeaderValue, header};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
@@ -159,6 +161,22 @@ impl FromRequestParts<ApiState> for SocketOwner {
     }
 }
 
+/// The request's `Origin`, when there is one and it is not the server itself (its `Host`).
+/// Clients other than browsers send none.
+fn foreign_origin(headers: &HeaderMap) -> Option<String> {
+    let origin = headers.get(header::ORIGIN)?.to_str().unwrap_or("(unreadable)").to_owned();
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).and_then(|h| h.parse::<Authority>().ok());
+    let same = match (url::Url::parse(&origin), host) {
+        (Ok(o), Some(host)) => {
+            let port = o.port_or_known_default();
+            // `Host` leaves out the scheme's default port.
+            o.host_str().is_some_and(|h| h.eq_ignore_ascii_case(host.host())) && host.port_u16().or(port) == port
+        }
+        _ => false,
+    };
+    (!same).then_some(origin)
+}
+
 fn access_token(query: &str) -> Option<String> {
     url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "access_token").map(|(_, v)| v.into_owned())
 }
@@ -189,6 +207,10 @@ fn access_token(query: &str) -> Option<String> {
         (status = 101, description = "Switching to the WebSocket protocol; then `LiveRequest` and `LiveMessage` \
                                       JSON text messages."),
         (
+            status = 403, body = problem::Problem, content_type = "application/problem+json",
+            description = "`cross-origin`: a server running without tokens refuses a page from another origin."
+        ),
+        (
             status = 426, body = problem::Problem, content_type = "application/problem+json",
             description = "`upgrade-required`: not a WebSocket upgrade request."
         ),
@@ -197,10 +219,18 @@ fn access_token(query: &str) -> Option<String> {
 pub(super) async fn live_jobs(
     State(state): State<ApiState>,
     owner: SocketOwner,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     // Present by construction: the route only exists where live push is configured.
     let live = state.live.clone().ok_or(ApiError::NoRoute)?;
+    // Browsers do not apply CORS to WebSockets: without credentials to check, any page the
+    // user visits could otherwise read the owner's jobs. With tokens, the token is the proof.
+    if state.auth.is_open()
+        && let Some(origin) = foreign_origin(&headers)
+    {
+        return Err(ApiError::CrossOrigin(origin));
+    }
     let upgrade = upgrade.map_err(|e| ApiError::UpgradeRequired(e.body_text()))?;
     let owner = owner.0;
     Ok(upgrade

@@ -9,11 +9,13 @@ use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use labelq_shared::domain::OwnerId;
 use labelq_shared::http::auth::OpenAccess;
+use labelq_shared::http::events::LiveConfig;
 use labelq_shared::http::{ApiState, Uploads, router};
-use labelq_shared::service::{Stores, SubmitConfig};
+use labelq_shared::service::{JobChanges, Stores, SubmitConfig};
 use labelq_testkit::memory::{MemoryImages, MemoryJobs, MemoryPublisher};
 use labelq_testkit::{ManualClock, png_header};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 struct Api {
@@ -30,7 +32,11 @@ fn api(with_submit: bool) -> Api {
     let stores = Stores { images: images.clone(), jobs: jobs.clone() };
     let uploads = with_submit.then(|| Uploads { publisher: publisher.clone(), config: SubmitConfig::default() });
     let auth = Arc::new(OpenAccess::new(OwnerId::parse("me").unwrap()));
-    let state = ApiState::new(stores, uploads, Arc::new(ManualClock::default()), auth);
+    let state = ApiState::new(stores, uploads, Arc::new(ManualClock::default()), auth).with_live(
+        JobChanges::new(),
+        LiveConfig::default(),
+        CancellationToken::new(),
+    );
     Api { images, jobs, publisher, app: router(state) }
 }
 
@@ -123,5 +129,33 @@ async fn a_method_a_route_does_not_take_is_405_with_allow() {
         expected.sort_unstable();
         assert_eq!(allow, expected, "{method} {path}");
         assert_eq!(json(response).await["type"], "https://labelq.dev/problems/method-not-allowed");
+    }
+}
+
+#[tokio::test]
+async fn a_server_without_tokens_refuses_a_websocket_from_another_origin() {
+    let api = api(true);
+    let upgrade = |origin: Option<&str>| {
+        let mut request = Request::get("/v1/live")
+            .header(header::HOST, "127.0.0.1:3000")
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
+            .header(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==");
+        if let Some(origin) = origin {
+            request = request.header(header::ORIGIN, origin);
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    for foreign in ["https://evil.example", "http://localhost:3000", "http://127.0.0.1:8080", "null"] {
+        let response = api.app.clone().oneshot(upgrade(Some(foreign))).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{foreign}");
+        assert_eq!(json(response).await["type"], "https://labelq.dev/problems/cross-origin");
+    }
+    // The server's own pages, and clients that are not browsers, pass the check; without a
+    // socket to upgrade, the router then answers 426.
+    for own in [Some("http://127.0.0.1:3000"), Some("HTTP://127.0.0.1:3000"), None] {
+        let response = api.app.clone().oneshot(upgrade(own)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED, "{own:?}");
     }
 }
