@@ -380,6 +380,7 @@ mod aws {
             consumer: Consumer::Sqs { queue: sqs_queue(&sdk, &queue_url), batch_size: 10 },
             embedded: None,
             callbacks,
+            defaults: None,
         };
         Ok((backends, sdk, resources, secrets))
     }

@@ -5,6 +5,7 @@
 //! DATA_DIR/jobs.sqlite3    the jobs
 //! DATA_DIR/queue.sqlite3   the queue and its dead letters
 //! DATA_DIR/callbacks.sqlite3  the completion callbacks waiting for delivery, and their dead letters
+//! DATA_DIR/owners.sqlite3  owners' default callbacks
 //! DATA_DIR/callback-secrets   the callbacks' signing secrets, when none are configured (mode 0600)
 //! DATA_DIR/holders/{id}    one registration per running process (see `Holder`)
 //! ```
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use labelq_shared::adapters::fs::FsImageStore;
-use labelq_shared::adapters::sqlite::{Holder, QueueCounts, SqliteJobStore, SqliteQueue};
+use labelq_shared::adapters::sqlite::{Holder, QueueCounts, SqliteDefaultCallbacks, SqliteJobStore, SqliteQueue};
 use labelq_shared::config::MaxReceives;
 use labelq_shared::domain::Clock;
 use labelq_shared::ports::{BackendError, ImageStore};
@@ -40,6 +41,8 @@ pub struct Embedded {
     pub queue: Arc<SqliteQueue>,
     /// The callback queue: one "job finished" message per job with a callback to deliver.
     pub callbacks: Arc<SqliteQueue>,
+    /// Owners' default callbacks.
+    pub defaults: Arc<SqliteDefaultCallbacks>,
     /// This process's registration, held while any clone lives.
     holder: Arc<Holder>,
 }
@@ -91,11 +94,13 @@ impl Embedded {
             SqliteQueue::open(&db("queue.sqlite3"), max_receives, clock.clone()).map_err(db_error("queue.sqlite3"))?;
         let callbacks = SqliteQueue::open(&db("callbacks.sqlite3"), CALLBACK_RECEIVES, clock.clone())
             .map_err(db_error("callbacks.sqlite3"))?;
+        let defaults = SqliteDefaultCallbacks::open(&db("owners.sqlite3")).map_err(db_error("owners.sqlite3"))?;
         let embedded = Self {
             images: Arc::new(images),
             jobs: Arc::new(jobs.held_by(holder.id())),
             queue: Arc::new(queue.held_by(holder.id())),
             callbacks: Arc::new(callbacks.held_by(holder.id())),
+            defaults: Arc::new(defaults),
             holder: Arc::new(holder),
         };
         embedded.recover(data_dir, &*clock).await?;

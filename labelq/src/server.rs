@@ -10,10 +10,10 @@ use labelq_shared::domain::Clock;
 use labelq_shared::http::auth::Authenticator;
 use labelq_shared::http::events::LiveConfig;
 use labelq_shared::http::{ApiState, Uploads, router};
-use labelq_shared::ports::{BackendError, JobQueue, LabelDetector, MessagePublisher};
+use labelq_shared::ports::{BackendError, DefaultCallbacks, JobQueue, LabelDetector, MessagePublisher};
 use labelq_shared::service::{
-    Announce, CallbackConfig, CallbackService, JobChanges, Stores, SubmitConfig, WatchedJobStore, WorkerConfig,
-    WorkerService,
+    Announce, CallbackConfig, CallbackService, DefaultCallbackService, JobChanges, Stores, SubmitConfig,
+    WatchedJobStore, WorkerConfig, WorkerService,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -47,6 +47,9 @@ pub struct Backends {
     /// Where finished jobs are announced and callbacks delivered from; `None` where this server
     /// delivers no callbacks (the AWS backends without a completion topic and callback queue).
     pub callbacks: Option<CallbackQueue>,
+    /// Where owners' default callbacks are kept; `None` where they are not (the AWS backends),
+    /// and then the `/v1/callback` routes do not exist.
+    pub defaults: Option<Arc<dyn DefaultCallbacks>>,
 }
 
 /// The callback queue: the worker announces finished jobs on `publisher` (the queue itself, or
@@ -71,6 +74,7 @@ impl From<Embedded> for Backends {
                 announce: Announce::WithCallback,
                 queue: e.callbacks.clone(),
             }),
+            defaults: Some(e.defaults.clone()),
             embedded: Some(e),
         }
     }
@@ -129,8 +133,18 @@ impl Server {
         let mut submit = options.submit.clone();
         submit.callbacks = backends.callbacks.as_ref().map(|_| options.callbacks.policy);
         let uploads = Uploads { publisher: backends.publisher.clone(), config: submit };
-        let state = ApiState::new(backends.stores.clone(), Some(uploads), clock.clone(), options.auth.clone())
+        let mut state = ApiState::new(backends.stores.clone(), Some(uploads), clock.clone(), options.auth.clone())
             .with_live(changes, options.live, stop.clone());
+        // Default callbacks only where callbacks are delivered.
+        let defaults = match (&backends.callbacks, &backends.defaults) {
+            (Some(_), Some(store)) => {
+                Some(Arc::new(DefaultCallbackService::new(store.clone(), clock.clone(), options.callbacks.policy)))
+            }
+            _ => None,
+        };
+        if let Some(defaults) = &defaults {
+            state = state.with_default_callbacks(defaults.clone());
+        }
         let app = router(state);
         let http_stop = stop.clone();
         tasks.spawn(async move {
@@ -144,12 +158,15 @@ impl Server {
         if let Some(callbacks) = &backends.callbacks {
             worker = worker.with_completions(callbacks.publisher.clone(), callbacks.announce);
             let sender = ReqwestCallbackSender::new(options.callbacks.policy).map_err(std::io::Error::other)?;
-            let service = CallbackService::new(
+            let mut service = CallbackService::new(
                 backends.stores.jobs.clone(),
                 Arc::new(sender),
                 clock.clone(),
                 options.callbacks.clone(),
             );
+            if let Some(defaults) = &defaults {
+                service = service.with_default_callbacks(defaults.clone());
+            }
             let mut deliverers = callbacks::spawn(
                 callbacks.queue.clone(),
                 Arc::new(service),

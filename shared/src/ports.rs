@@ -14,8 +14,8 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    CallbackUrl, ContentType, CorrelationId, DetectOptions, FailureCode, IdempotencyKey, ImageSubmitted, Job, JobId,
-    JobStatus, Label, Message, ObjectKey, OwnerId,
+    CallbackUrl, ContentType, CorrelationId, DefaultCallback, DetectOptions, FailureCode, IdempotencyKey,
+    ImageSubmitted, Job, JobId, JobStatus, Label, Message, ObjectKey, OwnerId,
 };
 
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -127,6 +127,19 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     /// Deletes the owner's job (and frees its idempotency key); returns it, or `None` if the owner
     /// has no such job.
     async fn delete(&self, owner: &OwnerId, id: &JobId) -> Result<Option<Job>, BackendError>;
+}
+
+/// Where owners' default callbacks are kept (SQLite; DynamoDB).
+#[async_trait]
+pub trait DefaultCallbacks: Send + Sync + fmt::Debug {
+    async fn get(&self, owner: &OwnerId) -> Result<Option<DefaultCallback>, BackendError>;
+    /// Sets the owner's default callback, replacing any (a disabled one included).
+    async fn put(&self, owner: &OwnerId, callback: &DefaultCallback) -> Result<(), BackendError>;
+    /// Removes it; whether there was one.
+    async fn delete(&self, owner: &OwnerId) -> Result<bool, BackendError>;
+    /// Disables the owner's default callback if it is still an active `url` (the owner may have
+    /// changed it since the job that found it gone was submitted); whether it did.
+    async fn disable(&self, owner: &OwnerId, url: &CallbackUrl, at: OffsetDateTime) -> Result<bool, BackendError>;
 }
 
 /// A message with its transport attributes: its kind (`message.kind()`) and the correlation id

@@ -1,14 +1,15 @@
-//! What every `JobStore` must do, as one test body run against each adapter (SQLite on a real
+//! What every `JobStore` (and every `DefaultCallbacks`) must do, as one test body run against each adapter (SQLite on a real
 //! file, DynamoDB on LocalStack) and against the in-memory double the service tests use, so none
 //! of them can drift from the others.
 
 use std::time::Duration;
 
+use labelq_shared::domain::DefaultCallback;
 use labelq_shared::domain::{
     Attempt, Callback, CallbackUrl, Clock, Confidence, ContentType, CorrelationId, Failure, FailureCode,
     IdempotencyKey, ImageMeta, Job, JobId, JobStatus, Label, LabelName, NewJob, ObjectKey, OwnerId, SystemClock,
 };
-use labelq_shared::ports::{Created, JobStore, ListQuery, UpdateError};
+use labelq_shared::ports::{Created, DefaultCallbacks, JobStore, ListQuery, UpdateError};
 use time::OffsetDateTime;
 
 fn job(owner: &str, key: Option<&str>, created_at: OffsetDateTime) -> Job {
@@ -139,4 +140,38 @@ pub async fn job_store_contract(store: &dyn JobStore) {
     assert_eq!(store.get(&first.id).await.expect("get"), None);
     let reuse = job(&owner, Some("key-1"), now);
     assert!(matches!(store.create(&reuse).await.expect("create"), Created::Created), "the key is free again");
+}
+
+/// What every `DefaultCallbacks` must do; panics on the first violation.
+pub async fn default_callbacks_contract(store: &dyn DefaultCallbacks) {
+    let owner = |s: &str| OwnerId::parse(s).expect("owner");
+    let (alice, bob) = (owner(&format!("alice-{}", JobId::new())), owner(&format!("bob-{}", JobId::new())));
+    let url = |s: &str| CallbackUrl::parse(s).expect("a URL");
+    // Whole milliseconds: what every store keeps of a timestamp.
+    let now = OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("a time");
+
+    assert_eq!(store.get(&alice).await.expect("get"), None, "nothing set yet");
+    assert!(!store.delete(&alice).await.expect("delete"), "nothing to delete");
+    assert!(!store.disable(&alice, &url("https://a.example/x"), now).await.expect("disable"), "nothing to disable");
+
+    let first = DefaultCallback::new(url("https://a.example/hooks?x=1"), now);
+    store.put(&alice, &first).await.expect("put");
+    assert_eq!(store.get(&alice).await.expect("get"), Some(first.clone()), "kept as given");
+    assert_eq!(store.get(&bob).await.expect("get"), None, "per owner");
+
+    // Another URL (the owner changed it since) is not disabled; the current one is, once.
+    assert!(!store.disable(&alice, &url("https://old.example/"), now).await.expect("disable"));
+    assert!(store.get(&alice).await.expect("get").expect("set").is_active());
+    let later = now + time::Duration::seconds(5);
+    assert!(store.disable(&alice, &first.url, later).await.expect("disable"));
+    let disabled = store.get(&alice).await.expect("get").expect("still there");
+    assert_eq!((disabled.url.clone(), disabled.disabled_at), (first.url.clone(), Some(later)));
+    assert!(!store.disable(&alice, &first.url, later).await.expect("disable"), "already disabled");
+
+    // Setting it again enables it; deleting removes it.
+    let again = DefaultCallback::new(first.url.clone(), later);
+    store.put(&alice, &again).await.expect("put");
+    assert_eq!(store.get(&alice).await.expect("get"), Some(again));
+    assert!(store.delete(&alice).await.expect("delete"));
+    assert_eq!(store.get(&alice).await.expect("get"), None);
 }

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use labelq_shared::domain::{IdempotencyKey, Job, JobId, ObjectKey, OwnerId};
+use labelq_shared::domain::{CallbackUrl, DefaultCallback, IdempotencyKey, Job, JobId, ObjectKey, OwnerId};
 use labelq_shared::ports::{
-    BackendError, Created, Delivery, Envelope, ImageStore, JobQueue, JobStore, ListPosition, ListQuery,
-    MessagePublisher, Page, StoredImage, UpdateError,
+    BackendError, Created, DefaultCallbacks, Delivery, Envelope, ImageStore, JobQueue, JobStore, ListPosition,
+    ListQuery, MessagePublisher, Page, StoredImage, UpdateError,
 };
+use time::OffsetDateTime;
 
 fn unavailable(operation: &'static str) -> BackendError {
     BackendError::transient(operation, "injected outage")
@@ -209,5 +210,38 @@ impl JobQueue for RecordingQueue {
     async fn dead_letter(&self, d: &Delivery) -> Result<(), BackendError> {
         lock(&self.dead_lettered).push(d.message_id.clone());
         Ok(())
+    }
+}
+
+/// Owners' default callbacks in a map.
+#[derive(Debug, Default)]
+pub struct MemoryDefaultCallbacks {
+    pub callbacks: Mutex<HashMap<OwnerId, DefaultCallback>>,
+}
+
+#[async_trait]
+impl DefaultCallbacks for MemoryDefaultCallbacks {
+    async fn get(&self, owner: &OwnerId) -> Result<Option<DefaultCallback>, BackendError> {
+        Ok(lock(&self.callbacks).get(owner).cloned())
+    }
+
+    async fn put(&self, owner: &OwnerId, callback: &DefaultCallback) -> Result<(), BackendError> {
+        lock(&self.callbacks).insert(owner.clone(), callback.clone());
+        Ok(())
+    }
+
+    async fn delete(&self, owner: &OwnerId) -> Result<bool, BackendError> {
+        Ok(lock(&self.callbacks).remove(owner).is_some())
+    }
+
+    async fn disable(&self, owner: &OwnerId, url: &CallbackUrl, at: OffsetDateTime) -> Result<bool, BackendError> {
+        let mut callbacks = lock(&self.callbacks);
+        match callbacks.get_mut(owner) {
+            Some(current) if current.url == *url && current.is_active() => {
+                current.disabled_at = Some(at);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }

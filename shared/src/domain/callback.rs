@@ -228,3 +228,27 @@ mod tests {
         assert_eq!(pending.after(&Attempt::Refused("loopback".into()), true).status, CallbackStatus::Failed);
     }
 }
+
+/// An owner's default callback: called for each job the owner submits without a callback of
+/// its own. A receiver answering 410 Gone to it disables it (jobs submitted from then on get no
+/// callback) until the owner sets it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefaultCallback {
+    pub url: CallbackUrl,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// When a receiver answered 410 Gone for it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub disabled_at: Option<OffsetDateTime>,
+}
+
+impl DefaultCallback {
+    pub fn new(url: CallbackUrl, now: OffsetDateTime) -> Self {
+        Self { url, updated_at: now, disabled_at: None }
+    }
+
+    /// Whether new jobs get it.
+    pub fn is_active(&self) -> bool {
+        self.disabled_at.is_none()
+    }
+}

@@ -7,7 +7,7 @@ pub mod job;
 pub mod label;
 pub mod message;
 
-pub use callback::{Attempt, Callback, CallbackStatus, CallbackUrl, InvalidCallbackUrl};
+pub use callback::{Attempt, Callback, CallbackStatus, CallbackUrl, DefaultCallback, InvalidCallbackUrl};
 pub use ids::{CorrelationId, IdempotencyKey, InvalidId, JobId, ObjectKey, OwnerId};
 pub use image::{ContentType, ImageInfo, ImageLimits, ImageRejection};
 pub use job::{Failure, FailureCode, ImageMeta, Job, JobState, JobStatus, NewJob, Refused};

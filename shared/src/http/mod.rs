@@ -9,6 +9,7 @@
 //! | `GET /v1/live` | 101 WebSocket: subscribe to one job or all of the caller's (`labelq serve` only; see [`websocket`]) |
 //! | `GET /v1/images?status=&label=&limit=&cursor=` | 200: the caller's images, newest first |
 //! | `DELETE /v1/images/{id}` | 204: record and image removed |
+//! | `GET`, `PUT`, `DELETE /v1/callback` | the caller's default callback (where kept; see [`default_callback`]) |
 //! | `GET /healthz` | 200 |
 //! | `GET /openapi.json` | 200: this API's OpenAPI 3.1 description |
 //!
@@ -16,6 +17,7 @@
 //! OpenAPI document (`#[utoipa::path]`); [`openapi`] assembles it.
 
 pub mod auth;
+pub mod default_callback;
 pub mod events;
 pub mod openapi;
 pub mod problem;
@@ -41,7 +43,7 @@ use self::problem::ApiError;
 use self::views::{JobView, ListLinks, ListView, decode_cursor, encode_cursor, image_path};
 use crate::domain::{CallbackUrl, Clock, CorrelationId, IdempotencyKey, Job, JobId, JobStatus, OwnerId};
 use crate::ports::{ListQuery, MessagePublisher};
-use crate::service::{QueryService, Stores, SubmitConfig, SubmitRequest, SubmitService};
+use crate::service::{DefaultCallbackService, QueryService, Stores, SubmitConfig, SubmitRequest, SubmitService};
 
 /// How long a client should wait before polling an unfinished job, in seconds.
 const RETRY_AFTER_SECS: &str = "1";
@@ -63,6 +65,8 @@ pub struct ApiState {
     pub query: Arc<QueryService>,
     pub auth: Arc<dyn Authenticator>,
     pub live: Option<events::Live>,
+    /// Present where owners' default callbacks are kept; the `/v1/callback` routes exist only then.
+    pub defaults: Option<Arc<DefaultCallbackService>>,
 }
 
 /// Where accepted uploads are announced, and the rules they are accepted by.
@@ -79,14 +83,23 @@ impl ApiState {
     pub fn new(stores: Stores, uploads: Option<Uploads>, clock: Arc<dyn Clock>, auth: Arc<dyn Authenticator>) -> Self {
         let submit =
             uploads.map(|u| Arc::new(SubmitService::new(stores.clone(), u.publisher, clock.clone(), u.config)));
-        Self { submit, query: Arc::new(QueryService::new(stores, clock)), auth, live: None }
+        Self { submit, query: Arc::new(QueryService::new(stores, clock)), auth, live: None, defaults: None }
+    }
+
+    /// Adds owners' default callbacks: the `/v1/callback` routes, and submissions without a
+    /// callback of their own get the owner's.
+    pub fn with_default_callbacks(mut self, defaults: Arc<DefaultCallbackService>) -> Self {
+        self.submit = self.submit.map(|s| Arc::new(SubmitService::clone(&s).with_default_callbacks(defaults.clone())));
+        self.defaults = Some(defaults);
+        self
     }
 }
 
 /// The API as an axum [`Router`]: every route is registered with its OpenAPI description
 /// ([`openapi`]), so the document served at `GET /openapi.json` cannot drift from the routes.
 pub fn router(state: ApiState) -> Router {
-    let (routes, document) = openapi::routes(state.submit.is_some(), state.live.is_some()).split_for_parts();
+    let (routes, document) =
+        openapi::routes(state.submit.is_some(), state.live.is_some(), state.defaults.is_some()).split_for_parts();
     let document = openapi::Document::serve(&document);
     routes
         .fallback(|| async { ApiError::NoRoute })

@@ -52,13 +52,20 @@ struct ApiDoc;
 
 /// The routes with their descriptions; without uploads where this process only serves reads,
 /// without live push where it cannot hold connections open.
-pub fn routes(uploads: bool, live: bool) -> OpenApiRouter<ApiState> {
+pub fn routes(uploads: bool, live: bool, default_callbacks: bool) -> OpenApiRouter<ApiState> {
     let images = if uploads { routes!(super::list_images, super::submit_image) } else { routes!(super::list_images) };
     let mut router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(images)
         .routes(routes!(super::get_image, super::delete_image))
         .routes(routes!(healthz))
         .routes(routes!(openapi_json));
+    if default_callbacks {
+        router = router.routes(routes!(
+            super::default_callback::get_default_callback,
+            super::default_callback::set_default_callback,
+            super::default_callback::delete_default_callback
+        ));
+    }
     if live {
         router = router.routes(routes!(super::events::follow_image)).routes(routes!(super::websocket::live_jobs));
         // The WebSocket's messages: no operation refers to them, so they are added by hand.
@@ -78,7 +85,7 @@ pub fn routes(uploads: bool, live: bool) -> OpenApiRouter<ApiState> {
 
 /// The whole API's description, as `labelq serve` serves it.
 pub fn document() -> OpenApi {
-    routes(true, true).into_openapi()
+    routes(true, true, true).into_openapi()
 }
 
 /// The serialised document, made once per router.

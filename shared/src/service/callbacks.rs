@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::Disposition;
+use super::{DefaultCallbackService, Disposition};
 use crate::domain::{Attempt, Callback, CallbackStatus, Clock, Job, JobFinished, Message};
 use crate::ports::{BackendError, CallError, CallbackRequest, CallbackSender, Delivery, JobStore, UpdateError};
 use crate::webhooks::{RetrySchedule, TargetPolicy, WebhookEvent, WebhookSecrets, webhook_id};
@@ -40,6 +40,7 @@ pub struct CallbackService {
     sender: Arc<dyn CallbackSender>,
     clock: Arc<dyn Clock>,
     config: CallbackConfig,
+    defaults: Option<Arc<DefaultCallbackService>>,
 }
 
 impl CallbackService {
@@ -49,7 +50,13 @@ impl CallbackService {
         clock: Arc<dyn Clock>,
         config: CallbackConfig,
     ) -> Self {
-        Self { jobs, sender, clock, config }
+        Self { jobs, sender, clock, config, defaults: None }
+    }
+
+    /// A 410 Gone also disables the owner's default callback, when it was called at that URL.
+    pub fn with_default_callbacks(mut self, defaults: Arc<DefaultCallbackService>) -> Self {
+        self.defaults = Some(defaults);
+        self
     }
 
     pub fn config(&self) -> &CallbackConfig {
@@ -99,6 +106,7 @@ impl CallbackService {
         }
 
         let (attempt, retry_after) = self.call(&finished, &callback).await;
+        let owner = job.owner.clone();
         let (next, wait) = match self.record(job, &attempt, retry_after).await {
             Ok(Some(recorded)) => recorded,
             Ok(None) => return Disposition::Ack,
@@ -116,6 +124,12 @@ impl CallbackService {
             }
             CallbackStatus::Disabled => {
                 info!(%job_id, "the receiver answered 410 Gone; callback disabled");
+                if let Some(defaults) = &self.defaults
+                    && let Err(e) = defaults.gone(&owner, &callback.url).await
+                {
+                    // The job's own callback is settled; the default is tried again by a later 410.
+                    warn!(error = %e, cause = ?e, %job_id, "could not disable the owner's default callback");
+                }
                 Disposition::Ack
             }
             CallbackStatus::Failed if matches!(attempt, Attempt::Refused(_)) => {

@@ -5,9 +5,11 @@
 //! - [`QueryService`]: get, list and delete an owner's images (status-api).
 //! - [`WorkerService`]: process one queue message (worker).
 //! - [`CallbackService`]: deliver one job's completion callback.
+//! - [`DefaultCallbackService`]: an owner's default callback, for jobs that name none.
 //! - [`WatchService`]: follow an owner's jobs as they change (live push).
 
 mod callbacks;
+mod default_callbacks;
 mod query;
 mod submit;
 mod watch;
@@ -25,6 +27,7 @@ pub struct Stores {
 }
 
 pub use callbacks::{CallbackConfig, CallbackService};
+pub use default_callbacks::{DefaultCallbackError, DefaultCallbackService};
 pub use query::{QueryError, QueryService};
 pub use submit::{Submission, SubmitConfig, SubmitError, SubmitRequest, SubmitService, Upload};
 pub use watch::{Change, JobChanges, JobFeed, OwnerChange, OwnerFeed, WatchConfig, WatchService, WatchedJobStore};

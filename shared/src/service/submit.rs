@@ -12,7 +12,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tracing::{info, instrument, warn};
 
-use super::Stores;
+use super::{DefaultCallbackService, Stores};
 use crate::domain::{
     CallbackUrl, Clock, ContentType, CorrelationId, IdempotencyKey, ImageLimits, ImageMeta, ImageRejection, Job, JobId,
     JobStatus, NewJob, ObjectKey, OwnerId,
@@ -81,6 +81,7 @@ pub struct SubmitService {
     publisher: Arc<dyn MessagePublisher>,
     clock: Arc<dyn Clock>,
     config: SubmitConfig,
+    defaults: Option<Arc<DefaultCallbackService>>,
 }
 
 impl SubmitService {
@@ -90,7 +91,13 @@ impl SubmitService {
         clock: Arc<dyn Clock>,
         config: SubmitConfig,
     ) -> Self {
-        Self { images: stores.images, jobs: stores.jobs, publisher, clock, config }
+        Self { images: stores.images, jobs: stores.jobs, publisher, clock, config, defaults: None }
+    }
+
+    /// Jobs submitted without a callback get their owner's default one, if it has one.
+    pub fn with_default_callbacks(mut self, defaults: Arc<DefaultCallbackService>) -> Self {
+        self.defaults = Some(defaults);
+        self
     }
 
     pub fn limits(&self) -> &ImageLimits {
@@ -106,6 +113,11 @@ impl SubmitService {
             })?;
             policy.check_url(url).map_err(|refusal| SubmitError::CallbackRefused(refusal.0))?;
         }
+        let callback = match (&req.callback, &self.defaults) {
+            (Some(url), _) => Some(url.clone()),
+            (None, Some(defaults)) => defaults.for_new_job(&req.owner).await?,
+            (None, None) => None,
+        };
         let sha256 = sha256_hex(req.upload.bytes.clone()).await;
 
         if let Some(key) = &req.idempotency_key
@@ -138,7 +150,7 @@ impl SubmitService {
             },
             idempotency_key: req.idempotency_key.clone(),
             correlation_id: req.correlation_id.clone(),
-            callback: req.callback.clone(),
+            callback,
             now: self.clock.now(),
             ttl: self.config.ttl,
         });

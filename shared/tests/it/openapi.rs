@@ -40,6 +40,18 @@ fn every_operation_has_an_id_and_every_secured_one_answers_401_500_and_503() {
     ids.sort();
     assert_eq!(
         ids,
-        ["deleteImage", "followImage", "getHealth", "getImage", "getOpenApi", "listImages", "liveJobs", "submitImage"]
+        [
+            "deleteDefaultCallback",
+            "deleteImage",
+            "followImage",
+            "getDefaultCallback",
+            "getHealth",
+            "getImage",
+            "getOpenApi",
+            "listImages",
+            "liveJobs",
+            "setDefaultCallback",
+            "submitImage"
+        ]
     );
 }

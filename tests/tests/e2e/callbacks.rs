@@ -152,3 +152,88 @@ async fn a_job_without_a_callback_shows_none_and_queues_nothing_for_delivery() {
     assert_eq!(app.embedded.callbacks.counts().await.unwrap(), Default::default());
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_owners_default_callback_is_called_for_jobs_without_their_own_until_it_answers_410() {
+    let app = app(true).await;
+    let default = Receiver::start([200u16, 410, 200]).await;
+    let own = Receiver::start([200u16]).await;
+    let endpoint = format!("{}/v1/callback", app.base);
+    let set = |url: String| app.http.put(&endpoint).bearer_auth(ALICE).json(&serde_json::json!({ "url": url })).send();
+    let current = || async {
+        let response = app.http.get(&endpoint).bearer_auth(ALICE).send().await.unwrap();
+        (response.status().as_u16(), response.json::<Value>().await.unwrap())
+    };
+    let plain = || app.submit_ok(ALICE, labelq_e2e::png(100, 100), "image/png");
+
+    assert_eq!(current().await.0, 404, "none set yet");
+    let response = set(default.url("/default")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let shown: Value = response.json().await.unwrap();
+    assert_eq!(
+        (shown["url"].as_str(), shown["status"].as_str()),
+        (Some(default.url("/default").as_str()), Some("ACTIVE"))
+    );
+    assert_eq!(current().await, (200, shown));
+
+    // A job without a callback of its own gets the default; one with its own keeps it.
+    let first = plain().await;
+    assert_eq!(app.wait_callback_settled(ALICE, &first, SETTLE).await["callback"]["status"], "DELIVERED");
+    let named = accepted(app.submit_with_callback(ALICE, &own.url("/own")).await).await;
+    assert_eq!(app.wait_callback_settled(ALICE, &named, SETTLE).await["callback"]["url"], own.url("/own"));
+    // Bob has no default: his job has no callback.
+    let bobs = app.submit_ok(labelq_e2e::BOB, labelq_e2e::png(100, 100), "image/png").await;
+    assert!(app.wait_finished(labelq_e2e::BOB, &bobs, SETTLE).await.get("callback").is_none());
+
+    // The receiver answers 410: that job's callback and the default are disabled.
+    let gone = plain().await;
+    assert_eq!(app.wait_callback_settled(ALICE, &gone, SETTLE).await["callback"]["status"], "DISABLED");
+    let (status, disabled) = current().await;
+    assert_eq!((status, disabled["status"].as_str()), (200, Some("DISABLED")), "{disabled}");
+    assert!(disabled["disabled_at"].is_string());
+    let after = plain().await;
+    assert!(app.wait_finished(ALICE, &after, SETTLE).await.get("callback").is_none(), "no callback once disabled");
+
+    // Setting it again enables it; removing it stops it.
+    assert_eq!(set(default.url("/default")).await.unwrap().status(), 200);
+    let again = plain().await;
+    assert_eq!(app.wait_callback_settled(ALICE, &again, SETTLE).await["callback"]["status"], "DELIVERED");
+    let calls: Vec<String> =
+        default.calls().iter().map(|c| c.json()["data"]["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(calls, [first, gone, again], "the default receiver got exactly the jobs without their own");
+    assert_eq!(own.calls().len(), 1);
+    assert_eq!(app.http.delete(&endpoint).bearer_auth(ALICE).send().await.unwrap().status(), 204);
+    assert_eq!(app.http.delete(&endpoint).bearer_auth(ALICE).send().await.unwrap().status(), 404);
+    let last = plain().await;
+    assert!(app.wait_finished(ALICE, &last, SETTLE).await.get("callback").is_none());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_default_callback_is_refused_as_a_callback_url_would_be() {
+    let app = app(false).await;
+    let endpoint = format!("{}/v1/callback", app.base);
+    let put = |body: &str, content_type: &str| {
+        app.http.put(&endpoint).bearer_auth(ALICE).header("content-type", content_type).body(body.to_owned()).send()
+    };
+    for (body, content_type, status, slug) in [
+        (r#"{"url":"https://hooks.example.com/x"}"#, "text/plain", 415, "unsupported-media-type"),
+        (r#"{"url":"ftp://hooks.example.com/x"}"#, "application/json", 400, "invalid-callback-url"),
+        (r#"{"url":"https://user:pw@hooks.example.com/x"}"#, "application/json", 400, "invalid-callback-url"),
+        (r#"{"url":"https://169.254.169.254/latest"}"#, "application/json", 400, "callback-refused"),
+        (r#"{"url":"http://hooks.example.com/x"}"#, "application/json", 400, "callback-refused"),
+        (r#"{"url":"https://hooks.example.com/x","extra":1}"#, "application/json", 400, "unreadable-body"),
+        ("not json", "application/json", 400, "unreadable-body"),
+    ] {
+        let response = put(body, content_type).await.unwrap();
+        assert_eq!(response.status(), status, "{body}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["type"], format!("https://labelq.dev/problems/{slug}"), "{body}");
+    }
+    assert_eq!(app.http.get(&endpoint).bearer_auth(ALICE).send().await.unwrap().status(), 404, "nothing was set");
+    let ok = put(r#"{"url":"https://hooks.example.com/x"}"#, "application/json; charset=utf-8").await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(app.http.get(&endpoint).send().await.unwrap().status(), 401, "no token");
+    app.shutdown().await;
+}

@@ -1,4 +1,5 @@
-//! SQLite adapters for `labelq serve`: [`SqliteJobStore`] and [`SqliteQueue`], each in its own
+//! SQLite adapters for `labelq serve`: [`SqliteJobStore`], [`SqliteQueue`] and
+//! [`SqliteDefaultCallbacks`], each in its own
 //! database file so that job writes and queue writes don't wait on each other's commits, and
 //! [`Holder`], the registration by which processes sharing a data directory know who holds what.
 //!
@@ -10,10 +11,12 @@
 //! cuts a job's fsyncs in the worker from four to one. All SQLite work runs on the blocking pool,
 //! never on the async threads.
 
+mod default_callbacks;
 mod holder;
 mod jobs;
 mod queue;
 
+pub use default_callbacks::SqliteDefaultCallbacks;
 pub use holder::{Departed, Holder};
 pub use jobs::SqliteJobStore;
 pub use queue::{QueueCounts, SqliteQueue};
