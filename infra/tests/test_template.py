@@ -58,6 +58,9 @@ BINARIES = {
 }
 ROUTES = {
     ("POST", "/v1/images"): "RequestHandlerFunction",
+    ("GET", "/v1/callback"): "RequestHandlerFunction",
+    ("PUT", "/v1/callback"): "RequestHandlerFunction",
+    ("DELETE", "/v1/callback"): "RequestHandlerFunction",
     ("GET", "/v1/images"): "StatusApiFunction",
     ("GET", "/v1/images/{id}"): "StatusApiFunction",
     ("DELETE", "/v1/images/{id}"): "StatusApiFunction",
@@ -338,6 +341,28 @@ def check_callback_queue_takes_only_callbacks(ts: dict[str, Template]) -> list[s
     return found
 
 
+# What each function does to the jobs table's items, the default callbacks' included.
+TABLE_ACTIONS = {
+    "RequestHandlerRole": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"},
+    "CallbackDelivererRole": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+}
+
+
+def check_table_access_for_default_callbacks(ts: dict[str, Template]) -> list[str]:
+    """The request-handler may read, set and remove a default callback; the callback-deliverer
+    may disable one (UpdateItem)."""
+    template = ts["template"]
+    table = "${Storage.Outputs.TableArn}"
+    found = []
+    for role, needed in TABLE_ACTIONS.items():
+        granted = {action for name, st in allow_statements(template) if name.startswith(f"{role}.Policies.")
+                   and table in [render(r) for r in as_list(st.get("Resource"))]
+                   for action in as_list(st.get("Action"))}
+        if not needed <= granted:
+            found.append(f"{role}: lacks {sorted(needed - granted)} on the jobs table")
+    return found
+
+
 def nested_parameter(ts: dict[str, Template], name: str) -> int:
     """The value the template passes to storage.yaml's parameter, or that parameter's default."""
     template, storage = ts["template"], ts["storage"]
@@ -598,6 +623,9 @@ MUTATIONS: list[tuple[str, Callable, Callable[[dict[str, Template]], None]]] = [
                  for k in ("SqsManagedSseEnabled", "KmsMasterKeyId")]),
     ("topic encryption off", check_encryption_at_rest,
      lambda ts: props(first(ts["storage"], "AWS::SNS::Topic")).pop("KmsMasterKeyId")),
+    ("the deliverer cannot disable a default callback", check_table_access_for_default_callbacks,
+     lambda ts: statement(ts["template"], "CallbackDelivererRole", "RecordCallbacks").update(
+         Action=["dynamodb:GetItem", "dynamodb:PutItem"])),
     ("wildcard action granted", check_no_wildcard_actions,
      lambda ts: statement(ts["template"], "StatusApiRole", "ReadAndDeleteJobs").update(Action="dynamodb:*")),
     ("NotAction granted", check_no_wildcard_actions,

@@ -380,7 +380,7 @@ mod aws {
             consumer: Consumer::Sqs { queue: sqs_queue(&sdk, &queue_url), batch_size: 10 },
             embedded: None,
             callbacks,
-            defaults: None,
+            defaults: Some(stores.defaults.clone()),
         };
         Ok((backends, sdk, resources, secrets))
     }

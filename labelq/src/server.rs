@@ -47,8 +47,8 @@ pub struct Backends {
     /// Where finished jobs are announced and callbacks delivered from; `None` where this server
     /// delivers no callbacks (the AWS backends without a completion topic and callback queue).
     pub callbacks: Option<CallbackQueue>,
-    /// Where owners' default callbacks are kept; `None` where they are not (the AWS backends),
-    /// and then the `/v1/callback` routes do not exist.
+    /// Where owners' default callbacks are kept (used only where callbacks are delivered; the
+    /// `/v1/callback` routes exist only then).
     pub defaults: Option<Arc<dyn DefaultCallbacks>>,
 }
 

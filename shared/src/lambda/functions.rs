@@ -22,7 +22,7 @@ use crate::detectors::{DetectorConfig, DetectorKind};
 use crate::domain::{DetectOptions, ImageLimits, SystemClock};
 use crate::http::{ApiState, Uploads, router};
 use crate::ports::LabelDetector;
-use crate::service::{Announce, Backoff, SubmitConfig, WorkerConfig, WorkerService};
+use crate::service::{Announce, Backoff, DefaultCallbackService, SubmitConfig, WorkerConfig, WorkerService};
 use crate::webhooks::TargetPolicy;
 
 /// API Gateway -> Lambda carries at most 6 MB, and binary bodies arrive base64-encoded (4/3 the
@@ -59,12 +59,18 @@ impl RequestHandlerConfig {
     }
 }
 
-/// The request-handler's router: the upload route (and the reads, which API Gateway routes to
-/// the status-api instead).
+/// The request-handler's router: the upload route and, where callbacks are delivered, the
+/// default callback's routes (and the reads, which API Gateway routes to the status-api instead).
 pub fn request_handler_app(sdk: &SdkConfig, config: &RequestHandlerConfig) -> axum::Router {
-    let stores = AwsStores::new(sdk, &config.resources).stores();
+    let aws = AwsStores::new(sdk, &config.resources);
     let uploads = Uploads { publisher: sns_publisher(sdk, &config.topic_arn), config: config.submit.clone() };
-    router(ApiState::new(stores, Some(uploads), Arc::new(SystemClock), Arc::new(ApiGatewayJwt)))
+    let clock = Arc::new(SystemClock);
+    let mut state = ApiState::new(aws.stores(), Some(uploads), clock.clone(), Arc::new(ApiGatewayJwt));
+    // Where callbacks are delivered, owners may set a default one (`/v1/callback`).
+    if let Some(policy) = config.submit.callbacks {
+        state = state.with_default_callbacks(Arc::new(DefaultCallbackService::new(aws.defaults, clock, policy)));
+    }
+    router(state)
 }
 
 /// The status-api's router: get, list, delete; no upload route.
@@ -240,8 +246,11 @@ impl CallbackFunction {
         let sender = crate::adapters::reqwest::ReqwestCallbackSender::new(config.policy)?;
         let callbacks =
             crate::service::CallbackConfig { secrets, policy: config.policy, schedule: config.schedule.clone() };
-        let service =
-            crate::service::CallbackService::new(stores.jobs, Arc::new(sender), Arc::new(SystemClock), callbacks);
+        let clock = Arc::new(SystemClock);
+        // A 410 also disables the owner's default callback when it was that URL.
+        let defaults = DefaultCallbackService::new(stores.defaults, clock.clone(), config.policy);
+        let service = crate::service::CallbackService::new(stores.jobs, Arc::new(sender), clock, callbacks)
+            .with_default_callbacks(Arc::new(defaults));
         let queue = SqsQueue::new(LazyClient::from_config(sdk, aws_sdk_sqs::Client::new), &config.queue_url);
         Ok(Self { service: Arc::new(service), queue: Arc::new(queue) })
     }

@@ -24,9 +24,9 @@ use labelq_shared::lambda::{
     ApiGatewayJwt, RequestHandlerConfig, WorkerFunction, WorkerFunctionConfig, record_from_sdk, request_handler_app,
     status_api_app,
 };
-use labelq_shared::ports::JobStore;
+use labelq_shared::ports::{DefaultCallbacks, JobStore};
 use labelq_shared::service::{Backoff, SubmitConfig, WorkerConfig};
-use labelq_testkit::contract::job_store_contract;
+use labelq_testkit::contract::{default_callbacks_contract, job_store_contract};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -356,15 +356,22 @@ async fn results_too_large_for_an_item_are_kept_in_s3_behind_a_pointer() {
 }
 
 #[tokio::test]
-async fn the_dynamodb_job_store_keeps_the_job_store_contract() {
+async fn the_dynamodb_stores_keep_their_contracts_in_one_table() {
     let stack = Stack::deploy(&[]).await;
     let adapters = AwsStores::new(&stack.sdk, &stack.resources());
+    // A default callback item in the table while the job store is checked: it must not show up
+    // in any listing or lookup of jobs.
+    let owner = labelq_shared::domain::OwnerId::parse("alice").expect("owner");
+    let url = labelq_shared::domain::CallbackUrl::parse("https://hooks.example.com/x").expect("url");
+    let callback = labelq_shared::domain::DefaultCallback::new(url, time::OffsetDateTime::now_utc());
+    adapters.defaults.put(&owner, &callback).await.expect("put");
     job_store_contract(&*adapters.jobs).await;
+    default_callbacks_contract(&*adapters.defaults).await;
     stack.delete().await;
 }
 
 #[tokio::test]
-async fn labelq_serve_with_the_aws_backend_labels_an_image_through_localstack_and_calls_back() {
+async fn labelq_serve_with_the_aws_backend_labels_an_image_through_localstack_and_calls_the_default_callback() {
     let stack = Stack::deploy(&[]).await;
     let receiver = labelq_e2e::receiver::Receiver::start([200u16]).await;
     let serve = ServeProcess::start(
@@ -384,10 +391,17 @@ async fn labelq_serve_with_the_aws_backend_labels_an_image_through_localstack_an
     );
     let base = serve.base.clone();
     let http = reqwest::Client::new();
+    // The owner's default callback, an item of the stack's table: the job names none of its own.
+    let set = http
+        .put(format!("{base}/v1/callback"))
+        .json(&serde_json::json!({ "url": receiver.url("/hook") }))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(set.status(), 200);
     let response = http
         .post(format!("{base}/v1/images"))
         .header("content-type", "image/png")
-        .header("callback-url", receiver.url("/hook"))
         .body(photo("chelsea.png"))
         .send()
         .await

@@ -25,6 +25,7 @@
 //!   the same way: a detection failure that is not about the image.
 
 mod dynamodb;
+mod dynamodb_default_callbacks;
 mod rekognition;
 mod s3;
 mod secretsmanager;
@@ -33,6 +34,7 @@ mod sqs;
 mod wiring;
 
 pub use dynamodb::DynamoJobStore;
+pub use dynamodb_default_callbacks::DynamoDefaultCallbacks;
 pub use rekognition::RekognitionDetector;
 pub use s3::S3ImageStore;
 pub use secretsmanager::{SecretError, webhook_secrets};

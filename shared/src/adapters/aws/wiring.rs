@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use aws_config::SdkConfig;
 
-use super::{DynamoJobStore, LazyClient, S3ImageStore, SnsPublisher, SqsQueue, s3_client};
+use super::{DynamoDefaultCallbacks, DynamoJobStore, LazyClient, S3ImageStore, SnsPublisher, SqsQueue, s3_client};
 use crate::config::{self, ConfigError};
 use crate::service::Stores;
 
@@ -29,6 +29,8 @@ impl Resources {
 pub struct AwsStores {
     pub images: Arc<S3ImageStore>,
     pub jobs: Arc<DynamoJobStore>,
+    /// Owners' default callbacks, in the jobs table.
+    pub defaults: Arc<DynamoDefaultCallbacks>,
 }
 
 impl AwsStores {
@@ -49,7 +51,8 @@ impl AwsStores {
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         Self {
             images: Arc::new(S3ImageStore::new(s3.clone(), &resources.bucket)),
-            jobs: Arc::new(DynamoJobStore::new(dynamo, &resources.table, s3, &resources.bucket)),
+            jobs: Arc::new(DynamoJobStore::new(dynamo.clone(), &resources.table, s3, &resources.bucket)),
+            defaults: Arc::new(DynamoDefaultCallbacks::new(dynamo, &resources.table)),
         }
     }
 

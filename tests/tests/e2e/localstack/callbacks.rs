@@ -161,14 +161,19 @@ async fn finished_jobs_reach_the_completion_topic_and_their_callbacks_are_signed
 }
 
 #[tokio::test]
-async fn a_callback_is_retried_on_its_schedule_through_the_queue_with_one_webhook_id_and_410_stops_it() {
+async fn a_callback_is_retried_on_its_schedule_through_the_queue_with_one_webhook_id_and_410_stops_it_and_the_default() {
     let stack = Stack::deploy(&[]).await;
     let sdk = &stack.sdk;
     let flaky = Receiver::start([500u16, 500, 200]).await;
     let gone = Receiver::start([410u16]).await;
     let api = api(&stack);
     let retried = submit(&api, photo("coffee.png"), Some(&flaky.url("/hook"))).await;
-    let disabled = submit(&api, photo("coffee.png"), Some(&gone.url("/hook"))).await;
+    // The second job names no callback: it gets the owner's default, set through the
+    // request-handler's route and kept in the stack's table.
+    let body = serde_json::to_vec(&serde_json::json!({ "url": gone.url("/hook") })).expect("JSON");
+    let (status, _, set) = call(&api, api_request("PUT", "/v1/callback", "user-1", body, "application/json")).await;
+    assert_eq!((status, set["status"].as_str()), (http::StatusCode::OK, Some("ACTIVE")), "{set}");
+    let disabled = submit(&api, photo("coffee.png"), None).await;
     work(&stack, 2, Arc::new(StubDetector::default())).await;
 
     // The event source mapping's part: receive what is visible, hand it over, until both settle.
@@ -204,6 +209,10 @@ async fn a_callback_is_retried_on_its_schedule_through_the_queue_with_one_webhoo
     let callback = jobs.get(&disabled).await.expect("get").expect("the job").callback.expect("a callback");
     assert_eq!((callback.status, callback.attempts, callback.last_code), (CallbackStatus::Disabled, 1, Some(410)));
     assert_eq!(gone.calls().len(), 1, "410 stops delivery");
+    // ... and disables the owner's default callback, so later jobs get none.
+    let request = api_request("GET", "/v1/callback", "user-1", Vec::new(), "application/json");
+    let (status, _, default) = call(&api, request).await;
+    assert_eq!((status, default["status"].as_str()), (http::StatusCode::OK, Some("DISABLED")), "{default}");
     // Nothing is left on the queue to call again.
     assert!(drain(&callbacks, Duration::from_secs(3)).await.is_empty());
     stack.delete().await;
