@@ -18,14 +18,10 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use labelq::embedded::Embedded;
-use labelq::server::{ServeOptions, Server};
+use labelq::server::Server;
 use labelq_e2e::{StubDetector, png};
 use labelq_shared::config::MaxReceives;
-use labelq_shared::domain::{OwnerId, SystemClock};
-use labelq_shared::http::auth::OpenAccess;
-use labelq_shared::http::events::LiveConfig;
-use labelq_shared::service::{CallbackConfig, SubmitConfig, WorkerConfig};
-use labelq_shared::webhooks::{RetrySchedule, TargetPolicy, WebhookSecret, WebhookSecrets};
+use labelq_shared::domain::SystemClock;
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -100,23 +96,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn run(others: Others) {
     let data = tempfile::tempdir().expect("data dir");
     let embedded = Embedded::open(data.path(), MaxReceives::DEFAULT, Arc::new(SystemClock)).await.expect("embedded");
-    let options = ServeOptions {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        workers: 2,
-        auth: Arc::new(OpenAccess::new(OwnerId::parse("bench").expect("owner"))),
-        submit: SubmitConfig::default(),
-        worker: WorkerConfig::default(),
-        poll_wait: Duration::from_secs(5),
-        grace: Duration::from_secs(5),
-        sweep_interval: Duration::from_secs(3600),
-        callbacks: CallbackConfig {
-            secrets: WebhookSecrets::new(WebhookSecret::generate()),
-            policy: TargetPolicy::default(),
-            schedule: RetrySchedule::default(),
-        },
-        deliverers: 1,
-        live: LiveConfig::default(),
-    };
+    let options = labelq_e2e::bench_serve_options(2);
     let server = Server::start(embedded.into(), Arc::new(StubDetector::default()), Arc::new(SystemClock), options)
         .await
         .expect("server");

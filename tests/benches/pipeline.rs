@@ -17,15 +17,13 @@ use std::time::{Duration, Instant};
 
 use labelq::embedded::Embedded;
 use labelq::pool::{self, PoolConfig};
-use labelq::server::{ServeOptions, Server};
+use labelq::server::Server;
 use labelq_e2e::StubDetector;
 use labelq_e2e::receiver::Receiver;
 use labelq_shared::adapters::reqwest::ReqwestCallbackSender;
 use labelq_shared::config::MaxReceives;
 use labelq_shared::domain::CallbackUrl;
 use labelq_shared::domain::{ContentType, CorrelationId, OwnerId, SystemClock};
-use labelq_shared::http::auth::OpenAccess;
-use labelq_shared::http::events::LiveConfig;
 use labelq_shared::service::{
     Announce, CallbackConfig, CallbackService, SubmitConfig, SubmitRequest, SubmitService, Upload, WorkerConfig,
     WorkerService,
@@ -66,23 +64,7 @@ fn ms(d: Duration) -> f64 {
 async fn submit_latency(body: &[u8], requests: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let embedded = Embedded::open(dir.path(), MaxReceives::DEFAULT, Arc::new(SystemClock)).await.expect("open");
-    let options = ServeOptions {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        workers: 1,
-        auth: Arc::new(OpenAccess::new(OwnerId::parse("bench").expect("owner"))),
-        submit: SubmitConfig::default(),
-        worker: WorkerConfig::default(),
-        poll_wait: Duration::from_secs(5),
-        grace: Duration::from_secs(5),
-        sweep_interval: Duration::from_secs(3600),
-        callbacks: CallbackConfig {
-            secrets: WebhookSecrets::new(WebhookSecret::generate()),
-            policy: TargetPolicy::default(),
-            schedule: RetrySchedule::default(),
-        },
-        deliverers: 1,
-        live: LiveConfig::default(),
-    };
+    let options = labelq_e2e::bench_serve_options(1);
     let server = Server::start(embedded.into(), Arc::new(StubDetector::default()), Arc::new(SystemClock), options)
         .await
         .expect("server");

@@ -161,7 +161,7 @@ async fn finished_jobs_reach_the_completion_topic_and_their_callbacks_are_signed
 }
 
 #[tokio::test]
-async fn a_callback_is_retried_on_its_schedule_through_the_queue_with_one_webhook_id_and_410_stops_it_and_the_default() {
+async fn a_callback_is_retried_through_the_queue_with_one_webhook_id_and_a_410_disables_it_and_the_default() {
     let stack = Stack::deploy(&[]).await;
     let sdk = &stack.sdk;
     let flaky = Receiver::start([500u16, 500, 200]).await;
