@@ -2,7 +2,8 @@
 //!
 //! - every upload carries an `Idempotency-Key`, so it is retried safely (the same key) on a
 //!   connection error, a 5xx or a 429, with exponential backoff that honours `Retry-After`;
-//! - it polls the `Location` it was given, waiting as long as `Retry-After` says;
+//! - it follows the job's event stream where the server has one (`labelq serve`), and otherwise
+//!   polls the `Location` it was given, waiting as long as `Retry-After` says;
 //! - 4xx answers are final and printed with the problem's detail.
 
 use std::io::IsTerminal;
@@ -147,6 +148,11 @@ async fn submit_one(
 
     let status_url = if location.starts_with("http") { location } else { format!("{base}{location}") };
     let started = Instant::now();
+    // Where the server streams the job's changes, they arrive as they happen; otherwise (the
+    // route is not there, or the stream broke off), poll.
+    if let Some(finished) = follow(client, &status_url, options, file, progress, started).await {
+        return Ok(finished);
+    }
     loop {
         let status = job["status"].as_str().unwrap_or("UNKNOWN").to_owned();
         if status == "SUCCEEDED" || status == "FAILED" {
@@ -172,6 +178,78 @@ async fn submit_one(
         if !matches!(job["status"].as_str(), Some("SUCCEEDED" | "FAILED")) {
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+/// Follows the job's event stream (`{status_url}/events`) until a finished state, within what
+/// is left of the timeout: the finished job, or `None` when there is no stream to follow or it
+/// ended before the job did (the caller polls then).
+async fn follow(
+    client: &Client,
+    status_url: &str,
+    options: &SubmitOptions,
+    file: &Path,
+    progress: &Progress,
+    started: Instant,
+) -> Option<Value> {
+    let events_url = format!("{status_url}/events");
+    let mut request = client.get(&events_url).header(header::ACCEPT, "text/event-stream");
+    if let Some(token) = &options.token {
+        request = request.bearer_auth(token);
+    }
+    let left = options.timeout.saturating_sub(started.elapsed());
+    let stream = async {
+        let mut response = request.send().await.ok()?;
+        let is_stream = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if response.status() != StatusCode::OK || !is_stream {
+            return None;
+        }
+        let mut events = EventStream::default();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            for job in events.push(&chunk) {
+                let status = job["status"].as_str().unwrap_or("UNKNOWN");
+                if matches!(status, "SUCCEEDED" | "FAILED") {
+                    return Some(job);
+                }
+                progress.show(file, &format!("{status} ({:.1}s)", started.elapsed().as_secs_f32()));
+            }
+        }
+        None
+    };
+    tokio::time::timeout(left, stream).await.ok().flatten()
+}
+
+/// The `data` of Server-Sent Events as JSON, from the stream's bytes as they come (events split
+/// across chunks included); comments and anything that is not JSON are skipped.
+#[derive(Debug, Default)]
+struct EventStream {
+    buffer: Vec<u8>,
+}
+
+impl EventStream {
+    /// The events completed by `chunk`.
+    fn push(&mut self, chunk: &[u8]) -> Vec<Value> {
+        self.buffer.extend_from_slice(chunk);
+        let mut events = Vec::new();
+        while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&block);
+            let data: Vec<&str> = text
+                .lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            if !data.is_empty()
+                && let Ok(value) = serde_json::from_str(&data.join("\n"))
+            {
+                events.push(value);
+            }
+        }
+        events
     }
 }
 
@@ -238,5 +316,27 @@ impl Progress {
         if self.enabled {
             eprint!("\r\x1b[2K");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_read_as_they_complete_across_chunks_and_comments_are_skipped() {
+        let mut events = EventStream::default();
+        assert!(events.push(b": keep-alive\n\n").is_empty());
+        assert!(events.push(b"id: 3\nretry: 1000\ndata: {\"status\":").is_empty(), "not complete yet");
+        let done = events.push(b"\"PROCESSING\"}\n\nid: 4\ndata:{\"status\":\"SUCCEEDED\"}\n\ndata: {\"x\"");
+        assert_eq!(done, [json!({"status": "PROCESSING"}), json!({"status": "SUCCEEDED"})]);
+        assert_eq!(events.push(b":1}\n\n"), [json!({"x": 1})]);
+    }
+
+    #[test]
+    fn an_event_over_several_data_lines_is_one_document_and_junk_is_skipped() {
+        let mut events = EventStream::default();
+        assert_eq!(events.push(b"data: {\"a\":\ndata: 2}\n\n"), [json!({"a": 2})]);
+        assert!(events.push(b"data: not json\n\nevent: x\n\n").is_empty());
     }
 }
