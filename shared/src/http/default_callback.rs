@@ -103,7 +103,7 @@ fn answer(callback: &DefaultCallback) -> Response {
     ),
 )]
 pub(super) async fn get_default_callback(State(state): State<ApiState>, owner: Owner) -> Result<Response, ApiError> {
-    let callback = defaults(&state)?.get(&owner.0).await?.ok_or(ApiError::NotFound)?;
+    let callback = defaults(&state)?.get(&owner.0).await?.ok_or(ApiError::NoDefaultCallback)?;
     Ok(answer(&callback))
 }
 
@@ -176,6 +176,6 @@ pub(super) async fn delete_default_callback(State(state): State<ApiState>, owner
     if defaults(&state)?.remove(&owner.0).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError::NotFound)
+        Err(ApiError::NoDefaultCallback)
     }
 }

@@ -31,6 +31,9 @@ pub enum ApiError {
     PayloadTooLarge { max: usize },
     #[error("no such image")]
     NotFound,
+    /// The caller has no default callback.
+    #[error("no default callback is set")]
+    NoDefaultCallback,
     #[error("no such route")]
     NoRoute,
     #[error("method not allowed")]
@@ -78,7 +81,9 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
             }
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "image-too-large", "Image too large"),
-            Self::NotFound | Self::NoRoute => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Self::NotFound | Self::NoDefaultCallback | Self::NoRoute => {
+                (StatusCode::NOT_FOUND, "not-found", "Not found")
+            }
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
             Self::CrossOrigin(_) => (StatusCode::FORBIDDEN, "cross-origin", "Cross-origin request refused"),
             Self::UpgradeRequired(_) => (StatusCode::UPGRADE_REQUIRED, "upgrade-required", "Upgrade required"),

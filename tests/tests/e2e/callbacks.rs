@@ -166,7 +166,8 @@ async fn an_owners_default_callback_is_called_for_jobs_without_their_own_until_i
     };
     let plain = || app.submit_ok(ALICE, labelq_e2e::png(100, 100), "image/png");
 
-    assert_eq!(current().await.0, 404, "none set yet");
+    let (status, none) = current().await;
+    assert_eq!((status, none["detail"].as_str()), (404, Some("no default callback is set")), "none set yet");
     let response = set(default.url("/default")).await.unwrap();
     assert_eq!(response.status(), 200);
     let shown: Value = response.json().await.unwrap();
