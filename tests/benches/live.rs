@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use labelq::embedded::Embedded;
 use labelq::server::Server;
+use labelq_e2e::bench::{cpu_time, ms, percentile};
 use labelq_e2e::{StubDetector, png};
 use labelq_shared::config::MaxReceives;
 use labelq_shared::domain::SystemClock;
@@ -41,17 +42,6 @@ enum Others {
     None,
     Reading,
     Stalled,
-}
-
-fn cpu_time() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a complete rusage into the pointer it is given.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// Reads a subscriber's messages until it goes quiet: (job messages, lagged notices, changes missed).
@@ -84,19 +74,10 @@ async fn connect(addr: std::net::SocketAddr, receive_buffer: Option<u32>) -> Ws 
     ws
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
 async fn run(others: Others) {
     let data = tempfile::tempdir().expect("data dir");
     let embedded = Embedded::open(data.path(), MaxReceives::DEFAULT, Arc::new(SystemClock)).await.expect("embedded");
-    let options = labelq_e2e::bench_serve_options(2);
+    let options = labelq_e2e::bench::serve_options(2);
     let server = Server::start(embedded.into(), Arc::new(StubDetector::default()), Arc::new(SystemClock), options)
         .await
         .expect("server");

@@ -19,6 +19,7 @@ use labelq::embedded::Embedded;
 use labelq::pool::{self, PoolConfig};
 use labelq::server::Server;
 use labelq_e2e::StubDetector;
+use labelq_e2e::bench::{cpu_time, ms, percentile};
 use labelq_e2e::receiver::Receiver;
 use labelq_shared::adapters::reqwest::ReqwestCallbackSender;
 use labelq_shared::config::MaxReceives;
@@ -41,30 +42,10 @@ fn noise_png() -> Vec<u8> {
     out.into_inner()
 }
 
-fn cpu_time() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a complete rusage into the pointer it is given.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
 async fn submit_latency(body: &[u8], requests: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let embedded = Embedded::open(dir.path(), MaxReceives::DEFAULT, Arc::new(SystemClock)).await.expect("open");
-    let options = labelq_e2e::bench_serve_options(1);
+    let options = labelq_e2e::bench::serve_options(1);
     let server = Server::start(embedded.into(), Arc::new(StubDetector::default()), Arc::new(SystemClock), options)
         .await
         .expect("server");

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::SqsEvent;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use labelq_e2e::bench::ms;
 use labelq_e2e::{model_dir, photo};
 use labelq_shared::adapters::fs::FsImageStore;
 use labelq_shared::adapters::onnx::{OnnxConfig, OnnxDetector};
@@ -79,10 +80,6 @@ impl Pipeline {
             elapsed
         })
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 fn main() {

@@ -3,6 +3,7 @@
 //! process, real photos and the real model. The test doubles live in `labelq-testkit`, never in
 //! the product crates; they are re-exported here for the suites' convenience.
 
+pub mod bench;
 pub mod receiver;
 
 use std::io::Cursor;
@@ -299,28 +300,6 @@ impl TestApp {
 
 /// A real `labelq serve` process (the binary built from the runner's own `main`), on a free
 /// port; killed when dropped.
-/// What the benchmarks serve with: open access for one owner, default limits and schedules, the
-/// given number of workers, on 127.0.0.1:0.
-pub fn bench_serve_options(workers: usize) -> ServeOptions {
-    ServeOptions {
-        listen: "127.0.0.1:0".parse().expect("a socket address"),
-        workers,
-        auth: Arc::new(labelq_shared::http::auth::OpenAccess::new(OwnerId::parse("bench").expect("an owner"))),
-        submit: SubmitConfig::default(),
-        worker: WorkerConfig::default(),
-        poll_wait: Duration::from_secs(5),
-        grace: Duration::from_secs(5),
-        sweep_interval: Duration::from_secs(3600),
-        callbacks: CallbackConfig {
-            secrets: WebhookSecrets::new(WebhookSecret::generate()),
-            policy: TargetPolicy::default(),
-            schedule: RetrySchedule::default(),
-        },
-        deliverers: 1,
-        live: LiveConfig::default(),
-    }
-}
-
 pub struct ServeProcess {
     pub child: std::process::Child,
     pub base: String,

@@ -113,11 +113,6 @@ impl SubmitService {
             })?;
             policy.check_url(url).map_err(|refusal| SubmitError::CallbackRefused(refusal.0))?;
         }
-        let callback = match (&req.callback, &self.defaults) {
-            (Some(url), _) => Some(url.clone()),
-            (None, Some(defaults)) => defaults.for_new_job(&req.owner).await?,
-            (None, None) => None,
-        };
         let sha256 = sha256_hex(req.upload.bytes.clone()).await;
 
         if let Some(key) = &req.idempotency_key
@@ -126,6 +121,12 @@ impl SubmitService {
             return self.replay(existing, &sha256).await;
         }
 
+        // Only for a new job: a replay answers the first submission, with its callback.
+        let callback = match (&req.callback, &self.defaults) {
+            (Some(url), _) => Some(url.clone()),
+            (None, Some(defaults)) => defaults.for_new_job(&req.owner).await?,
+            (None, None) => None,
+        };
         let id = JobId::new();
         tracing::Span::current().record("job_id", tracing::field::display(&id));
         let object_key = ObjectKey::for_image(&id);
