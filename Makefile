@@ -47,14 +47,15 @@ api-contract: model
 infra-checks:
 	infra/check.sh
 
-## The four functions (and the benchmark's hello-world baseline) as provided.al2023 zips in
+## The six functions (and the benchmark's hello-world baseline) as provided.al2023 zips in
 ## target/lambda/<name>/bootstrap.zip. x86_64 here; on a machine with the aarch64 target installed,
 ## `scripts/cargo-lambda.sh build --release --arm64 ...` builds the deployment default.
 lambda-zips:
 	scripts/cargo-lambda.sh build --release --x86-64 --output-format zip \
-		-p request-handler -p worker -p status-api -p callback-deliverer -p hello-lambda
+		-p request-handler -p worker -p status-api -p callback-deliverer -p live-socket -p hello-lambda
 
-## The four zips `make test` invokes: release code and the release build's linking, without the
+## The four zips `make test` invokes (not live-socket's two: LocalStack's free edition has no
+## WebSocket APIs to invoke them from): release code and the release build's linking, without the
 ## link-time optimisation that makes the deployed binaries smaller (profile `lambda-test`), which
 ## would cost the test run minutes and change nothing it checks.
 lambda-test-zips:

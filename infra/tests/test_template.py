@@ -33,6 +33,8 @@ UNENCRYPTED_TOPICS = {
 
 WORKER = "WorkerFunction"
 CALLBACKS = "CallbackDelivererFunction"
+LIVE_SOCKET = "LiveSocketFunction"
+LIVE_PUSH = "LivePushFunction"
 
 # What each binary reads from its environment (the Rust side's contract; infra/README.md).
 TLS_CONDITION = "AmazonTrustServicesEndpoints"
@@ -49,13 +51,21 @@ REQUIRED_ENV = {
         "LABELQ_COMPLETION_TOPIC_ARN",
     },
     CALLBACKS: {"LABELQ_TABLE", "LABELQ_BUCKET", "LABELQ_CALLBACK_QUEUE_URL", "LABELQ_CALLBACK_SECRET_ARN"},
+    LIVE_SOCKET: {"LABELQ_TABLE", "LABELQ_BUCKET", "LABELQ_CONNECTIONS_TABLE", "LABELQ_LIVE_ENDPOINT",
+                  "LABELQ_JWT_ISSUER", "LABELQ_JWT_AUDIENCE"},
+    LIVE_PUSH: {"LABELQ_TABLE", "LABELQ_BUCKET", "LABELQ_CONNECTIONS_TABLE", "LABELQ_LIVE_ENDPOINT",
+                "LABELQ_LIVE_QUEUE_URL"},
 }
 BINARIES = {
     "RequestHandlerFunction": "request-handler",
     "StatusApiFunction": "status-api",
     WORKER: "worker",
     CALLBACKS: "callback-deliverer",
+    LIVE_SOCKET: "live-socket",
+    LIVE_PUSH: "live-push",
 }
+# Binaries that are not their crate's namesake.
+CRATE_OF = {"live-push": "live-socket"}
 ROUTES = {
     ("POST", "/v1/images"): "RequestHandlerFunction",
     ("GET", "/v1/callback"): "RequestHandlerFunction",
@@ -284,6 +294,7 @@ CONSUMED_QUEUES = [
     ("QueueArn", "DeadLetterQueueArn", "MaxReceiveCount", "QueueVisibilityTimeoutSeconds", WORKER),
     ("CallbackQueueArn", "CallbackDeadLetterQueueArn", "CallbackMaxReceiveCount",
      "CallbackQueueVisibilityTimeoutSeconds", CALLBACKS),
+    ("LiveQueueArn", "LiveDeadLetterQueueArn", "LiveMaxReceiveCount", "LiveQueueVisibilityTimeoutSeconds", LIVE_PUSH),
 ]
 
 
@@ -442,8 +453,8 @@ def check_functions_are_own_role_rust_arm64(ts: dict[str, Template]) -> list[str
         binary = meta.get("BuildProperties", {}).get("Binary")
         if meta.get("BuildMethod") != "rust-cargolambda" or binary != BINARIES.get(name):
             found.append(f"{name}: not built by rust-cargolambda as {BINARIES.get(name)}")
-        elif not (REPO / binary / "Cargo.toml").is_file():
-            found.append(f"{name}: no crate {binary}/ in the workspace")
+        elif not (REPO / CRATE_OF.get(binary, binary) / "Cargo.toml").is_file():
+            found.append(f"{name}: no crate {CRATE_OF.get(binary, binary)}/ in the workspace")
         role = re.fullmatch(r"\$\{(\w+)\.Arn\}", render(p.get("Role", "")))
         if not role or role.group(1) not in roles:
             found.append(f"{name}: no Role of its own in this template")
@@ -506,6 +517,99 @@ def check_routes_need_a_jwt(ts: dict[str, Template]) -> list[str]:
                 found.append(f"{fname}.{ename}: not on this template's HTTP API")
     if routes != ROUTES:
         found.append(f"routes are {sorted(routes.items())}, expected {sorted(ROUTES.items())}")
+    return found
+
+
+LIVE_ROUTES = {"$connect", "$disconnect", "subscribe", "unsubscribe", "$default"}
+
+
+def check_live_api_routes_reach_the_socket_function(ts: dict[str, Template]) -> list[str]:
+    """The WebSocket API selects routes on the message's action, and every route runs the
+    live-socket function (which checks the JWT on $connect), invocable from this API only."""
+    template = ts["template"]
+    apis = resources(template, "AWS::ApiGatewayV2::Api")
+    found = []
+    sockets = {n for n, r in apis.items() if props(r).get("ProtocolType") == "WEBSOCKET"}
+    if len(sockets) != 1:
+        return [f"{len(sockets)} WebSocket APIs, expected 1"]
+    (api,) = sockets
+    if props(apis[api]).get("RouteSelectionExpression") != "$request.body.action":
+        found.append(f"{api}: routes are not selected on $request.body.action")
+    integrations = {n for n, r in resources(template, "AWS::ApiGatewayV2::Integration").items()
+                    if props(r).get("IntegrationType") == "AWS_PROXY"
+                    and "${%s.Arn}" % LIVE_SOCKET in render(props(r).get("IntegrationUri"))}
+    routes = {}
+    for name, r in resources(template, "AWS::ApiGatewayV2::Route").items():
+        p = props(r)
+        if p.get("ApiId") != {"Ref": api}:
+            continue
+        target = render(p.get("Target"))
+        if not any(target == "integrations/${%s}" % i for i in integrations):
+            found.append(f"{name}: does not run {LIVE_SOCKET}")
+        routes[p.get("RouteKey")] = name
+    if set(routes) != LIVE_ROUTES:
+        found.append(f"routes are {sorted(routes)}, expected {sorted(LIVE_ROUTES)}")
+    permissions = [props(r) for r in resources(template, "AWS::Lambda::Permission").values()
+                   if props(r).get("FunctionName") == {"Ref": LIVE_SOCKET}]
+    if not any(p.get("Principal") == "apigateway.amazonaws.com"
+               and render(p.get("SourceArn")).endswith(":${%s}/*" % api) for p in permissions):
+        found.append(f"{LIVE_SOCKET}: no invoke permission scoped to {api}")
+    return found
+
+
+def check_live_functions_post_to_their_stage(ts: dict[str, Template]) -> list[str]:
+    """Both live functions post to the one stage's connections: the endpoint they are told names
+    the stage (the management API lives under it), and ManageConnections is granted for its
+    @connections only."""
+    template = ts["template"]
+    stages = [props(r) for r in resources(template, "AWS::ApiGatewayV2::Stage").values()]
+    if len(stages) != 1:
+        return [f"{len(stages)} WebSocket stages, expected 1"]
+    stage, api = stages[0].get("StageName"), stages[0].get("ApiId", {}).get("Ref")
+    found = []
+    for function in (LIVE_SOCKET, LIVE_PUSH):
+        variables = props(resources(template)[function]).get("Environment", {}).get("Variables", {})
+        endpoint = render(variables.get("LABELQ_LIVE_ENDPOINT"))
+        if not (endpoint.startswith("https://${%s}.execute-api." % api) and endpoint.endswith(f"/{stage}")):
+            found.append(f"{function}: LABELQ_LIVE_ENDPOINT {endpoint!r} is not the {stage} stage of {api}")
+        role = re.fullmatch(r"\$\{(\w+)\.Arn\}", render(props(resources(template)[function]).get("Role")))
+        grants = [st for name, st in allow_statements(template)
+                  if role and name.startswith(f"{role.group(1)}.Policies.")
+                  and "execute-api:ManageConnections" in as_list(st.get("Action"))]
+        if not grants:
+            found.append(f"{function}: may not post to connections")
+        for st in grants:
+            for resource in as_list(st.get("Resource")):
+                if not render(resource).endswith(":${%s}/%s/POST/@connections/*" % (api, stage)):
+                    found.append(f"{function}: ManageConnections on {render(resource)}")
+    return found
+
+
+def check_connections_expire_and_are_found_by_owner(ts: dict[str, Template]) -> list[str]:
+    """The connections table's items expire (TTL on expires_at, as DynamoLiveConnections writes
+    it) and are found per owner through by-owner; the live queue takes every finished job."""
+    storage = ts["storage"]
+    table = props(resources(storage)[output_target(storage, "ConnectionsTableArn")])
+    found = []
+    ttl = table.get("TimeToLiveSpecification", {})
+    if ttl.get("AttributeName") != "expires_at" or not is_true(ttl.get("Enabled")):
+        found.append(f"connections table: TTL is {ttl!r}, not on expires_at")
+    indexes = {i.get("IndexName"): i for i in table.get("GlobalSecondaryIndexes", [])}
+    keys = [k.get("AttributeName") for k in indexes.get("by-owner", {}).get("KeySchema", [])]
+    if keys[:1] != ["owner"]:
+        found.append(f"connections table: no by-owner index keyed on owner ({sorted(indexes)})")
+    queue = output_target(storage, "LiveQueueArn")
+    subscriptions = [props(r) for r in resources(storage, "AWS::SNS::Subscription").values()
+                     if render(props(r).get("Endpoint")) == "${%s.Arn}" % queue]
+    if len(subscriptions) != 1:
+        return found + [f"{len(subscriptions)} subscriptions deliver to {queue}, expected 1"]
+    (sub,) = subscriptions
+    if render(sub.get("TopicArn")) != "${%s}" % output_target(storage, "CompletionTopicArn"):
+        found.append(f"{queue}: not subscribed to the completion topic")
+    if not is_true(sub.get("RawMessageDelivery")):
+        found.append(f"{queue}: not raw delivery")
+    if "FilterPolicy" in sub:
+        found.append(f"{queue}: filtered, but any finished job may have followers")
     return found
 
 
@@ -728,6 +832,39 @@ MUTATIONS: list[tuple[str, Callable, Callable[[dict[str, Template]], None]]] = [
     ("an extra route", check_routes_need_a_jwt,
      lambda ts: props(resources(ts["template"])["StatusApiFunction"])["Events"].update(
          Debug={"Type": "HttpApi", "Properties": {"ApiId": {"Ref": "Api"}, "Path": "/debug", "Method": "GET"}})),
+    ("a live route missing", check_live_api_routes_reach_the_socket_function,
+     lambda ts: ts["template"]["Resources"].pop("LiveSubscribeRoute")),
+    ("a live route running something else", check_live_api_routes_reach_the_socket_function,
+     lambda ts: props(resources(ts["template"])["LiveDefaultRoute"]).update(Target="integrations/other")),
+    ("live routes selected on another field", check_live_api_routes_reach_the_socket_function,
+     lambda ts: props(resources(ts["template"])["LiveApi"]).update(RouteSelectionExpression="$request.body.type")),
+    ("the socket function invocable from any API", check_live_api_routes_reach_the_socket_function,
+     lambda ts: props(resources(ts["template"])["LiveSocketInvokePermission"]).pop("SourceArn")),
+    ("the management endpoint without its stage", check_live_functions_post_to_their_stage,
+     lambda ts: props(resources(ts["template"])[LIVE_PUSH])["Environment"]["Variables"].update(
+         LABELQ_LIVE_ENDPOINT={"Fn::Sub": "https://${LiveApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"})),
+    ("ManageConnections on every stage", check_live_functions_post_to_their_stage,
+     lambda ts: statement(ts["template"], "LiveSocketRole", "PostToConnections").update(Resource={
+         "Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${LiveApi}/*"})),
+    ("the push function may not post", check_live_functions_post_to_their_stage,
+     lambda ts: role_statements(ts["template"], "LivePushRole").remove(
+         statement(ts["template"], "LivePushRole", "PostToConnections"))),
+    ("connections never expire", check_connections_expire_and_are_found_by_owner,
+     lambda ts: props(resources(ts["storage"])["ConnectionsTable"]).pop("TimeToLiveSpecification")),
+    ("connections expire on another attribute", check_connections_expire_and_are_found_by_owner,
+     lambda ts: props(resources(ts["storage"])["ConnectionsTable"])["TimeToLiveSpecification"].update(
+         AttributeName="ttl")),
+    ("no by-owner index", check_connections_expire_and_are_found_by_owner,
+     lambda ts: props(resources(ts["storage"])["ConnectionsTable"]).pop("GlobalSecondaryIndexes")),
+    ("live queue filtered on callbacks", check_connections_expire_and_are_found_by_owner,
+     lambda ts: props(resources(ts["storage"])["LiveQueueSubscription"]).update(FilterPolicy={"callback": ["true"]})),
+    ("live push's ReportBatchItemFailures removed", check_consumers_report_batch_item_failures,
+     lambda ts: props(resources(ts["template"])[LIVE_PUSH])["Events"]["LiveQueue"]["Properties"].pop(
+         "FunctionResponseTypes")),
+    ("live push's timeout raised", check_visibility_covers_consumer_timeout,
+     lambda ts: props(resources(ts["template"])[LIVE_PUSH]).update(Timeout=11)),
+    ("live DLQ alarm removed", check_alarms_notify_the_topic,
+     lambda ts: ts["template"]["Resources"].pop("LiveDeadLetterQueueNotEmptyAlarm")),
 ]
 
 CHECKS = sorted({check for _, check, _ in MUTATIONS}, key=lambda c: c.__name__)

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    CallbackUrl, ContentType, CorrelationId, DefaultCallback, DetectOptions, FailureCode, IdempotencyKey,
-    ImageSubmitted, Job, JobId, JobStatus, Label, Message, ObjectKey, OwnerId,
+    CallbackUrl, ConnectionId, ContentType, CorrelationId, DefaultCallback, DetectOptions, FailureCode, IdempotencyKey,
+    ImageSubmitted, Job, JobId, JobStatus, Label, LiveConnection, Message, ObjectKey, OwnerId,
 };
 
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -140,6 +140,58 @@ pub trait DefaultCallbacks: Send + Sync + fmt::Debug {
     /// Disables the owner's default callback if it is still an active `url` (the owner may have
     /// changed it since the job that found it gone was submitted); whether it did.
     async fn disable(&self, owner: &OwnerId, url: &CallbackUrl, at: OffsetDateTime) -> Result<bool, BackendError>;
+}
+
+/// Where the gateway-held live connections are recorded, with what each follows (DynamoDB).
+/// Records of connections that closed without a word expire on their own.
+#[async_trait]
+pub trait LiveConnections: Send + Sync + fmt::Debug {
+    /// Records a new connection (or replaces the record of a reused id).
+    async fn open(&self, connection: &LiveConnection) -> Result<(), BackendError>;
+    async fn get(&self, id: &ConnectionId) -> Result<Option<LiveConnection>, BackendError>;
+    /// Adds `job` (or, with `None`, all the owner's jobs) to what the connection follows; `false`
+    /// if there is no such connection.
+    async fn follow(&self, id: &ConnectionId, job: Option<&JobId>) -> Result<bool, BackendError>;
+    /// Takes `job` (or, with `None`, every subscription) from what the connection follows.
+    async fn unfollow(&self, id: &ConnectionId, job: Option<&JobId>) -> Result<(), BackendError>;
+    /// Forgets the connection; forgetting one already gone is not an error.
+    async fn close(&self, id: &ConnectionId) -> Result<(), BackendError>;
+    /// The owner's open connections that follow `job`, or all of the owner's jobs.
+    async fn following(&self, owner: &OwnerId, job: &JobId) -> Result<Vec<LiveConnection>, BackendError>;
+}
+
+/// Why a message did not reach a live connection.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The connection is closed: forget it.
+    #[error("the connection is gone")]
+    Gone,
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Sends text messages down gateway-held connections (API Gateway's management API).
+#[async_trait]
+pub trait LiveSender: Send + Sync + fmt::Debug {
+    async fn send(&self, id: &ConnectionId, text: &str) -> Result<(), SendError>;
+}
+
+/// Why a bearer token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The token is not good: the caller's fault (401).
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// It could not be checked (the issuer's keys are out of reach): ours (500).
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Checks a bearer token and names its owner, where no gateway has checked it already (a
+/// WebSocket API's `$connect`).
+#[async_trait]
+pub trait TokenVerifier: Send + Sync + fmt::Debug {
+    async fn verify(&self, token: &str) -> Result<OwnerId, TokenError>;
 }
 
 /// A message with its transport attributes: its kind (`message.kind()`) and the correlation id

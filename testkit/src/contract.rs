@@ -1,4 +1,4 @@
-//! What every `JobStore` (and every `DefaultCallbacks`) must do, as one test body run against each adapter (SQLite on a real
+//! What every `JobStore` (and every `DefaultCallbacks`, every `LiveConnections`) must do, as one test body run against each adapter (SQLite on a real
 //! file, DynamoDB on LocalStack) and against the in-memory double the service tests use, so none
 //! of them can drift from the others.
 
@@ -9,7 +9,8 @@ use labelq_shared::domain::{
     Attempt, Callback, CallbackUrl, Clock, Confidence, ContentType, CorrelationId, Failure, FailureCode,
     IdempotencyKey, ImageMeta, Job, JobId, JobStatus, Label, LabelName, NewJob, ObjectKey, OwnerId, SystemClock,
 };
-use labelq_shared::ports::{Created, DefaultCallbacks, JobStore, ListQuery, UpdateError};
+use labelq_shared::domain::{ConnectionId, LiveConnection};
+use labelq_shared::ports::{Created, DefaultCallbacks, JobStore, ListQuery, LiveConnections, UpdateError};
 use time::OffsetDateTime;
 
 fn job(owner: &str, key: Option<&str>, created_at: OffsetDateTime) -> Job {
@@ -174,4 +175,65 @@ pub async fn default_callbacks_contract(store: &dyn DefaultCallbacks) {
     assert_eq!(store.get(&alice).await.expect("get"), Some(again));
     assert!(store.delete(&alice).await.expect("delete"));
     assert_eq!(store.get(&alice).await.expect("get"), None);
+}
+
+/// What every `LiveConnections` must do; panics on the first violation.
+pub async fn live_connections_contract(store: &dyn LiveConnections) {
+    let unique = JobId::new().to_string().replace('-', "");
+    let connection = |n: &str| ConnectionId::parse(&format!("{n}{unique}=")).expect("a connection id");
+    let owner = |s: &str| OwnerId::parse(&format!("{s}-{unique}")).expect("owner");
+    let (alice, bob) = (owner("alice"), owner("bob"));
+    let now = OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("a time");
+    let (a1, a2, b1) = (connection("a1"), connection("a2"), connection("b1"));
+    let (job, other) = (JobId::new(), JobId::new());
+
+    assert_eq!(store.get(&a1).await.expect("get"), None, "nothing open yet");
+    assert!(!store.follow(&a1, Some(&job)).await.expect("follow"), "no such connection to follow with");
+    assert_eq!(store.get(&a1).await.expect("get"), None, "following does not create a connection");
+    store.close(&a1).await.expect("closing an unknown connection is not an error");
+
+    let opened = LiveConnection::opened(a1.clone(), alice.clone(), now);
+    store.open(&opened).await.expect("open");
+    assert_eq!(store.get(&a1).await.expect("get"), Some(opened.clone()), "kept as given");
+    store.open(&LiveConnection::opened(a2.clone(), alice.clone(), now)).await.expect("open");
+    store.open(&LiveConnection::opened(b1.clone(), bob.clone(), now)).await.expect("open");
+    assert!(store.following(&alice, &job).await.expect("following").is_empty(), "nobody follows anything yet");
+
+    // a1 follows one job, a2 all of Alice's, b1 the same job id (which is not Bob's: never told).
+    assert!(store.follow(&a1, Some(&job)).await.expect("follow"));
+    assert!(store.follow(&a1, Some(&job)).await.expect("follow"), "following twice is following");
+    assert!(store.follow(&a2, None).await.expect("follow all"));
+    assert!(store.follow(&b1, Some(&job)).await.expect("follow"));
+    let ids = |mut v: Vec<LiveConnection>| {
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v.into_iter().map(|c| c.id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(store.following(&alice, &job).await.expect("following")), vec![a1.clone(), a2.clone()]);
+    assert_eq!(ids(store.following(&alice, &other).await.expect("following")), vec![a2.clone()], "all jobs");
+    assert_eq!(ids(store.following(&bob, &job).await.expect("following")), vec![b1.clone()], "per owner");
+    let followed = store.get(&a1).await.expect("get").expect("open");
+    assert_eq!(followed.following.jobs.iter().collect::<Vec<_>>(), vec![&job]);
+    assert!(!followed.following.all);
+    assert_eq!((followed.owner, followed.expires_at), (alice.clone(), opened.expires_at), "the rest untouched");
+
+    // Unfollowing one job, then everything.
+    assert!(store.follow(&a1, Some(&other)).await.expect("follow"));
+    store.unfollow(&a1, Some(&job)).await.expect("unfollow");
+    assert_eq!(ids(store.following(&alice, &job).await.expect("following")), vec![a2.clone()]);
+    assert_eq!(ids(store.following(&alice, &other).await.expect("following")), vec![a1.clone(), a2.clone()]);
+    store.unfollow(&a2, None).await.expect("unfollow all");
+    store.unfollow(&a1, None).await.expect("unfollow all");
+    assert!(store.following(&alice, &other).await.expect("following").is_empty());
+    assert!(store.get(&a2).await.expect("get").expect("still open").following.is_empty());
+    store
+        .unfollow(&connection("never"), Some(&job))
+        .await
+        .expect("unfollowing on an unknown connection is not an error");
+
+    // Closing forgets the connection and what it followed.
+    store.close(&b1).await.expect("close");
+    assert_eq!(store.get(&b1).await.expect("get"), None);
+    assert!(store.following(&bob, &job).await.expect("following").is_empty());
+    store.close(&a1).await.expect("close");
+    store.close(&a2).await.expect("close");
 }

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use labelq_shared::domain::{CallbackUrl, DefaultCallback, IdempotencyKey, Job, JobId, ObjectKey, OwnerId};
+use labelq_shared::domain::{
+    CallbackUrl, ConnectionId, DefaultCallback, IdempotencyKey, Job, JobId, LiveConnection, ObjectKey, OwnerId,
+};
 use labelq_shared::ports::{
     BackendError, Created, DefaultCallbacks, Delivery, Envelope, ImageStore, JobQueue, JobStore, ListPosition,
-    ListQuery, MessagePublisher, Page, StoredImage, UpdateError,
+    ListQuery, LiveConnections, LiveSender, MessagePublisher, Page, SendError, StoredImage, UpdateError,
 };
 use time::OffsetDateTime;
 
@@ -243,5 +245,87 @@ impl DefaultCallbacks for MemoryDefaultCallbacks {
             }
             _ => Ok(false),
         }
+    }
+}
+
+/// Live connections in a map; passes the same contract as the DynamoDB store.
+#[derive(Debug, Default)]
+pub struct MemoryLiveConnections {
+    pub connections: Mutex<HashMap<ConnectionId, LiveConnection>>,
+}
+
+#[async_trait]
+impl LiveConnections for MemoryLiveConnections {
+    async fn open(&self, connection: &LiveConnection) -> Result<(), BackendError> {
+        lock(&self.connections).insert(connection.id.clone(), connection.clone());
+        Ok(())
+    }
+
+    async fn get(&self, id: &ConnectionId) -> Result<Option<LiveConnection>, BackendError> {
+        Ok(lock(&self.connections).get(id).cloned())
+    }
+
+    async fn follow(&self, id: &ConnectionId, job: Option<&JobId>) -> Result<bool, BackendError> {
+        let mut connections = lock(&self.connections);
+        let Some(connection) = connections.get_mut(id) else { return Ok(false) };
+        match job {
+            Some(job) => {
+                connection.following.jobs.insert(*job);
+            }
+            None => connection.following.all = true,
+        }
+        Ok(true)
+    }
+
+    async fn unfollow(&self, id: &ConnectionId, job: Option<&JobId>) -> Result<(), BackendError> {
+        if let Some(connection) = lock(&self.connections).get_mut(id) {
+            match job {
+                Some(job) => {
+                    connection.following.jobs.remove(job);
+                }
+                None => connection.following = Default::default(),
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&self, id: &ConnectionId) -> Result<(), BackendError> {
+        lock(&self.connections).remove(id);
+        Ok(())
+    }
+
+    async fn following(&self, owner: &OwnerId, job: &JobId) -> Result<Vec<LiveConnection>, BackendError> {
+        let connections = lock(&self.connections);
+        Ok(connections.values().filter(|c| c.owner == *owner && c.following.includes(job)).cloned().collect())
+    }
+}
+
+/// Records what was sent to each connection; connections named in `gone` answer Gone, and while
+/// `fail` is set every send fails transiently.
+#[derive(Debug, Default)]
+pub struct RecordingLiveSender {
+    pub sent: Mutex<Vec<(ConnectionId, String)>>,
+    pub gone: Mutex<Vec<ConnectionId>>,
+    pub fail: AtomicBool,
+}
+
+impl RecordingLiveSender {
+    /// The messages sent to `id`, in order.
+    pub fn to(&self, id: &ConnectionId) -> Vec<String> {
+        lock(&self.sent).iter().filter(|(to, _)| to == id).map(|(_, text)| text.clone()).collect()
+    }
+}
+
+#[async_trait]
+impl LiveSender for RecordingLiveSender {
+    async fn send(&self, id: &ConnectionId, text: &str) -> Result<(), SendError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(SendError::Backend(unavailable("post to connection")));
+        }
+        if lock(&self.gone).contains(id) {
+            return Err(SendError::Gone);
+        }
+        lock(&self.sent).push((id.clone(), text.to_owned()));
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@ pub mod ids;
 pub mod image;
 pub mod job;
 pub mod label;
+pub mod live;
 pub mod message;
 
 pub use callback::{Attempt, Callback, CallbackStatus, CallbackUrl, DefaultCallback, InvalidCallbackUrl};
@@ -12,6 +13,7 @@ pub use ids::{CorrelationId, IdempotencyKey, InvalidId, JobId, ObjectKey, OwnerI
 pub use image::{ContentType, ImageInfo, ImageLimits, ImageRejection};
 pub use job::{Failure, FailureCode, ImageMeta, Job, JobState, JobStatus, NewJob, Refused};
 pub use label::{BoundingBox, Confidence, DetectOptions, Instance, Label, LabelName};
+pub use live::{ConnectionId, Following, LiveConnection};
 pub use message::{
     CALLBACK_ATTRIBUTE, IMAGE_SUBMITTED, ImageSubmitted, InvalidMessage, JOB_FINISHED, JobFinished, Message,
     MessageKind, Outcome, STATUS_ATTRIBUTE,

@@ -19,8 +19,10 @@
 pub mod auth;
 pub mod default_callback;
 pub mod events;
+pub mod live_protocol;
 pub mod openapi;
 pub mod problem;
+pub mod relay;
 pub mod upload;
 pub mod views;
 pub mod websocket;

@@ -69,7 +69,7 @@ pub fn routes(uploads: bool, live: bool, default_callbacks: bool) -> OpenApiRout
     if live {
         router = router.routes(routes!(super::events::follow_image)).routes(routes!(super::websocket::live_jobs));
         // The WebSocket's messages: no operation refers to them, so they are added by hand.
-        use super::websocket::{LiveMessage, LiveRequest};
+        use super::live_protocol::{LiveMessage, LiveRequest};
         let mut schemas = vec![
             (LiveRequest::name().into_owned(), LiveRequest::schema()),
             (LiveMessage::name().into_owned(), LiveMessage::schema()),

@@ -31,17 +31,15 @@ use futures::{SinkExt, StreamExt};
 use http::request::Parts;
 use http::uri::Authority;
 use http::{HeaderMap, HeaderValue, header};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, warn};
-use utoipa::ToSchema;
 
 use super::events::Live;
+use super::live_protocol::{EndReason, LiveMessage, LiveRequest};
 use super::problem::{self, ApiError};
-use super::views::JobView;
 use super::{ApiState, Owner, openapi};
-use crate::domain::{Job, JobId, OwnerId};
+use crate::domain::{JobId, OwnerId};
 use crate::service::{OwnerChange, QueryError};
 
 /// The largest message a client may send; subscriptions are a few dozen bytes.
@@ -52,95 +50,6 @@ pub const MAX_SUBSCRIPTIONS: usize = 100;
 const QUEUE: usize = 32;
 /// How long one write to a client may take before the connection is closed as stalled.
 pub const WRITE_PATIENCE: Duration = Duration::from_secs(30);
-
-/// A message from the client.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum LiveRequest {
-    /// Follow one job (`id`) or, without `id`, all of the caller's jobs from now on.
-    Subscribe {
-        #[schema(format = "uuid", nullable = false)]
-        id: Option<String>,
-        /// With `id`: the last `version` received; only newer states are sent.
-        #[schema(nullable = false)]
-        last_version: Option<u64>,
-    },
-    /// Stop following one job (`id`) or, without `id`, all jobs.
-    Unsubscribe {
-        #[schema(format = "uuid", nullable = false)]
-        id: Option<String>,
-    },
-}
-
-/// Why a subscription ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum EndReason {
-    /// The job reached a finished state, which was sent.
-    Finished,
-    /// The job was deleted or expired.
-    Gone,
-    /// The client unsubscribed.
-    Requested,
-}
-
-/// A message from the server.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum LiveMessage<'a> {
-    /// A subscription started: to job `id`, or without `id` to all of the caller's jobs.
-    Subscribed {
-        #[schema(value_type = Option<String>, format = "uuid", nullable = false)]
-        #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<JobId>,
-    },
-    /// A job's state: `job` as `GET /v1/images/{id}` answers it, and its `version`.
-    Job { version: u64, job: JobView<'a> },
-    /// One of the caller's jobs was deleted (all-jobs subscriptions).
-    Deleted {
-        #[schema(value_type = String, format = "uuid")]
-        id: JobId,
-    },
-    /// A subscription ended.
-    Unsubscribed {
-        #[schema(value_type = Option<String>, format = "uuid", nullable = false)]
-        #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<JobId>,
-        reason: EndReason,
-    },
-    /// The all-jobs subscription fell behind and missed this many changes (anyone's, not only
-    /// the caller's): list the jobs to catch up.
-    Lagged { missed: u64 },
-    /// A message could not be acted on; `code` is a problem `type`'s slug.
-    Error {
-        #[schema(minimum = 400, maximum = 599)]
-        status: u16,
-        code: &'static str,
-        detail: String,
-        /// The job the failed message named, if any.
-        #[schema(value_type = Option<String>, format = "uuid", nullable = false)]
-        #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<JobId>,
-    },
-}
-
-impl LiveMessage<'_> {
-    fn text(&self) -> Utf8Bytes {
-        // Strings, numbers and maps always serialise.
-        serde_json::to_string(self).unwrap_or_default().into()
-    }
-
-    fn job(job: &Job) -> Utf8Bytes {
-        LiveMessage::Job { version: job.version, job: JobView::from(job) }.text()
-    }
-
-    fn error(id: Option<JobId>, error: &ApiError) -> Utf8Bytes {
-        let (status, code) = error.status_and_slug();
-        let detail =
-            if status.is_server_error() { "the request could not be served".to_owned() } else { error.to_string() };
-        LiveMessage::Error { status: status.as_u16(), code, detail, id }.text()
-    }
-}
 
 /// The caller of an upgrade request: as for any route, or from `access_token` in the query,
 /// which a browser can send where it cannot send a header.

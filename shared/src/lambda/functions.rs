@@ -177,7 +177,7 @@ impl WorkerFunction {
 /// the unfinished records. A deadline already past when the invocation starts can only be a clock
 /// or emulator artefact (cargo-lambda's sends a constant); it is ignored rather than failing every
 /// record.
-fn deadline_at(deadline_ms: Option<u64>) -> Option<tokio::time::Instant> {
+pub(super) fn deadline_at(deadline_ms: Option<u64>) -> Option<tokio::time::Instant> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     deadline_ms.map(Duration::from_millis).and_then(|deadline| match deadline.checked_sub(now) {
         Some(left) if !left.is_zero() => Some(tokio::time::Instant::now() + left.saturating_sub(DEADLINE_MARGIN)),

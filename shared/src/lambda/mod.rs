@@ -1,7 +1,7 @@
 //! The glue between the Lambda functions and the services: the owner from API Gateway's JWT
 //! authorizer ([`auth`]), the SQS batch handler with partial batch failures of the worker and the
-//! callback function ([`sqs_batch`]), and each function assembled from its configuration
-//! ([`functions`]). The AWS
+//! callback function ([`sqs_batch`]), each function assembled from its configuration
+//! ([`functions`]), and the WebSocket API's two (`live`, feature `live-api`). The AWS
 //! adapters and their wiring live in [`crate::adapters::aws`].
 //!
 //! # The runtime
@@ -17,6 +17,8 @@
 
 pub mod auth;
 pub mod functions;
+#[cfg(feature = "live-api")]
+pub mod live;
 pub mod sqs_batch;
 
 pub use auth::ApiGatewayJwt;
@@ -26,4 +28,6 @@ pub use functions::{
     LAMBDA_MAX_IMAGE_BYTES, RequestHandlerConfig, WorkerFunction, WorkerFunctionConfig, request_handler_app,
     status_api_app,
 };
+#[cfg(feature = "live-api")]
+pub use live::{LiveConfig, LiveInitError, LivePushFunction, LiveSocketFunction, token_verifier_from_env};
 pub use sqs_batch::{RecordHandler, handle_sqs_batch, record_from_sdk};

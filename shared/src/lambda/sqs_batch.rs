@@ -58,6 +58,17 @@ impl RecordHandler for CallbackService {
     async fn release(&self, _slot: &ClaimSlot) {}
 }
 
+#[async_trait]
+impl RecordHandler for crate::http::relay::SocketRelay {
+    async fn handle(&self, delivery: &Delivery, _slot: &ClaimSlot) -> Disposition {
+        crate::http::relay::SocketRelay::handle(self, delivery).await
+    }
+
+    /// A push abandoned mid-way is pushed again: followers may get the state twice, each with
+    /// its `version`.
+    async fn release(&self, _slot: &ClaimSlot) {}
+}
+
 /// An SQS record as Lambda's event source mapping would deliver it, from an SDK message (for
 /// `labelq serve --backend aws` and tests, which poll SQS themselves).
 pub fn record_from_sdk(message: aws_sdk_sqs::types::Message) -> SqsMessage {

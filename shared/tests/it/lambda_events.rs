@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 /// A fixture from the `aws_lambda_events` crate this build uses (located with `cargo metadata`).
-fn fixture(name: &str) -> Value {
+pub(crate) fn fixture(name: &str) -> Value {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

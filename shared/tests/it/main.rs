@@ -6,6 +6,8 @@ mod access_denied;
 mod http;
 #[cfg(feature = "lambda")]
 mod lambda_events;
+#[cfg(feature = "live-api")]
+mod live;
 mod openapi;
 #[cfg(feature = "aws")]
 mod rekognition;

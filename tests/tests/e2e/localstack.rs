@@ -15,7 +15,9 @@ use axum::body::Body;
 use http::StatusCode;
 use labelq_e2e::aws::{Stack, api_request};
 use labelq_e2e::{FailFor, FlakyDetector, ServeProcess, StubDetector, model_dir, onnx_detector, photo, png};
-use labelq_shared::adapters::aws::{AwsStores, SnsPublisher, SqsQueue, s3_client, sns_publisher};
+use labelq_shared::adapters::aws::{
+    AwsStores, DynamoLiveConnections, SnsPublisher, SqsQueue, s3_client, sns_publisher,
+};
 use labelq_shared::config::{Concurrency, MaxReceives};
 use labelq_shared::detectors::DetectorConfig;
 use labelq_shared::domain::{Confidence, DetectOptions, JobId, JobStatus, Label, LabelName, Message, SystemClock};
@@ -26,7 +28,7 @@ use labelq_shared::lambda::{
 };
 use labelq_shared::ports::{DefaultCallbacks, JobStore};
 use labelq_shared::service::{Backoff, SubmitConfig, WorkerConfig};
-use labelq_testkit::contract::{default_callbacks_contract, job_store_contract};
+use labelq_testkit::contract::{default_callbacks_contract, job_store_contract, live_connections_contract};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -356,7 +358,7 @@ async fn results_too_large_for_an_item_are_kept_in_s3_behind_a_pointer() {
 }
 
 #[tokio::test]
-async fn the_dynamodb_stores_keep_their_contracts_in_one_table() {
+async fn the_dynamodb_stores_keep_their_contracts() {
     let stack = Stack::deploy(&[]).await;
     let adapters = AwsStores::new(&stack.sdk, &stack.resources());
     // A default callback item in the table while the job store is checked: it must not show up
@@ -367,6 +369,10 @@ async fn the_dynamodb_stores_keep_their_contracts_in_one_table() {
     adapters.defaults.put(&owner, &callback).await.expect("put");
     job_store_contract(&*adapters.jobs).await;
     default_callbacks_contract(&*adapters.defaults).await;
+    // The WebSocket API's connections, in their own table (found by owner through its index).
+    let connections =
+        DynamoLiveConnections::new(aws_sdk_dynamodb::Client::new(&stack.sdk), stack.output("ConnectionsTableName"));
+    live_connections_contract(&connections).await;
     stack.delete().await;
 }
 

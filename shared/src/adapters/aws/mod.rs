@@ -1,5 +1,6 @@
 //! AWS adapters: [`S3ImageStore`], [`DynamoJobStore`], [`SnsPublisher`], [`SqsQueue`] and
-//! [`RekognitionDetector`], the callbacks' signing secrets from Secrets Manager
+//! [`RekognitionDetector`], the WebSocket API's connections ([`DynamoLiveConnections`]) and
+//! messages (`ApiGatewayLiveSender`, feature `live-api`), the callbacks' signing secrets from Secrets Manager
 //! ([`webhook_secrets`]), plus the SDK configuration they share.
 //!
 //! Clients are built once per process from one [`SdkConfig`]; those a function seldom calls, on
@@ -24,8 +25,11 @@
 //!   dead-letter queue, where the alarm sees it. Rekognition's `AccessDeniedException` is sorted
 //!   the same way: a detection failure that is not about the image.
 
+#[cfg(feature = "live-api")]
+mod apigateway_live_sender;
 mod dynamodb;
 mod dynamodb_default_callbacks;
+mod dynamodb_live_connections;
 mod rekognition;
 mod s3;
 mod secretsmanager;
@@ -33,8 +37,11 @@ mod sns;
 mod sqs;
 mod wiring;
 
+#[cfg(feature = "live-api")]
+pub use apigateway_live_sender::ApiGatewayLiveSender;
 pub use dynamodb::DynamoJobStore;
 pub use dynamodb_default_callbacks::DynamoDefaultCallbacks;
+pub use dynamodb_live_connections::{BY_OWNER_INDEX, DynamoLiveConnections};
 pub use rekognition::RekognitionDetector;
 pub use s3::S3ImageStore;
 pub use secretsmanager::{SecretError, webhook_secrets};
