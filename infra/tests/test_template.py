@@ -587,7 +587,9 @@ def check_live_functions_post_to_their_stage(ts: dict[str, Template]) -> list[st
 
 def check_connections_expire_and_are_found_by_owner(ts: dict[str, Template]) -> list[str]:
     """The connections table's items expire (TTL on expires_at, as DynamoLiveConnections writes
-    it) and are found per owner through by-owner; the live queue takes every finished job."""
+    it) and are found per owner through by-owner, which carries whole items (a push decodes
+    them); the live queue takes every finished job, held back a little so the index has caught
+    up with a subscription written just before."""
     storage = ts["storage"]
     table = props(resources(storage)[output_target(storage, "ConnectionsTableArn")])
     found = []
@@ -598,7 +600,13 @@ def check_connections_expire_and_are_found_by_owner(ts: dict[str, Template]) -> 
     keys = [k.get("AttributeName") for k in indexes.get("by-owner", {}).get("KeySchema", [])]
     if keys[:1] != ["owner"]:
         found.append(f"connections table: no by-owner index keyed on owner ({sorted(indexes)})")
+    projection = indexes.get("by-owner", {}).get("Projection", {}).get("ProjectionType")
+    if projection != "ALL":
+        found.append(f"connections table: by-owner projects {projection!r}, not ALL")
     queue = output_target(storage, "LiveQueueArn")
+    delay = number(storage, props(resources(storage)[queue]).get("DelaySeconds", 0))
+    if delay < 1:
+        found.append(f"{queue}: no delay ({delay} s), so a push may not see a new subscription")
     subscriptions = [props(r) for r in resources(storage, "AWS::SNS::Subscription").values()
                      if render(props(r).get("Endpoint")) == "${%s.Arn}" % queue]
     if len(subscriptions) != 1:
@@ -856,6 +864,11 @@ MUTATIONS: list[tuple[str, Callable, Callable[[dict[str, Template]], None]]] = [
          AttributeName="ttl")),
     ("no by-owner index", check_connections_expire_and_are_found_by_owner,
      lambda ts: props(resources(ts["storage"])["ConnectionsTable"]).pop("GlobalSecondaryIndexes")),
+    ("by-owner projects keys only", check_connections_expire_and_are_found_by_owner,
+     lambda ts: props(resources(ts["storage"])["ConnectionsTable"])["GlobalSecondaryIndexes"][0].update(
+         Projection={"ProjectionType": "KEYS_ONLY"})),
+    ("live queue without delay", check_connections_expire_and_are_found_by_owner,
+     lambda ts: props(resources(ts["storage"])["LiveQueue"]).pop("DelaySeconds")),
     ("live queue filtered on callbacks", check_connections_expire_and_are_found_by_owner,
      lambda ts: props(resources(ts["storage"])["LiveQueueSubscription"]).update(FilterPolicy={"callback": ["true"]})),
     ("live push's ReportBatchItemFailures removed", check_consumers_report_batch_item_failures,

@@ -149,15 +149,29 @@ pub trait LiveConnections: Send + Sync + fmt::Debug {
     /// Records a new connection (or replaces the record of a reused id).
     async fn open(&self, connection: &LiveConnection) -> Result<(), BackendError>;
     async fn get(&self, id: &ConnectionId) -> Result<Option<LiveConnection>, BackendError>;
-    /// Adds `job` (or, with `None`, all the owner's jobs) to what the connection follows; `false`
-    /// if there is no such connection.
-    async fn follow(&self, id: &ConnectionId, job: Option<&JobId>) -> Result<bool, BackendError>;
+    /// Adds `job` (or, with `None`, all the owner's jobs) to what the connection follows, unless
+    /// that would make more than `limit` subscriptions ([`Following::len`]); decided in one write,
+    /// so messages handled at once cannot pass the limit together.
+    ///
+    /// [`Following::len`]: crate::domain::Following::len
+    async fn follow(&self, id: &ConnectionId, job: Option<&JobId>, limit: usize) -> Result<Followed, BackendError>;
     /// Takes `job` (or, with `None`, every subscription) from what the connection follows.
     async fn unfollow(&self, id: &ConnectionId, job: Option<&JobId>) -> Result<(), BackendError>;
     /// Forgets the connection; forgetting one already gone is not an error.
     async fn close(&self, id: &ConnectionId) -> Result<(), BackendError>;
     /// The owner's open connections that follow `job`, or all of the owner's jobs.
     async fn following(&self, owner: &OwnerId, job: &JobId) -> Result<Vec<LiveConnection>, BackendError>;
+}
+
+/// What [`LiveConnections::follow`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Followed {
+    /// Followed now (or already).
+    Following,
+    /// The connection holds as many subscriptions as it may.
+    Full,
+    /// No such connection (closed, or never recorded).
+    NoConnection,
 }
 
 /// Why a message did not reach a live connection.

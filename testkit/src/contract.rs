@@ -10,7 +10,7 @@ use labelq_shared::domain::{
     IdempotencyKey, ImageMeta, Job, JobId, JobStatus, Label, LabelName, NewJob, ObjectKey, OwnerId, SystemClock,
 };
 use labelq_shared::domain::{ConnectionId, LiveConnection};
-use labelq_shared::ports::{Created, DefaultCallbacks, JobStore, ListQuery, LiveConnections, UpdateError};
+use labelq_shared::ports::{Created, DefaultCallbacks, Followed, JobStore, ListQuery, LiveConnections, UpdateError};
 use time::OffsetDateTime;
 
 fn job(owner: &str, key: Option<&str>, created_at: OffsetDateTime) -> Job {
@@ -188,7 +188,11 @@ pub async fn live_connections_contract(store: &dyn LiveConnections) {
     let (job, other) = (JobId::new(), JobId::new());
 
     assert_eq!(store.get(&a1).await.expect("get"), None, "nothing open yet");
-    assert!(!store.follow(&a1, Some(&job)).await.expect("follow"), "no such connection to follow with");
+    let follow = |id: &ConnectionId, job: Option<JobId>| {
+        let id = id.clone();
+        async move { store.follow(&id, job.as_ref(), 3).await.expect("follow") }
+    };
+    assert_eq!(follow(&a1, Some(job)).await, Followed::NoConnection, "no such connection to follow with");
     assert_eq!(store.get(&a1).await.expect("get"), None, "following does not create a connection");
     store.close(&a1).await.expect("closing an unknown connection is not an error");
 
@@ -200,10 +204,10 @@ pub async fn live_connections_contract(store: &dyn LiveConnections) {
     assert!(store.following(&alice, &job).await.expect("following").is_empty(), "nobody follows anything yet");
 
     // a1 follows one job, a2 all of Alice's, b1 the same job id (which is not Bob's: never told).
-    assert!(store.follow(&a1, Some(&job)).await.expect("follow"));
-    assert!(store.follow(&a1, Some(&job)).await.expect("follow"), "following twice is following");
-    assert!(store.follow(&a2, None).await.expect("follow all"));
-    assert!(store.follow(&b1, Some(&job)).await.expect("follow"));
+    assert_eq!(follow(&a1, Some(job)).await, Followed::Following);
+    assert_eq!(follow(&a1, Some(job)).await, Followed::Following, "following twice is following");
+    assert_eq!(follow(&a2, None).await, Followed::Following);
+    assert_eq!(follow(&b1, Some(job)).await, Followed::Following);
     let ids = |mut v: Vec<LiveConnection>| {
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v.into_iter().map(|c| c.id).collect::<Vec<_>>()
@@ -216,8 +220,22 @@ pub async fn live_connections_contract(store: &dyn LiveConnections) {
     assert!(!followed.following.all);
     assert_eq!((followed.owner, followed.expires_at), (alice.clone(), opened.expires_at), "the rest untouched");
 
+    // The limit (3 here): all jobs count as one, one already followed is no more.
+    let (third, fourth) = (JobId::new(), JobId::new());
+    assert_eq!(follow(&a1, Some(other)).await, Followed::Following);
+    assert_eq!(follow(&a1, None).await, Followed::Following);
+    assert_eq!(follow(&a1, Some(third)).await, Followed::Full, "two jobs and all jobs make three");
+    assert_eq!(follow(&a1, Some(job)).await, Followed::Following, "followed already: not one more");
+    assert_eq!(follow(&a1, None).await, Followed::Following, "followed already: not one more");
+    store.unfollow(&a1, None).await.expect("unfollow every subscription");
+    assert!(store.get(&a1).await.expect("get").expect("open").following.is_empty());
+    for job in [job, other, third] {
+        assert_eq!(follow(&a1, Some(job)).await, Followed::Following);
+    }
+    assert_eq!(follow(&a1, Some(fourth)).await, Followed::Full, "three jobs");
+    assert_eq!(follow(&a1, None).await, Followed::Full, "three jobs, so not all of them too");
     // Unfollowing one job, then everything.
-    assert!(store.follow(&a1, Some(&other)).await.expect("follow"));
+    store.unfollow(&a1, Some(&third)).await.expect("unfollow");
     store.unfollow(&a1, Some(&job)).await.expect("unfollow");
     assert_eq!(ids(store.following(&alice, &job).await.expect("following")), vec![a2.clone()]);
     assert_eq!(ids(store.following(&alice, &other).await.expect("following")), vec![a1.clone(), a2.clone()]);

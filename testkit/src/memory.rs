@@ -12,8 +12,8 @@ use labelq_shared::domain::{
     CallbackUrl, ConnectionId, DefaultCallback, IdempotencyKey, Job, JobId, LiveConnection, ObjectKey, OwnerId,
 };
 use labelq_shared::ports::{
-    BackendError, Created, DefaultCallbacks, Delivery, Envelope, ImageStore, JobQueue, JobStore, ListPosition,
-    ListQuery, LiveConnections, LiveSender, MessagePublisher, Page, SendError, StoredImage, UpdateError,
+    BackendError, Created, DefaultCallbacks, Delivery, Envelope, Followed, ImageStore, JobQueue, JobStore,
+    ListPosition, ListQuery, LiveConnections, LiveSender, MessagePublisher, Page, SendError, StoredImage, UpdateError,
 };
 use time::OffsetDateTime;
 
@@ -265,16 +265,24 @@ impl LiveConnections for MemoryLiveConnections {
         Ok(lock(&self.connections).get(id).cloned())
     }
 
-    async fn follow(&self, id: &ConnectionId, job: Option<&JobId>) -> Result<bool, BackendError> {
+    async fn follow(&self, id: &ConnectionId, job: Option<&JobId>, limit: usize) -> Result<Followed, BackendError> {
         let mut connections = lock(&self.connections);
-        let Some(connection) = connections.get_mut(id) else { return Ok(false) };
+        let Some(connection) = connections.get_mut(id) else { return Ok(Followed::NoConnection) };
+        let following = &mut connection.following;
+        let already = match job {
+            Some(job) => following.jobs.contains(job),
+            None => following.all,
+        };
+        if !already && following.len() >= limit {
+            return Ok(Followed::Full);
+        }
         match job {
             Some(job) => {
-                connection.following.jobs.insert(*job);
+                following.jobs.insert(*job);
             }
-            None => connection.following.all = true,
+            None => following.all = true,
         }
-        Ok(true)
+        Ok(Followed::Following)
     }
 
     async fn unfollow(&self, id: &ConnectionId, job: Option<&JobId>) -> Result<(), BackendError> {

@@ -127,8 +127,7 @@ async fn pipeline_overhead(body: &[u8], jobs: usize, workers: usize, callbacks: 
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     if callbacks {
-        while receiver.calls().len() < jobs || embedded.callbacks.counts().await.expect("counts") != Default::default()
-        {
+        while receiver.call_count() < jobs || embedded.callbacks.counts().await.expect("counts") != Default::default() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }

@@ -123,6 +123,11 @@ impl Receiver {
         self.shared.lock().expect("the receiver's state").calls.clone()
     }
 
+    /// How many calls it got, without copying them (for a loop that waits for them).
+    pub fn call_count(&self) -> usize {
+        self.shared.lock().expect("the receiver's state").calls.len()
+    }
+
     /// Waits until the receiver has had `n` calls, returning them.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Call> {
         let started = Instant::now();

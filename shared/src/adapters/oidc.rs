@@ -4,14 +4,15 @@
 //!
 //! The same rules as the HTTP API's authorizer, so one token opens both: signed with RS256 by a key
 //! of the issuer's JWKS (found through its OpenID discovery document), `iss` the configured issuer,
-//! not expired (a minute's leeway for clocks), and an `aud` or `client_id` among the configured
-//! audiences (Cognito's access tokens carry `client_id`, its ID tokens `aud`). The owner is `sub`.
+//! not expired nor not yet valid (`exp`, `nbf`, a minute's leeway for clocks), and its `aud` among
+//! the configured audiences or, only if it has no `aud`, its `client_id` (Cognito's access tokens
+//! carry `client_id`, its ID tokens `aud`). The owner is `sub`.
 //!
 //! The keys are fetched on first use and kept for the life of the process; a token signed by a
 //! key not among them (the issuer rotated its keys) fetches them again, at most once a minute, so
 //! a stream of forged `kid`s cannot turn into a stream of requests to the issuer. Fetching is
-//! bounded: 5 s, 64 KiB per document, no redirects, https only (http only for a loopback issuer,
-//! for tests and local development).
+//! bounded: 5 s, 64 KiB per document, no redirects, no proxy, https only (http only for a loopback
+//! issuer and its keys, for tests and local development).
 
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,10 @@ const LEEWAY_SECONDS: u64 = 60;
 
 #[derive(Debug)]
 pub struct OidcTokenVerifier {
+    /// As configured: `iss` must equal it exactly, as for API Gateway's authorizer.
     issuer: String,
+    /// Whether the issuer is on a loopback address, and so may be fetched over http.
+    local: bool,
     audiences: Vec<String>,
     http: reqwest::Client,
     keys: RwLock<Keys>,
@@ -89,17 +93,21 @@ impl Audience {
     }
 }
 
-/// Whether `url` may be fetched: https, or http to a loopback host.
-fn fetchable(url: &str) -> bool {
+/// Whether `url` may be fetched: https, or (with `local`) http to a loopback host.
+fn fetchable(url: &str, local: bool) -> bool {
     match url::Url::parse(url) {
         Ok(u) if u.scheme() == "https" => u.host_str().is_some(),
-        Ok(u) if u.scheme() == "http" => match u.host() {
-            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        },
+        Ok(u) if u.scheme() == "http" && local => is_loopback(&u),
         _ => false,
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 
@@ -107,8 +115,9 @@ impl OidcTokenVerifier {
     /// A verifier for tokens of `issuer` (e.g. `https://cognito-idp.{region}.amazonaws.com/{pool}`)
     /// meant for one of `audiences`. Needs a rustls crypto provider installed as the process default.
     pub fn new(issuer: &str, audiences: Vec<String>) -> Result<Self, VerifierError> {
-        let issuer = issuer.trim_end_matches('/').to_owned();
-        if !fetchable(&issuer) {
+        let issuer = issuer.to_owned();
+        let local = url::Url::parse(&issuer).is_ok_and(|u| u.scheme() == "http" && is_loopback(&u));
+        if !fetchable(&issuer, local) {
             return Err(VerifierError::Issuer(issuer));
         }
         if audiences.is_empty() {
@@ -119,12 +128,12 @@ impl OidcTokenVerifier {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()?;
-        Ok(Self { issuer, audiences, http, keys: RwLock::new(Keys::default()) })
+        Ok(Self { issuer, local, audiences, http, keys: RwLock::new(Keys::default()) })
     }
 
     async fn fetch_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, BackendError> {
         let failed = |e: crate::ports::BoxError| BackendError::transient("fetch the token issuer's keys", e);
-        if !fetchable(url) {
+        if !fetchable(url, self.local) {
             return Err(BackendError::permanent("fetch the token issuer's keys", format!("refused to fetch {url}")));
         }
         let mut response = self.http.get(url).send().await.map_err(|e| failed(e.into()))?;
@@ -150,7 +159,7 @@ impl OidcTokenVerifier {
         // A failed fetch also waits its turn: an unreachable issuer is not asked on every connect.
         keys.fetched_at = Some(Instant::now());
         let discovery: Discovery =
-            self.fetch_json(&format!("{}/.well-known/openid-configuration", self.issuer)).await?;
+            self.fetch_json(&format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'))).await?;
         let set: JwkSet = self.fetch_json(&discovery.jwks_uri).await?;
         info!(issuer = %self.issuer, keys = set.keys.len(), "fetched the token issuer's keys");
         keys.set = Some(set);
@@ -188,13 +197,17 @@ impl TokenVerifier for OidcTokenVerifier {
         validation.set_issuer(&[&self.issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
         // Checked below: either `aud` or Cognito's `client_id`, as the HTTP API's authorizer does.
         validation.validate_aud = false;
         let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
             .map_err(|_| TokenError::Invalid("the token is expired, not the issuer's, or its signature is wrong"))?
             .claims;
-        let audience_ok = claims.aud.contains_any(&self.audiences)
-            || claims.client_id.as_ref().is_some_and(|c| self.audiences.contains(c));
+        // As API Gateway: `client_id` counts only for a token without `aud`.
+        let audience_ok = match &claims.aud {
+            Audience::None => claims.client_id.as_ref().is_some_and(|c| self.audiences.contains(c)),
+            aud => aud.contains_any(&self.audiences),
+        };
         if !audience_ok {
             return Err(TokenError::Invalid("the token is not meant for this API (aud, client_id)"));
         }
@@ -208,12 +221,14 @@ mod tests {
 
     #[test]
     fn only_https_issuers_or_loopback_http_are_fetched() {
-        assert!(fetchable("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_abc"));
-        assert!(fetchable("http://127.0.0.1:8080/issuer"));
-        assert!(fetchable("http://localhost:1/"));
-        assert!(fetchable("http://[::1]:9/"));
+        assert!(fetchable("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_abc", false));
+        assert!(fetchable("http://127.0.0.1:8080/issuer", true));
+        assert!(fetchable("http://localhost:1/", true));
+        assert!(fetchable("http://[::1]:9/", true));
+        // An https issuer's discovery document cannot send us to plain http, loopback or not.
+        assert!(!fetchable("http://127.0.0.1:9001/2018-06-01/runtime/invocation/next", false));
         for refused in ["http://example.com/", "http://10.0.0.1/", "ftp://example.com/", "file:///etc/passwd", "nope"] {
-            assert!(!fetchable(refused), "{refused}");
+            assert!(!fetchable(refused, true), "{refused}");
         }
     }
 

@@ -10,7 +10,9 @@
 //! to one job gets its current state at once (the final one, if it has finished), then the final
 //! state when it comes, then `unsubscribed` with reason `finished`. Subscribing records the
 //! subscription *before* reading the job, so a job that finishes in between is sent twice
-//! (clients keep the highest `version`) rather than not at all.
+//! (clients keep the highest `version`) rather than not at all, provided the push sees the
+//! subscription: a store whose lookup by owner lags behind its writes (DynamoDB's index) needs
+//! the pushes held back by more than that lag (the live queue's delay).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +25,19 @@ use super::live_protocol::{EndReason, LiveMessage, LiveRequest};
 use super::problem::ApiError;
 use super::websocket::MAX_SUBSCRIPTIONS;
 use crate::domain::{Clock, ConnectionId, Job, JobId, LiveConnection, Message, OwnerId};
-use crate::ports::{BackendError, Delivery, LiveConnections, LiveSender, SendError};
+use crate::ports::{BackendError, Delivery, Followed, LiveConnections, LiveSender, SendError};
 use crate::service::{Disposition, QueryError, QueryService, Stores};
 
 /// Messages sent at once when a finished job is pushed.
 const FAN_OUT: usize = 16;
+
+fn too_many(job: Option<JobId>) -> Utf8Bytes {
+    let error = ApiError::bad_request(
+        "too-many-subscriptions",
+        format!("a connection holds at most {MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first"),
+    );
+    LiveMessage::error(job, &error)
+}
 
 /// Live push through a gateway: connect, message, disconnect, and pushing finished jobs.
 #[derive(Debug, Clone)]
@@ -83,10 +93,10 @@ impl SocketRelay {
                 vec![LiveMessage::error(None, &error)]
             }
             Ok(LiveRequest::Subscribe { id: None, .. }) => {
-                if self.connections.follow(id, None).await? {
-                    vec![LiveMessage::Subscribed { id: None }.text()]
-                } else {
-                    Vec::new()
+                match self.connections.follow(id, None, MAX_SUBSCRIPTIONS).await? {
+                    Followed::Following => vec![LiveMessage::Subscribed { id: None }.text()],
+                    Followed::Full => vec![too_many(None)],
+                    Followed::NoConnection => Vec::new(),
                 }
             }
             Ok(LiveRequest::Subscribe { id: Some(job), last_version }) => match JobId::parse(&job) {
@@ -116,15 +126,11 @@ impl SocketRelay {
         seen: Option<u64>,
     ) -> Result<Vec<Utf8Bytes>, BackendError> {
         let id = &connection.id;
-        if !connection.following.jobs.contains(&job) && connection.following.len() >= MAX_SUBSCRIPTIONS {
-            let error = ApiError::bad_request(
-                "too-many-subscriptions",
-                format!("a connection holds at most {MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first"),
-            );
-            return Ok(vec![LiveMessage::error(Some(job), &error)]);
-        }
-        if !self.connections.follow(id, Some(&job)).await? {
-            return Ok(Vec::new());
+        match self.connections.follow(id, Some(&job), MAX_SUBSCRIPTIONS).await? {
+            Followed::Following => {}
+            Followed::Full => return Ok(vec![too_many(Some(job))]),
+            // Closed since the message arrived: nobody to answer.
+            Followed::NoConnection => return Ok(Vec::new()),
         }
         let current = match self.query.get(&connection.owner, &job).await {
             Ok(current) => current,
@@ -165,6 +171,12 @@ impl SocketRelay {
     /// recognisable by its `version`).
     pub async fn push(&self, job: &Job) -> Result<Pushed, BackendError> {
         let followers = self.connections.following(&job.owner, &job.id).await?;
+        self.push_to(job, followers).await
+    }
+
+    /// [`Self::push`] to followers already looked up. A follower whose subscription ended is not
+    /// told so again if the push is repeated (its state was sent; `unsubscribed` may be missing).
+    async fn push_to(&self, job: &Job, followers: Vec<LiveConnection>) -> Result<Pushed, BackendError> {
         if followers.is_empty() {
             return Ok(Pushed::default());
         }
@@ -226,14 +238,14 @@ impl SocketRelay {
             }
         };
         let retry_later = Disposition::Retry(Duration::from_secs(2));
-        match self.connections.following(&finished.owner, &finished.job_id).await {
+        let followers = match self.connections.following(&finished.owner, &finished.job_id).await {
             Ok(followers) if followers.is_empty() => return Disposition::Ack,
-            Ok(_) => {}
+            Ok(followers) => followers,
             Err(e) => {
                 warn!(error = %e, cause = ?e, "could not read the live connections; retrying");
                 return retry_later;
             }
-        }
+        };
         let job = match self.query.get(&finished.owner, &finished.job_id).await {
             Ok(job) => job,
             Err(QueryError::Backend(e)) => {
@@ -245,7 +257,7 @@ impl SocketRelay {
                 return Disposition::Ack;
             }
         };
-        match self.push(&job).await {
+        match self.push_to(&job, followers).await {
             Ok(pushed) => {
                 debug!(job_id = %job.id, sent = pushed.sent, gone = pushed.gone, "pushed");
                 Disposition::Ack

@@ -299,6 +299,8 @@ async fn unsubscribing_stops_the_pushes_and_a_connection_holds_a_bounded_number(
     assert_eq!(types(&refused), ["error"]);
     assert_eq!(refused[0]["code"], "too-many-subscriptions");
     assert!(!r.following(&a1).contains(&one_more.id));
+    r.say(&a1, json!({"action": "subscribe"})).await;
+    assert_eq!(r.received(&a1)[0]["code"], "too-many-subscriptions", "all jobs count as one more");
     r.say(&a1, json!({"action": "unsubscribe"})).await;
     assert!(r.following(&a1).is_empty(), "unsubscribe without id ends them all");
 }
@@ -540,6 +542,12 @@ async fn connect_refuses_tokens_that_are_not_the_issuers_for_this_api() {
         ("another issuer", token(ISSUER_KEY, Some(KID), with(json!({"iss": "https://elsewhere.example"})))),
         ("another audience", token(ISSUER_KEY, Some(KID), with(json!({"aud": "someone-else"})))),
         ("another client", token(ISSUER_KEY, Some(KID), with(json!({"aud": null, "client_id": "someone-else"})))),
+        // As API Gateway: with an `aud`, `client_id` does not count.
+        (
+            "another API's, with our client",
+            token(ISSUER_KEY, Some(KID), with(json!({"aud": "someone-else", "client_id": "cognito-client"}))),
+        ),
+        ("not valid yet", token(ISSUER_KEY, Some(KID), with(json!({"nbf": now + 600})))),
         ("no sub", token(ISSUER_KEY, Some(KID), no_sub)),
         ("a bad owner", token(ISSUER_KEY, Some(KID), with(json!({"sub": "bell\u{7}"})))),
         ("signed by a stranger", token(STRANGER_KEY, Some(KID), claims(&issuer, "alice"))),
@@ -562,6 +570,25 @@ async fn connect_refuses_tokens_that_are_not_the_issuers_for_this_api() {
         assert_eq!(function.handle(connect_event("fConn=", Some(&forged), None)).await.status_code, 401);
     }
     assert!(issuer.fetches.load(Ordering::SeqCst) <= fetched + 1, "five forged kids, at most one fetch");
+}
+
+#[tokio::test]
+async fn the_issuer_is_matched_exactly_as_configured_trailing_slash_and_all() {
+    let issuer = issuer().await;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // Auth0's issuers end in `/`, and their tokens' `iss` with them.
+    let slashed = format!("{}/", issuer.url);
+    let verifier = OidcTokenVerifier::new(&slashed, vec!["labelq-web".into()]).expect("a verifier");
+    use labelq_shared::ports::TokenVerifier;
+    let with_slash = token(
+        ISSUER_KEY,
+        Some(KID),
+        json!({"iss": slashed, "sub": "alice", "aud": "labelq-web",
+        "exp": SystemClock.now().unix_timestamp() + 60}),
+    );
+    assert_eq!(verifier.verify(&with_slash).await.expect("the configured issuer"), owner("alice"));
+    let without = token(ISSUER_KEY, Some(KID), claims(&issuer, "alice"));
+    assert!(matches!(verifier.verify(&without).await, Err(TokenError::Invalid(_))), "not the same string");
 }
 
 #[tokio::test]

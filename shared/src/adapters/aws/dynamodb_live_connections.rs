@@ -10,10 +10,12 @@
 //! | `connected_at`, `expires_at` | epoch seconds; `expires_at` is the table's TTL attribute |
 //!
 //! A push finds its connections through `by-owner`, filtered on `jobs` and `follows_all`. That
-//! index is eventually consistent; a subscriber does not depend on it for a job that finished just
-//! as it subscribed, since subscribing writes first and then reads the job. Every update is
-//! conditional on the item existing, so a message racing `$disconnect` cannot bring a closed
-//! connection back.
+//! index is eventually consistent (a write usually shows in it within a second): a subscription
+//! written just before its job finished could be missed by the push, so the live queue holds
+//! each message back a few seconds (`LiveQueueDelaySeconds` in `infra/storage.yaml`) before it is
+//! pushed. Every update is conditional on the item existing, so a message racing `$disconnect`
+//! cannot bring a closed connection back, and a follow's limit is part of its condition, so
+//! messages handled at once cannot pass it together.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -25,7 +27,7 @@ use time::OffsetDateTime;
 
 use super::{classify, service_code};
 use crate::domain::{ConnectionId, Following, JobId, LiveConnection, OwnerId};
-use crate::ports::{BackendError, LiveConnections};
+use crate::ports::{BackendError, Followed, LiveConnections};
 
 /// The index of connections by owner.
 pub const BY_OWNER_INDEX: &str = "by-owner";
@@ -45,13 +47,9 @@ impl DynamoLiveConnections {
         AttributeValue::S(id.as_str().to_owned())
     }
 
-    /// An update of what a connection follows; only a connection that is still recorded.
+    /// An update of what a connection follows.
     fn update_following(&self, id: &ConnectionId) -> UpdateItemFluentBuilder {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("connection_id", Self::key(id))
-            .condition_expression("attribute_exists(connection_id)")
+        self.client.update_item().table_name(&self.table).key("connection_id", Self::key(id))
     }
 }
 
@@ -128,23 +126,43 @@ impl LiveConnections for DynamoLiveConnections {
         output.item.as_ref().map(decode).transpose()
     }
 
-    async fn follow(&self, id: &ConnectionId, job: Option<&JobId>) -> Result<bool, BackendError> {
-        let update = self.update_following(id);
+    async fn follow(&self, id: &ConnectionId, job: Option<&JobId>, limit: usize) -> Result<Followed, BackendError> {
+        // Room for one more: no jobs, or fewer than the limit (one fewer while all jobs are
+        // followed, which counts as one); or what is asked for is followed already.
+        let room = "attribute_not_exists(jobs) OR size(jobs) < :fewer \
+                    OR (size(jobs) < :limit AND attribute_not_exists(follows_all))";
+        let count = |n: usize| AttributeValue::N(n.to_string());
+        // (DynamoDB refuses a value the expressions do not use.)
+        let update = self.update_following(id).expression_attribute_values(":limit", count(limit));
         let update = match job {
-            Some(job) => update.update_expression("ADD jobs :job").expression_attribute_values(":job", job_set(job)),
+            Some(job) => update
+                .condition_expression(format!("attribute_exists(connection_id) AND (contains(jobs, :one) OR {room})"))
+                .update_expression("ADD jobs :job")
+                .expression_attribute_values(":job", job_set(job))
+                .expression_attribute_values(":one", AttributeValue::S(job.to_string()))
+                .expression_attribute_values(":fewer", count(limit.saturating_sub(1))),
             None => update
+                .condition_expression(
+                    "attribute_exists(connection_id) AND (attribute_exists(follows_all) OR \
+                     attribute_not_exists(jobs) OR size(jobs) < :limit)",
+                )
                 .update_expression("SET follows_all = :yes")
                 .expression_attribute_values(":yes", AttributeValue::Bool(true)),
         };
         match update.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if service_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Ok(_) => Ok(Followed::Following),
+            // Either no such connection or no room: the item tells which.
+            Err(e) if service_code(&e) == Some("ConditionalCheckFailedException") => match self.get(id).await? {
+                Some(_) => Ok(Followed::Full),
+                None => Ok(Followed::NoConnection),
+            },
             Err(e) => Err(classify("DynamoDB UpdateItem (follow)", e)),
         }
     }
 
     async fn unfollow(&self, id: &ConnectionId, job: Option<&JobId>) -> Result<(), BackendError> {
-        let update = self.update_following(id);
+        // Only a connection that is still recorded: an update would make one up.
+        let update = self.update_following(id).condition_expression("attribute_exists(connection_id)");
         let update = match job {
             // Deleting the last element removes the attribute.
             Some(job) => update.update_expression("DELETE jobs :job").expression_attribute_values(":job", job_set(job)),

@@ -14,9 +14,10 @@
 //! mid-processing leaves the message to reappear after its visibility timeout, or at once when the
 //! next process to open the file finds its [`Holder`](super::Holder) gone.
 //!
-//! Time comes from the injected [`Clock`]. Receivers in the same process are woken at once on
-//! publish; otherwise they look again at the next visibility deadline, and at least every
-//! `poll_interval` in case another process shares the file.
+//! Time comes from the injected [`Clock`]. A publish wakes one waiting receiver in the same
+//! process (one message, one receiver: waking them all would have each but one look for nothing
+//! in a transaction of its own); otherwise receivers look again at the next visibility deadline,
+//! and at least every `poll_interval` in case another process shares the file.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -189,7 +190,9 @@ impl SqliteQueue {
                 )
             })
             .await?;
-        self.published.notify_waiters();
+        // A receiver notified but gone before it looked passes the wake-up on (tokio's `Notify`);
+        // with none waiting, the next to wait looks at once.
+        self.published.notify_one();
         Ok(())
     }
 
@@ -341,7 +344,7 @@ impl JobQueue for SqliteQueue {
         })
         .await?;
         if delay.is_zero() {
-            self.published.notify_waiters();
+            self.published.notify_one();
         }
         Ok(())
     }
