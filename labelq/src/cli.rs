@@ -18,7 +18,7 @@ use labelq_shared::config::{
     Concurrency, JobTtl, MaxLabels, MaxReceives, MinConfidence, Setting, VisibilityTimeout, parse_duration,
 };
 use labelq_shared::detectors::{DetectorBuilder, DetectorConfig, DetectorKind};
-use labelq_shared::domain::{ContentType, DetectOptions, OwnerId, SystemClock};
+use labelq_shared::domain::{ContentType, DetectOptions, DropOwner, OwnerId, SystemClock};
 use labelq_shared::http::auth::{Authenticator, BearerTokens, OpenAccess};
 use labelq_shared::http::events::LiveConfig;
 use labelq_shared::ports::{DetectError, ImageInput, LabelDetector};
@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use crate::client::{self, SubmitOptions};
+use crate::drop_dir::DropConfig;
 use crate::embedded::Embedded;
 use crate::model;
 use crate::output::Lines;
@@ -140,6 +141,10 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
     parse_duration(s).and_then(|d| if d.is_zero() { Err("must be more than 0".into()) } else { Ok(d) })
 }
 
+fn parse_owner(s: &str) -> Result<OwnerId, String> {
+    OwnerId::parse(s).map_err(|e| e.to_string())
+}
+
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// Where jobs, images and the queue live.
@@ -198,6 +203,23 @@ struct ServeArgs {
     /// each at most 12h).
     #[arg(long, default_value = "5s,5m,30m,2h,5h,10h", env = RetrySchedule::VARIABLE)]
     callback_retries: RetrySchedule,
+    /// Label every JPEG or PNG file that appears under this directory (fire-and-forget): write it
+    /// elsewhere and rename it in, and its result appears under --results as `<its path>.json`.
+    #[arg(long, env = "LABELQ_WATCH")]
+    watch: Option<PathBuf>,
+    /// Where the results of dropped files are written; not inside --watch [default: DATA_DIR/results].
+    #[arg(long, env = "LABELQ_RESULTS", requires = "watch")]
+    results: Option<PathBuf>,
+    /// The owner of dropped files' jobs (the owner of open access, without --tokens-file, is `local`).
+    #[arg(long, default_value = "local", env = "LABELQ_DROP_OWNER", value_parser = parse_owner, requires = "watch")]
+    drop_owner: OwnerId,
+    /// The first directory under --watch names the owner of the files in it (`alice/cat.jpg` is
+    /// alice's); files outside an owner's directory are refused. Overrides --drop-owner.
+    #[arg(long, env = "LABELQ_DROP_OWNER_FROM_PATH", requires = "watch")]
+    drop_owner_from_path: bool,
+    /// How often --watch is scanned; a file is taken once it has not changed for this long.
+    #[arg(long, default_value = "1s", value_parser = positive_duration, requires = "watch")]
+    watch_interval: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -438,6 +460,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         deliverers: 4,
         live: LiveConfig::default(),
+        drops: args.watch.as_ref().map(|dir| DropConfig {
+            dir: dir.clone(),
+            results: args.results.clone().unwrap_or_else(|| args.data_dir.join("results")),
+            owner: if args.drop_owner_from_path {
+                DropOwner::FirstSegment
+            } else {
+                DropOwner::Fixed(args.drop_owner.clone())
+            },
+            interval: args.watch_interval,
+        }),
     };
     let server = Server::start(backends, detector, clock, options)
         .await

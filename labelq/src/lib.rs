@@ -10,6 +10,7 @@ pub mod callbacks;
 pub mod cli;
 pub mod client;
 mod consumer;
+pub mod drop_dir;
 pub mod embedded;
 #[cfg(feature = "aws")]
 pub mod event_source;

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use labelq_shared::adapters::reqwest::ReqwestCallbackSender;
-use labelq_shared::domain::Clock;
+use labelq_shared::domain::{Clock, ImageLimits, MAX_DROP_BYTES};
 use labelq_shared::http::auth::Authenticator;
 use labelq_shared::http::events::LiveConfig;
 use labelq_shared::http::{ApiState, Uploads, router};
 use labelq_shared::ports::{BackendError, DefaultCallbacks, JobQueue, LabelDetector, MessagePublisher};
 use labelq_shared::service::{
-    Announce, CallbackConfig, CallbackService, DefaultCallbackService, JobChanges, Stores, SubmitConfig,
+    Announce, CallbackConfig, CallbackService, DefaultCallbackService, JobChanges, Stores, SubmitConfig, SubmitService,
     WatchedJobStore, WorkerConfig, WorkerService,
 };
 use tokio::net::TcpListener;
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::callbacks;
+use crate::drop_dir::{DropConfig, DropDir};
 use crate::embedded::{Embedded, Swept};
 use crate::pool::{self, PoolConfig};
 
@@ -99,6 +100,8 @@ pub struct ServeOptions {
     pub deliverers: usize,
     /// How the events stream follows jobs and keeps idle connections open.
     pub live: LiveConfig,
+    /// The drop directory, when one is watched.
+    pub drops: Option<DropConfig>,
 }
 
 /// A running server.
@@ -132,7 +135,7 @@ impl Server {
 
         let mut submit = options.submit.clone();
         submit.callbacks = backends.callbacks.as_ref().map(|_| options.callbacks.policy);
-        let uploads = Uploads { publisher: backends.publisher.clone(), config: submit };
+        let uploads = Uploads { publisher: backends.publisher.clone(), config: submit.clone() };
         let mut state = ApiState::new(backends.stores.clone(), Some(uploads), clock.clone(), options.auth.clone())
             .with_live(changes, options.live, stop.clone());
         // Default callbacks only where callbacks are delivered.
@@ -144,6 +147,18 @@ impl Server {
         };
         if let Some(defaults) = &defaults {
             state = state.with_default_callbacks(defaults.clone());
+        }
+        if let Some(drops) = &options.drops {
+            drops.prepare().map_err(std::io::Error::other)?;
+            let limits = ImageLimits { max_bytes: MAX_DROP_BYTES, ..submit.limits };
+            let config = SubmitConfig { limits, ..submit.clone() };
+            let mut service =
+                SubmitService::new(backends.stores.clone(), backends.publisher.clone(), clock.clone(), config);
+            if let Some(defaults) = &defaults {
+                service = service.with_default_callbacks(defaults.clone());
+            }
+            let watcher = DropDir::new(drops.clone(), Arc::new(service), backends.stores.jobs.clone());
+            tasks.spawn(watcher.run(stop.clone()));
         }
         let app = router(state);
         let http_stop = stop.clone();

@@ -29,6 +29,7 @@ fn job(owner: &str, key: Option<&str>, created_at: OffsetDateTime) -> Job {
         idempotency_key: key.map(|k| IdempotencyKey::parse(k).expect("key")),
         correlation_id: CorrelationId::new(),
         callback: None,
+        source: None,
         now: created_at,
         ttl: Duration::from_secs(86_400),
     })

@@ -65,6 +65,7 @@ pub fn png_submission(owner: &str) -> SubmitRequest {
         idempotency_key: None,
         correlation_id: CorrelationId::new(),
         callback: None,
+        source: None,
     }
 }
 

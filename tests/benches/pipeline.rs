@@ -91,6 +91,7 @@ async fn pipeline_overhead(body: &[u8], jobs: usize, workers: usize, callbacks: 
             idempotency_key: None,
             correlation_id: CorrelationId::new(),
             callback: callbacks.then(|| callback.clone()),
+            source: None,
         };
         submit.submit(request).await.expect("submit");
     }

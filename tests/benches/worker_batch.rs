@@ -54,6 +54,7 @@ impl Pipeline {
                 idempotency_key: None,
                 correlation_id: CorrelationId::new(),
                 callback: None,
+                source: None,
             };
             let job = self.submit.submit(request).await.expect("submitted").job;
             let message = Message::builder()

@@ -29,6 +29,7 @@ pub fn serve_options(workers: usize) -> ServeOptions {
         },
         deliverers: 1,
         live: LiveConfig::default(),
+        drops: None,
     }
 }
 

@@ -13,12 +13,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use image::{DynamicImage, ImageBuffer, ImageFormat, Rgb};
+use labelq::drop_dir::DropConfig;
 use labelq::embedded::Embedded;
 use labelq::server::{ServeOptions, Server};
 use labelq_shared::adapters::onnx::{OnnxConfig, OnnxDetector};
 use labelq_shared::adapters::sqlite::QueueCounts;
 use labelq_shared::config::MaxReceives;
-use labelq_shared::domain::{Clock, Confidence, DetectOptions, OwnerId, SystemClock};
+use labelq_shared::domain::{Clock, Confidence, DetectOptions, DropOwner, OwnerId, SystemClock};
 use labelq_shared::http::auth::BearerTokens;
 use labelq_shared::http::events::LiveConfig;
 use labelq_shared::ports::LabelDetector;
@@ -119,6 +120,8 @@ pub struct AppOptions {
     pub callbacks_allow_private: bool,
     /// How event streams follow jobs and keep idle connections open.
     pub live: LiveConfig,
+    /// Watch `DATA_DIR/drops` every 100 ms, with results in `DATA_DIR/results`, for this owner.
+    pub drop_owner: Option<DropOwner>,
 }
 
 impl AppOptions {
@@ -134,9 +137,15 @@ impl AppOptions {
             callback_retries: "100ms,100ms,100ms".parse().expect("a schedule"),
             callbacks_allow_private: true,
             live: LiveConfig::default(),
+            drop_owner: None,
         }
     }
 }
+
+/// Where a [`TestApp`] with a drop owner watches for drops, and writes their results, under its
+/// data directory.
+pub const DROPS: &str = "drops";
+pub const RESULTS: &str = "results";
 
 pub struct TestApp {
     pub base: String,
@@ -183,6 +192,12 @@ impl TestApp {
             },
             deliverers: 2,
             live: options.live,
+            drops: options.drop_owner.map(|owner| DropConfig {
+                dir: data_dir.path().join(DROPS),
+                results: data_dir.path().join(RESULTS),
+                owner,
+                interval: Duration::from_millis(100),
+            }),
         };
         let server = Server::start(embedded.clone().into(), options.detector, options.clock, serve)
             .await

@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::callback::{Callback, CallbackUrl};
+use super::drop::JobSource;
 use super::ids::{CorrelationId, IdempotencyKey, JobId, ObjectKey, OwnerId};
 use super::image::ContentType;
 use super::label::Label;
@@ -168,6 +169,9 @@ pub struct Job {
     /// Where to call when the job finishes, and how that call stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<Callback>,
+    /// Where the image came from, when not from a request (a drop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<JobSource>,
     #[serde(flatten)]
     pub state: JobState,
     /// How many times a worker claimed the job.
@@ -192,6 +196,7 @@ pub struct NewJob {
     pub idempotency_key: Option<IdempotencyKey>,
     pub correlation_id: CorrelationId,
     pub callback: Option<CallbackUrl>,
+    pub source: Option<JobSource>,
     pub now: OffsetDateTime,
     pub ttl: Duration,
 }
@@ -218,6 +223,7 @@ impl Job {
             idempotency_key: new.idempotency_key,
             correlation_id: new.correlation_id,
             callback: new.callback.map(Callback::new),
+            source: new.source,
             state: JobState::Pending,
             attempts: 0,
             version: 1,
@@ -357,6 +363,7 @@ pub(crate) mod tests {
             idempotency_key: None,
             correlation_id: CorrelationId::new(),
             callback: None,
+            source: None,
             now,
             ttl: Duration::from_secs(24 * 3600),
         })

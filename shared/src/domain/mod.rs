@@ -1,6 +1,7 @@
 //! The domain: what a job is and how it may change. Knows nothing of HTTP, AWS or SQLite.
 
 pub mod callback;
+pub mod drop;
 pub mod ids;
 pub mod image;
 pub mod job;
@@ -9,6 +10,7 @@ pub mod live;
 pub mod message;
 
 pub use callback::{Attempt, Callback, CallbackStatus, CallbackUrl, DefaultCallback, InvalidCallbackUrl};
+pub use drop::{DropKey, DropOwner, JobSource, MAX_DROP_BYTES, drop_idempotency_key};
 pub use ids::{CorrelationId, IdempotencyKey, InvalidId, JobId, ObjectKey, OwnerId};
 pub use image::{ContentType, ImageInfo, ImageLimits, ImageRejection};
 pub use job::{Failure, FailureCode, ImageMeta, Job, JobState, JobStatus, NewJob, Refused};

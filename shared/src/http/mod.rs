@@ -229,7 +229,7 @@ async fn submit_image(State(state): State<ApiState>, owner: Owner, request: Requ
     let callback = callback_url(&parts.headers)?;
     let correlation_id = parts.extensions.get::<CorrelationId>().cloned().unwrap_or_default();
     let upload = upload::read_upload(&parts.headers, body, submit.limits().max_bytes).await?;
-    let request = SubmitRequest { owner: owner.0, upload, idempotency_key, correlation_id, callback };
+    let request = SubmitRequest { owner: owner.0, upload, idempotency_key, correlation_id, callback, source: None };
     let submission = submit.submit(request).await?;
 
     let mut response = job_response(StatusCode::ACCEPTED, &submission.job);

@@ -134,16 +134,22 @@ pub struct Problem {
     pub detail: Option<String>,
 }
 
+impl ApiError {
+    /// The problem this error is answered with; a server error's detail is left out.
+    pub fn problem(&self) -> Problem {
+        let (status, slug, title) = self.classify();
+        let detail = (!status.is_server_error()).then(|| self.to_string());
+        Problem { kind: format!("{PROBLEM_BASE}{slug}"), title, status: status.as_u16(), detail }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, slug, title) = self.classify();
-        let detail = if status.is_server_error() {
+        let problem = self.problem();
+        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
             error!(error = %self, cause = ?self, %status, "request failed");
-            None
-        } else {
-            Some(self.to_string())
-        };
-        let problem = Problem { kind: format!("{PROBLEM_BASE}{slug}"), title, status: status.as_u16(), detail };
+        }
         let mut response = (status, Json(problem)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));

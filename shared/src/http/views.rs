@@ -7,7 +7,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::domain::{CallbackStatus, ContentType, Failure, Job, JobId, JobStatus, Label};
+use crate::domain::{CallbackStatus, ContentType, Failure, Job, JobId, JobSource, JobStatus, Label};
 use crate::ports::ListPosition;
 
 pub fn image_path(id: &JobId) -> String {
@@ -47,6 +47,10 @@ pub struct JobView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub callback: Option<CallbackView<'a>>,
+    /// Present when the image did not come in a request: where it came from (a drop).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<JobSource>, nullable = false)]
+    pub source: Option<&'a JobSource>,
     pub links: Links,
 }
 
@@ -117,6 +121,7 @@ impl<'a> From<&'a Job> for JobView<'a> {
                 last_code: c.last_code,
                 last_error: c.last_error.as_deref(),
             }),
+            source: job.source.as_ref(),
             links: Links { self_: image_path(&job.id) },
         }
     }

@@ -15,7 +15,7 @@ use tracing::{info, instrument, warn};
 use super::{DefaultCallbackService, Stores};
 use crate::domain::{
     CallbackUrl, Clock, ContentType, CorrelationId, IdempotencyKey, ImageLimits, ImageMeta, ImageRejection, Job, JobId,
-    JobStatus, NewJob, ObjectKey, OwnerId,
+    JobSource, JobStatus, NewJob, ObjectKey, OwnerId,
 };
 use crate::ports::{BackendError, Created, Envelope, ImageStore, JobStore, MessagePublisher, StoredImage};
 use crate::webhooks::TargetPolicy;
@@ -51,6 +51,8 @@ pub struct SubmitRequest {
     pub correlation_id: CorrelationId,
     /// Where to call when the job finishes.
     pub callback: Option<CallbackUrl>,
+    /// Where the image came from, when not from a request (a drop).
+    pub source: Option<JobSource>,
 }
 
 /// An accepted submission.
@@ -152,6 +154,7 @@ impl SubmitService {
             idempotency_key: req.idempotency_key.clone(),
             correlation_id: req.correlation_id.clone(),
             callback,
+            source: req.source.clone(),
             now: self.clock.now(),
             ttl: self.config.ttl,
         });

@@ -123,6 +123,7 @@ async fn every_aws_adapter_reports_a_denial_as_a_permanent_backend_error() {
         idempotency_key: None,
         correlation_id: CorrelationId::new(),
         callback: None,
+        source: None,
         now: time::OffsetDateTime::now_utc(),
         ttl: std::time::Duration::from_secs(60),
     });

@@ -180,6 +180,7 @@ impl Worker {
             idempotency_key: None,
             correlation_id: CorrelationId::new(),
             callback: None,
+            source: None,
         };
         let job = self.submit.submit(request).await.unwrap().job;
         (job.id, Envelope::for_job(&job).message.to_json(), png)

@@ -77,6 +77,7 @@ impl Relay {
             idempotency_key: None,
             correlation_id: CorrelationId::new(),
             callback: None,
+            source: None,
             now: SystemClock.now(),
             ttl: Duration::from_secs(3600),
         });

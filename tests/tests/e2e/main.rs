@@ -7,6 +7,7 @@ mod api;
 mod callbacks;
 mod cli;
 mod detector;
+mod drops;
 mod events;
 #[cfg(feature = "localstack")]
 mod localstack;

@@ -154,3 +154,74 @@ async fn a_process_killed_in_the_middle_of_callback_deliveries_loses_none() {
         started.elapsed()
     );
 }
+
+/// Drops are taken once across a crash: a process killed while files are being dropped (some
+/// taken, some labelled, some not yet seen) leaves, after a restart, every file labelled by
+/// exactly one job with its result written.
+#[tokio::test]
+async fn a_process_killed_while_files_are_dropped_labels_each_once_after_a_restart() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let (drops, results, staging) =
+        (data_dir.path().join("drops"), data_dir.path().join("results"), data_dir.path().join("staging"));
+    std::fs::create_dir_all(&drops).unwrap();
+    std::fs::create_dir_all(&staging).unwrap();
+    let args: Vec<String> = ["--workers", "1", "--visibility-timeout", VISIBILITY, "--watch-interval", "100ms"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--data-dir".into(), data_dir.path().to_str().unwrap().into()])
+        .chain(["--watch".into(), drops.to_str().unwrap().into()])
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let serve = || ServeProcess::start(env!("CARGO_BIN_EXE_labelq-under-test"), &args, &[]);
+    let photos = [labelq_e2e::photo("chelsea.png"), labelq_e2e::photo("coffee.png"), labelq_e2e::photo("bus.jpg")];
+    let drop_one = |i: usize| {
+        let staged = staging.join(format!("{i}"));
+        std::fs::write(&staged, &photos[i % photos.len()]).unwrap();
+        let extension = if i % photos.len() == 2 { "jpg" } else { "png" };
+        std::fs::rename(&staged, drops.join(format!("photo {i:02}.{extension}"))).unwrap();
+    };
+    let written = || std::fs::read_dir(&results).map(|d| d.count()).unwrap_or(0);
+
+    let first = serve();
+    for i in 0..10 {
+        drop_one(i);
+    }
+    let started = Instant::now();
+    while written() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no drop labelled before the kill");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // More arrive while it runs, and it dies mid-way.
+    for i in 10..15 {
+        drop_one(i);
+    }
+    first.signal("KILL");
+    drop(first);
+    let before_restart = written();
+    assert!(before_restart < 15, "the kill came too late to test anything");
+    for i in 15..20 {
+        drop_one(i);
+    }
+
+    let second = serve();
+    let started = Instant::now();
+    while written() < 20 {
+        assert!(started.elapsed() < Duration::from_secs(90), "only {} of 20 results after the restart", written());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let http = reqwest::Client::new();
+    let page: Value =
+        http.get(format!("{}/v1/images?limit=100", second.base)).send().await.unwrap().json().await.unwrap();
+    let mut keys: Vec<String> =
+        page["items"].as_array().unwrap().iter().map(|j| j["source"]["key"].as_str().unwrap().to_owned()).collect();
+    keys.sort();
+    let expected: Vec<String> =
+        (0..20).map(|i| format!("photo {i:02}.{}", if i % photos.len() == 2 { "jpg" } else { "png" })).collect();
+    assert_eq!(keys, expected, "one job per dropped file");
+    for key in &expected {
+        let result: Value =
+            serde_json::from_slice(&std::fs::read(results.join(format!("{key}.json"))).unwrap()).unwrap();
+        assert_eq!(result["status"], "SUCCEEDED", "{key}: {result}");
+    }
+    eprintln!("{before_restart} of 20 drops had results before the kill; all 20 after {:?}", started.elapsed());
+}
