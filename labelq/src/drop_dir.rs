@@ -1,16 +1,17 @@
 //! The drop directory of `labelq serve --watch DIR`: every image file that appears under `DIR`
-//! becomes a job, and when the job finishes its result is written as JSON under the results
-//! directory, at the file's relative path plus `.json`, for a submitter who never calls the API.
+//! becomes a job. When the job finishes, the worker writes its result as JSON under the results
+//! directory ([`FsDropResults`]), at the file's relative path plus `.json`, for a submitter who
+//! never calls the API; a file that cannot become a job gets its refusal written there at once.
 //!
 //! - **Only complete files count.** A file is taken once it has kept the same size and
 //!   modification time for a whole scan interval. Names starting with `.` and the temporary names
 //!   of common downloaders and copiers (`*.part`, `*.tmp`, `*.partial`, `*.crdownload`, `*~`) are
 //!   never taken: write elsewhere (or under such a name) and rename the file in.
 //! - **Once, across restarts.** A file's job is found by an idempotency key made of its relative
-//!   path, size and modification time ([`drop_idempotency_key`]), so seeing it again, after a
-//!   crash between submitting and writing its result for example, answers the same job. A file
-//!   whose result is newer than itself is done and never read again; a file replaced by another
-//!   (a new modification time) is a new job.
+//!   path, size and modification time ([`drop_idempotency_key`]), so taking it again after a
+//!   restart (its result not written yet) answers the same job. A file whose result is newer
+//!   than itself is done and never read again; a file replaced by another (a new modification
+//!   time) is a new job.
 //! - **Nothing it writes is watched.** The results directory may not be inside the drop directory,
 //!   and symbolic links are not followed.
 //!
@@ -18,17 +19,17 @@
 //! server is down. A scan stats every file, which is cheap for the thousands a drop directory holds.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use labelq_shared::adapters::fs::FsDropResults;
 use labelq_shared::domain::{
-    ContentType, CorrelationId, DropKey, DropOwner, ImageRejection, JobId, JobSource, drop_idempotency_key,
+    ContentType, CorrelationId, DropKey, DropOwner, ImageRejection, JobSource, drop_idempotency_key,
 };
 use labelq_shared::http::problem::ApiError;
-use labelq_shared::http::views::JobView;
-use labelq_shared::ports::JobStore;
+use labelq_shared::http::views::drop_refusal;
+use labelq_shared::ports::DropResults;
 use labelq_shared::service::{SubmitError, SubmitRequest, SubmitService, Upload};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -90,9 +91,7 @@ impl Version {
 enum Stage {
     /// Seen at this version in the last scan; taken if the next scan sees it unchanged.
     Settling,
-    /// Submitted as this job; the result is written when it finishes.
-    Submitted(JobId),
-    /// Its result is written (or it can never have one).
+    /// Taken: its job is recorded (the worker writes the result), or its refusal is written.
     Done,
 }
 
@@ -110,19 +109,21 @@ struct Found {
     version: Version,
 }
 
-/// The drop directory's watcher: scans, submits, and writes results.
+/// The drop directory's watcher: scans, submits, and writes refusals.
 #[derive(Debug)]
 pub struct DropDir {
     config: DropConfig,
     submit: Arc<SubmitService>,
-    jobs: Arc<dyn JobStore>,
+    results: FsDropResults,
     tracked: HashMap<DropKey, Tracked>,
 }
 
 impl DropDir {
     /// `submit` should take images as large as drops may be; its limits decide what is refused.
-    pub fn new(config: DropConfig, submit: Arc<SubmitService>, jobs: Arc<dyn JobStore>) -> Self {
-        Self { config, submit, jobs, tracked: HashMap::new() }
+    /// The worker should write results to [`results`](DropConfig::results) too.
+    pub fn new(config: DropConfig, submit: Arc<SubmitService>) -> Self {
+        let results = FsDropResults::new(&config.results);
+        Self { config, submit, results, tracked: HashMap::new() }
     }
 
     /// Scans every `interval` until `stop`.
@@ -137,7 +138,7 @@ impl DropDir {
         }
     }
 
-    /// One scan: takes the files that settled, writes the results of jobs that finished.
+    /// One scan: takes the files that settled.
     pub async fn scan_once(&mut self) {
         let dir = self.config.dir.clone();
         let found = match tokio::task::spawn_blocking(move || scan(&dir)).await {
@@ -171,7 +172,6 @@ impl DropDir {
         let next = match stage {
             Stage::Done => return,
             Stage::Settling => self.take(&file).await,
-            Stage::Submitted(id) => self.finish(&file, id).await,
         };
         if let Some(tracked) = self.tracked.get_mut(&file.key) {
             tracked.stage = next;
@@ -180,19 +180,8 @@ impl DropDir {
 
     /// Whether the file's result was written after the file itself was last changed.
     fn result_is_current(&self, file: &Found) -> bool {
-        let result = std::fs::metadata(self.result_path(&file.key)).and_then(|m| m.modified());
+        let result = std::fs::metadata(self.results.path(&file.key)).and_then(|m| m.modified());
         result.is_ok_and(|written| written >= file.version.modified)
-    }
-
-    fn result_path(&self, key: &DropKey) -> PathBuf {
-        let mut path = self.config.results.clone();
-        for segment in key.segments() {
-            path.push(segment);
-        }
-        let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-        name.push(".json");
-        path.set_file_name(name);
-        path
     }
 
     /// Submits a settled file; the stage it is in afterwards.
@@ -203,13 +192,13 @@ impl DropDir {
             Err(e) => {
                 warn!(key = %file.key, error = %e, "a drop with no owner is not taken");
                 let detail = format!("{e}: drops are taken only under an owner's directory");
-                return self.write_refusal(file, ApiError::bad_request("drop-without-owner", detail));
+                return self.refuse(file, ApiError::bad_request("drop-without-owner", detail)).await;
             }
         };
         let max = self.submit.limits().max_bytes as u64;
         if file.version.size > max {
             let rejection = ImageRejection::TooLarge { size: file.version.size as usize, max: max as usize };
-            return self.write_refusal(file, rejection.into());
+            return self.refuse(file, rejection.into()).await;
         }
         let bytes = match tokio::fs::read(&file.path).await {
             Ok(bytes) => bytes,
@@ -223,7 +212,7 @@ impl DropDir {
             return Stage::Settling;
         }
         let Some(declared) = ContentType::sniff(&bytes) else {
-            return self.write_refusal(file, ImageRejection::NotAnImage.into());
+            return self.refuse(file, ImageRejection::NotAnImage.into()).await;
         };
         let request = SubmitRequest {
             owner,
@@ -236,7 +225,7 @@ impl DropDir {
         match self.submit.submit(request).await {
             Ok(submission) => {
                 info!(key = %file.key, job_id = %submission.job.id, replayed = submission.replayed, "drop taken");
-                Stage::Submitted(submission.job.id)
+                Stage::Done
             }
             Err(SubmitError::Backend(e)) => {
                 warn!(key = %file.key, error = %e, cause = ?e, "cannot take a drop now; trying again next scan");
@@ -245,71 +234,22 @@ impl DropDir {
             Err(refused) => {
                 let error = ApiError::from(refused);
                 info!(key = %file.key, refused = %error, "drop refused");
-                self.write_refusal(file, error)
+                self.refuse(file, error).await
             }
         }
     }
 
-    /// Writes the result of a finished job; the stage the file is in afterwards.
-    async fn finish(&self, file: &Found, id: JobId) -> Stage {
-        let job = match self.jobs.get(&id).await {
-            Ok(Some(job)) if job.status().is_finished() => job,
-            Ok(Some(_)) => return Stage::Submitted(id),
-            Ok(None) => {
-                warn!(key = %file.key, job_id = %id, "the drop's job is gone before it finished; no result");
-                return Stage::Done;
-            }
+    /// A drop that never becomes a job still gets a result: why it was refused. If that cannot
+    /// be written, the file is taken again next scan.
+    async fn refuse(&self, file: &Found, error: ApiError) -> Stage {
+        match self.results.write(&file.key, &drop_refusal(&file.key, &error.problem())).await {
+            Ok(()) => Stage::Done,
             Err(e) => {
-                warn!(key = %file.key, error = %e, "cannot read a drop's job; trying again next scan");
-                return Stage::Submitted(id);
-            }
-        };
-        match serde_json::to_vec_pretty(&JobView::from(&job)) {
-            Ok(json) => self.write_result(file, &json, Stage::Submitted(id)),
-            Err(e) => {
-                warn!(key = %file.key, error = %e, "cannot encode a drop's result");
-                Stage::Done
+                warn!(key = %file.key, error = %e, "cannot write a drop's refusal; trying again next scan");
+                Stage::Settling
             }
         }
     }
-
-    /// A drop that never becomes a job still gets a result: why it was refused.
-    fn write_refusal(&self, file: &Found, error: ApiError) -> Stage {
-        let json = serde_json::json!({
-            "source": JobSource::Drop { key: file.key.clone() },
-            "status": "REFUSED",
-            "problem": error.problem(),
-        });
-        match serde_json::to_vec_pretty(&json) {
-            Ok(json) => self.write_result(file, &json, Stage::Settling),
-            Err(_) => Stage::Done,
-        }
-    }
-
-    /// Writes a result whole (a temporary name, fsync, rename), or stays in `on_error` to retry.
-    fn write_result(&self, file: &Found, json: &[u8], on_error: Stage) -> Stage {
-        let path = self.result_path(&file.key);
-        match write_atomically(&path, json) {
-            Ok(()) => {
-                debug!(key = %file.key, result = %path.display(), "drop result written");
-                Stage::Done
-            }
-            Err(e) => {
-                warn!(key = %file.key, result = %path.display(), error = %e, "cannot write a drop's result");
-                on_error
-            }
-        }
-    }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().ok_or_else(|| std::io::Error::other("a result path has a directory"))?;
-    std::fs::create_dir_all(dir)?;
-    let mut file = tempfile::Builder::new().prefix(".result-").tempfile_in(dir)?;
-    file.write_all(bytes)?;
-    file.as_file().sync_all()?;
-    file.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 /// Every regular file under `dir` that may be a drop, with its key and version.

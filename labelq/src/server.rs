@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use labelq_shared::adapters::fs::FsDropResults;
 use labelq_shared::adapters::reqwest::ReqwestCallbackSender;
 use labelq_shared::domain::{Clock, ImageLimits, MAX_DROP_BYTES};
 use labelq_shared::http::auth::Authenticator;
@@ -157,7 +158,7 @@ impl Server {
             if let Some(defaults) = &defaults {
                 service = service.with_default_callbacks(defaults.clone());
             }
-            let watcher = DropDir::new(drops.clone(), Arc::new(service), backends.stores.jobs.clone());
+            let watcher = DropDir::new(drops.clone(), Arc::new(service));
             tasks.spawn(watcher.run(stop.clone()));
         }
         let app = router(state);
@@ -170,6 +171,9 @@ impl Server {
         });
 
         let mut worker = WorkerService::new(backends.stores.clone(), detector, clock.clone(), options.worker.clone());
+        if let Some(drops) = &options.drops {
+            worker = worker.with_drop_results(Arc::new(FsDropResults::new(&drops.results)));
+        }
         if let Some(callbacks) = &backends.callbacks {
             worker = worker.with_completions(callbacks.publisher.clone(), callbacks.announce);
             let sender = ReqwestCallbackSender::new(options.callbacks.policy).map_err(std::io::Error::other)?;

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    CallbackUrl, ConnectionId, ContentType, CorrelationId, DefaultCallback, DetectOptions, FailureCode, IdempotencyKey,
-    ImageSubmitted, Job, JobId, JobStatus, Label, LiveConnection, Message, ObjectKey, OwnerId,
+    CallbackUrl, ConnectionId, ContentType, CorrelationId, DefaultCallback, DetectOptions, DropKey, FailureCode,
+    IdempotencyKey, ImageSubmitted, Job, JobId, JobStatus, Label, LiveConnection, Message, ObjectKey, OwnerId,
 };
 
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -111,6 +111,14 @@ pub struct Page {
 }
 
 /// Where jobs are recorded (SQLite; DynamoDB).
+/// Where the results of dropped images are written, beside the drops (a results directory; a
+/// results prefix of the bucket), for submitters who never call the API.
+#[async_trait]
+pub trait DropResults: Send + Sync + fmt::Debug {
+    /// Writes `json` as the result of the drop under `key`, whole, replacing an earlier one.
+    async fn write(&self, key: &DropKey, json: &[u8]) -> Result<(), BackendError>;
+}
+
 #[async_trait]
 pub trait JobStore: Send + Sync + fmt::Debug {
     /// Creates the job if its id is new and, when it has one, its idempotency key is unused by

@@ -1,4 +1,5 @@
-//! [`FsImageStore`]: images as files in a directory, for `labelq serve`.
+//! [`FsImageStore`]: images as files in a directory, for `labelq serve`; [`FsDropResults`]: the
+//! results of dropped images as JSON files in a directory.
 //!
 //! A put is crash-safe: the bytes go to a temporary file that is fsync'd, renamed into place, and
 //! the directory is fsync'd, so after `put` returns the image survives a power cut and a reader
@@ -13,8 +14,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use crate::domain::ObjectKey;
-use crate::ports::{BackendError, ImageStore, StoredImage};
+use crate::domain::{DropKey, ObjectKey};
+use crate::ports::{BackendError, DropResults, ImageStore, StoredImage};
 
 #[derive(Debug, Clone)]
 pub struct FsImageStore {
@@ -75,7 +76,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn write_durably(tmp_dir: &Path, target: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = tmp_dir.join(Uuid::new_v4().simple().to_string());
+    let tmp = tmp_dir.join(format!(".tmp-{}", Uuid::new_v4().simple()));
     let result = (|| {
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
@@ -88,6 +89,48 @@ fn write_durably(tmp_dir: &Path, target: &Path, bytes: &[u8]) -> io::Result<()> 
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// The results of drops, each at the drop's key under `root` plus `.json`
+/// (`alice/cat.jpg` -> `ROOT/alice/cat.jpg.json`), written as crash-safely as an image.
+#[derive(Debug, Clone)]
+pub struct FsDropResults {
+    root: PathBuf,
+}
+
+impl FsDropResults {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Where the result of the drop under `key` is written.
+    pub fn path(&self, key: &DropKey) -> PathBuf {
+        // A key's segments are never empty, `.` or `..` (`DropKey` refuses them): the path stays
+        // under the root.
+        let mut path = self.root.clone();
+        for segment in key.segments() {
+            path.push(segment);
+        }
+        let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(".json");
+        path.set_file_name(name);
+        path
+    }
+}
+
+#[async_trait]
+impl DropResults for FsDropResults {
+    async fn write(&self, key: &DropKey, json: &[u8]) -> Result<(), BackendError> {
+        let target = self.path(key);
+        let json = json.to_vec();
+        blocking("write a drop's result", move || {
+            let dir = target.parent().unwrap_or(Path::new(".")).to_path_buf();
+            fs::create_dir_all(&dir)?;
+            // The temporary file is beside its target, so the rename stays on one file system.
+            write_durably(&dir, &target, &json)
+        })
+        .await
+    }
 }
 
 #[async_trait]

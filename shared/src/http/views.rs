@@ -7,7 +7,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::domain::{CallbackStatus, ContentType, Failure, Job, JobId, JobSource, JobStatus, Label};
+use super::problem::Problem;
+use crate::domain::{CallbackStatus, ContentType, DropKey, Failure, Job, JobId, JobSource, JobStatus, Label};
 use crate::ports::ListPosition;
 
 pub fn image_path(id: &JobId) -> String {
@@ -125,6 +126,24 @@ impl<'a> From<&'a Job> for JobView<'a> {
             links: Links { self_: image_path(&job.id) },
         }
     }
+}
+
+/// The result written beside a drop once its job is final: the job exactly as
+/// `GET /v1/images/{id}` answers it.
+pub fn drop_result(job: &Job) -> Vec<u8> {
+    // A view of plain data always serialises.
+    serde_json::to_vec_pretty(&JobView::from(job)).unwrap_or_default()
+}
+
+/// The result written beside a drop that cannot become a job: why, as the problem the API would
+/// have answered.
+pub fn drop_refusal(key: &DropKey, problem: &Problem) -> Vec<u8> {
+    let refusal = serde_json::json!({
+        "source": JobSource::Drop { key: key.clone() },
+        "status": "REFUSED",
+        "problem": problem,
+    });
+    serde_json::to_vec_pretty(&refusal).unwrap_or_default()
 }
 
 /// A page of the caller's jobs, newest first.

@@ -40,12 +40,12 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use super::Stores;
 use crate::config::MaxReceives;
 use crate::domain::{
-    Clock, DetectOptions, Failure, FailureCode, ImageSubmitted, InvalidMessage, Job, JobFinished, JobId, JobStatus,
-    Label, Message, Outcome, Refused,
+    Clock, DetectOptions, Failure, FailureCode, ImageSubmitted, InvalidMessage, Job, JobFinished, JobId, JobSource,
+    JobStatus, Label, Message, Outcome, Refused,
 };
 use crate::ports::{
-    BackendError, Delivery, DetectError, Envelope, ImageInput, ImageStore, InputKind, JobStore, LabelDetector,
-    MessagePublisher, UpdateError,
+    BackendError, Delivery, DetectError, DropResults, Envelope, ImageInput, ImageStore, InputKind, JobStore,
+    LabelDetector, MessagePublisher, UpdateError,
 };
 
 /// What the consumer should do with the message.
@@ -146,6 +146,7 @@ pub struct WorkerService {
     clock: Arc<dyn Clock>,
     config: WorkerConfig,
     completions: Option<(Arc<dyn MessagePublisher>, Announce)>,
+    drop_results: Option<Arc<dyn DropResults>>,
 }
 
 /// Which finished jobs the worker announces.
@@ -161,7 +162,15 @@ pub enum Announce {
 
 impl WorkerService {
     pub fn new(stores: Stores, detector: Arc<dyn LabelDetector>, clock: Arc<dyn Clock>, config: WorkerConfig) -> Self {
-        Self { images: stores.images, jobs: stores.jobs, detector, clock, config, completions: None }
+        Self {
+            images: stores.images,
+            jobs: stores.jobs,
+            detector,
+            clock,
+            config,
+            completions: None,
+            drop_results: None,
+        }
     }
 
     /// Announces the jobs that finish (`which` of them) on `publisher`, as [`JobFinished`]
@@ -170,9 +179,20 @@ impl WorkerService {
         Self { completions: Some((publisher, which)), ..self }
     }
 
-    /// Publishes the "job finished" event of `job` (now final), if it is one to announce.
-    /// A failure is the message's: it is retried, and its next delivery announces again.
+    /// Writes the result of each finished job that was dropped in beside its drop, as
+    /// [`views::drop_result`](crate::http::views::drop_result). At least once, like the
+    /// announcements: a redelivery of a finished job's message writes it again.
+    pub fn with_drop_results(self, results: Arc<dyn DropResults>) -> Self {
+        Self { drop_results: Some(results), ..self }
+    }
+
+    /// What follows a job's final write: its result beside its drop, if it was dropped in, and
+    /// its "job finished" event, if it is one to announce. A failure is the message's: it is
+    /// retried, and its next delivery does both again.
     async fn announce(&self, job: &Job, event: JobFinished) -> Result<(), BackendError> {
+        if let (Some(results), Some(JobSource::Drop { key })) = (&self.drop_results, &job.source) {
+            results.write(key, &crate::http::views::drop_result(job)).await?;
+        }
         let Some((publisher, which)) = &self.completions else {
             return Ok(());
         };

@@ -429,3 +429,72 @@ async fn a_callback_is_refused_before_anything_is_written_where_callbacks_are_no
     assert!(matches!(refused, Err(SubmitError::CallbackRefused(_))), "{refused:?}");
     assert!(f.images.is_empty() && f.jobs.is_empty() && f.publisher.published().is_empty());
 }
+
+/// Drop results are written by the real file adapter (the embedded backends' feature).
+#[cfg(feature = "embedded")]
+mod drop_results {
+    use super::*;
+
+    /// A dropped job (`source` a drop), with a worker writing drop results under `results`.
+    async fn dropped(f: &Fixture, results: &std::path::Path, key: &str) -> (Job, WorkerService) {
+        use labelq_shared::domain::{DropKey, JobSource};
+        let source = Some(JobSource::Drop { key: DropKey::parse(key).unwrap() });
+        let job = f.submit.submit(SubmitRequest { source, ..request(None) }).await.unwrap().job;
+        let stores = Stores { images: f.images.clone(), jobs: f.jobs.clone() };
+        let worker = WorkerService::new(stores, f.detector.clone(), f.clock.clone(), WorkerConfig::default())
+            .with_drop_results(Arc::new(labelq_shared::adapters::fs::FsDropResults::new(results)));
+        (job, worker)
+    }
+
+    fn read_result(path: std::path::PathBuf) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_dropped_job_gets_its_result_written_beside_it_when_it_finishes_and_others_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = fixture(Behaviour::Succeed);
+        let (job, worker) = dropped(&f, dir.path(), "alice/a b+(1).png").await;
+        assert_eq!(worker.handle(&f.delivery(1)).await, Disposition::Ack);
+        let result = read_result(dir.path().join("alice/a b+(1).png.json"));
+        assert_eq!(
+            (result["id"].as_str(), result["status"].as_str()),
+            (Some(job.id.to_string().as_str()), Some("SUCCEEDED"))
+        );
+        assert_eq!(result["source"]["key"], "alice/a b+(1).png");
+        assert_eq!(result["labels"][0]["name"], "Thing");
+
+        // A job submitted through the API has no drop to write beside.
+        let plain = f.submitted().await.job;
+        assert_eq!(worker.handle(&f.delivery(1)).await, Disposition::Ack);
+        assert_eq!(f.status(&plain.id), JobStatus::Succeeded);
+        let written: Vec<_> = walk(dir.path());
+        assert_eq!(written, vec![dir.path().join("alice/a b+(1).png.json")], "only the drop's result");
+    }
+
+    #[tokio::test]
+    async fn a_result_that_cannot_be_written_retries_the_message_and_its_redelivery_writes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the result's directory must go: the write fails until it is removed.
+        std::fs::write(dir.path().join("alice"), b"in the way").unwrap();
+        let f = fixture(Behaviour::Succeed);
+        let (job, worker) = dropped(&f, dir.path(), "alice/cat.png").await;
+        assert!(matches!(worker.handle(&f.delivery(1)).await, Disposition::Retry(_)));
+        assert_eq!(f.status(&job.id), JobStatus::Succeeded, "the job's outcome stands");
+
+        std::fs::remove_file(dir.path().join("alice")).unwrap();
+        assert_eq!(worker.handle(&f.delivery(2)).await, Disposition::Ack);
+        assert_eq!(read_result(dir.path().join("alice/cat.png.json"))["status"], "SUCCEEDED");
+        assert_eq!(f.detector.calls.load(Ordering::SeqCst), 1, "the image was labelled once");
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+        }
+        out.sort();
+        out
+    }
+}
