@@ -49,6 +49,9 @@ REQUIRED_ENV = {
         "LABELQ_VISIBILITY_TIMEOUT",
         "LABEL_DETECTOR",
         "LABELQ_COMPLETION_TOPIC_ARN",
+        "LABELQ_TOPIC_ARN",
+        "LABELQ_DROP_OWNER",
+        "LABELQ_DROP_OWNER_FROM_PATH",
     },
     CALLBACKS: {"LABELQ_TABLE", "LABELQ_BUCKET", "LABELQ_CALLBACK_QUEUE_URL", "LABELQ_CALLBACK_SECRET_ARN"},
     LIVE_SOCKET: {"LABELQ_TABLE", "LABELQ_BUCKET", "LABELQ_CONNECTIONS_TABLE", "LABELQ_LIVE_ENDPOINT",
@@ -281,7 +284,8 @@ def check_no_wildcard_resources(ts: dict[str, Template]) -> list[str]:
                 found.append(f"{which}:{where}: Allow with NotResource")
             if s.get("Principal") in ("*", {"AWS": "*"}):
                 found.append(f"{which}:{where}: Allow to every principal")
-            if any(is_wildcard_resource(r) for r in as_list(s.get("Resource", []))):
+            # In a key policy, Resource "*" is the key itself (the only value it takes).
+            if ".KeyPolicy/" not in where and any(is_wildcard_resource(r) for r in as_list(s.get("Resource", []))):
                 extra = set(as_list(s.get("Action", []))) - RESOURCELESS_ACTIONS
                 if extra:
                     found.append(f"{which}:{where}: Resource '*' for {sorted(map(str, extra))}")
@@ -669,6 +673,55 @@ def check_alarms_notify_the_topic(ts: dict[str, Template]) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
+def bucket_name_pattern(t: Template) -> str:
+    return render(props(first(t, "AWS::S3::Bucket")).get("BucketName"))
+
+
+def check_drops_reach_the_worker_and_nothing_it_writes_does(ts: dict[str, Template]) -> list[str]:
+    """Objects created under drops/ (and only there) are announced on the job topic, which only
+    this stack's bucket may publish to (and encrypt for); the worker writes nothing under drops/."""
+    storage, found = ts["storage"], []
+    bucket = props(first(storage, "AWS::S3::Bucket"))
+    topic = output_target(storage, "TopicArn")
+    configs = bucket.get("NotificationConfiguration", {})
+    topics = as_list(configs.get("TopicConfigurations"))
+    if set(configs) - {"TopicConfigurations"} or len(topics) != 1:
+        return [f"the bucket's notifications are {configs!r}, expected one topic configuration"]
+    (config,) = topics
+    if render(config.get("Topic")) != "${%s}" % topic:
+        found.append(f"drops are announced on {render(config.get('Topic'))}, not the job topic")
+    if config.get("Event") != "s3:ObjectCreated:*":
+        found.append(f"drops are announced for {config.get('Event')!r}, not every object created")
+    rules = config.get("Filter", {}).get("S3Key", {}).get("Rules", [])
+    if rules != [{"Name": "prefix", "Value": "drops/"}]:
+        found.append(f"the notification filter is {rules!r}, not the prefix drops/ alone")
+    if "TopicPolicy" not in as_list(first(storage, "AWS::S3::Bucket").get("DependsOn")):
+        found.append("the bucket does not wait for the topic policy (S3 checks it when configured)")
+    name = bucket_name_pattern(storage)
+    policy = next((props(p) for p in resources(storage, "AWS::SNS::TopicPolicy").values()
+                   if "${%s}" % topic in [render(t) for t in as_list(props(p).get("Topics"))]), None)
+    grants = [] if policy is None else [s for s in as_list(policy["PolicyDocument"]["Statement"])
+                                        if s.get("Principal") == {"Service": "s3.amazonaws.com"}]
+    key = props(resources(storage).get(render(props(resources(storage)[topic]).get("KmsMasterKeyId"))[2:-1], {}))
+    key_grants = [s for s in as_list(key.get("KeyPolicy", {}).get("Statement"))
+                  if s.get("Principal") == {"Service": "s3.amazonaws.com"}]
+    for what, statements in (("topic policy", grants), ("topic key's policy", key_grants)):
+        if len(statements) != 1:
+            found.append(f"the {what} has {len(statements)} statements for S3, expected 1")
+            continue
+        condition = statements[0].get("Condition", {})
+        if render(condition.get("StringEquals", {}).get("aws:SourceAccount")) != "${AWS::AccountId}":
+            found.append(f"the {what} lets S3 of any account in")
+        arn = render(condition.get("ArnLike", {}).get("aws:SourceArn"))
+        if arn != "arn:${AWS::Partition}:s3:::" + name:
+            found.append(f"the {what} lets S3 publish for {arn!r}, not this stack's bucket {name!r}")
+    for sid in ("WriteDropResults", "WriteResults", "SubmitDrops"):
+        for resource in as_list(statement(ts["template"], "WorkerRole", sid)["Resource"]):
+            if "/drops/" in render(resource):
+                found.append(f"WorkerRole.{sid} writes under drops/: its writes would be drops")
+    return found
+
+
 def first(t: Template, kind: str, where: Callable[[str, dict], bool] = lambda n, r: True) -> dict:
     for name, r in resources(t, kind).items():
         if where(name, r):
@@ -716,6 +769,20 @@ def storage_queue(t: Template) -> dict:
 
 
 MUTATIONS: list[tuple[str, Callable, Callable[[dict[str, Template]], None]]] = [
+    ("drops announced for every key", check_drops_reach_the_worker_and_nothing_it_writes_does,
+     lambda ts: props(first(ts["storage"], "AWS::S3::Bucket"))["NotificationConfiguration"]["TopicConfigurations"][0]
+     .pop("Filter")),
+    ("drop results written under drops/", check_drops_reach_the_worker_and_nothing_it_writes_does,
+     lambda ts: statement(ts["template"], "WorkerRole", "WriteDropResults")["Resource"]["Fn::Sub"].__setitem__(
+         0, "${BucketArn}/drops/results/*")),
+    ("any bucket may publish drops", check_drops_reach_the_worker_and_nothing_it_writes_does,
+     lambda ts: props(resources(ts["storage"])["TopicPolicy"])["PolicyDocument"]["Statement"][0]["Condition"]
+     .pop("ArnLike")),
+    ("S3 of any account may use the topic key", check_drops_reach_the_worker_and_nothing_it_writes_does,
+     lambda ts: props(resources(ts["storage"])["TopicKey"])["KeyPolicy"]["Statement"][1]["Condition"]
+     .pop("StringEquals")),
+    ("the bucket does not wait for the topic policy", check_drops_reach_the_worker_and_nothing_it_writes_does,
+     lambda ts: first(ts["storage"], "AWS::S3::Bucket").pop("DependsOn")),
     ("public access block loosened", check_public_access_block,
      lambda ts: set_path(props(first(ts["storage"], "AWS::S3::Bucket")),
                          "PublicAccessBlockConfiguration.RestrictPublicBuckets", False)),

@@ -469,6 +469,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 DropOwner::Fixed(args.drop_owner.clone())
             },
             interval: args.watch_interval,
+            data_dir: Some(args.data_dir.clone()),
         }),
     };
     let server = Server::start(backends, detector, clock, options)

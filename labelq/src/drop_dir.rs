@@ -1,19 +1,23 @@
 //! The drop directory of `labelq serve --watch DIR`: every image file that appears under `DIR`
-//! becomes a job. When the job finishes, the worker writes its result as JSON under the results
-//! directory ([`FsDropResults`]), at the file's relative path plus `.json`, for a submitter who
-//! never calls the API; a file that cannot become a job gets its refusal written there at once.
+//! becomes a job, through the same [`DropIntake`] as drops into the bucket on AWS. When the job
+//! finishes, the worker writes its result as JSON under the results directory
+//! ([`FsDropResults`]), at the file's relative path plus `.json`, for a submitter who never calls
+//! the API; a file that cannot become a job gets its refusal written there at once.
 //!
-//! - **Only complete files count.** A file is taken once it has kept the same size and
-//!   modification time for a whole scan interval. Names starting with `.` and the temporary names
-//!   of common downloaders and copiers (`*.part`, `*.tmp`, `*.partial`, `*.crdownload`, `*~`) are
+//! - **Only complete files count.** A file is taken once it has kept the same size, modification
+//!   time and inode for a whole scan interval. Names starting with `.` and the temporary names of
+//!   common downloaders and copiers (`*.part`, `*.tmp`, `*.partial`, `*.crdownload`, `*~`) are
 //!   never taken: write elsewhere (or under such a name) and rename the file in.
-//! - **Once, across restarts.** A file's job is found by an idempotency key made of its relative
-//!   path, size and modification time ([`drop_idempotency_key`]), so taking it again after a
-//!   restart (its result not written yet) answers the same job. A file whose result is newer
-//!   than itself is done and never read again; a file replaced by another (a new modification
-//!   time) is a new job.
-//! - **Nothing it writes is watched.** The results directory may not be inside the drop directory,
-//!   and symbolic links are not followed.
+//! - **Once, across restarts.** A file's version is its size, modification time and inode; its job
+//!   is found by an idempotency key of its path and version, so taking it again after a restart
+//!   (its result not written yet) answers the same job. A file whose result names its version is
+//!   done and never read again; another version under the same name (rewritten, or another file
+//!   renamed over it, whatever its modification time) is a new job.
+//! - **Nothing it writes is watched.** The results directory and the drop directory may not
+//!   overlap, nor may the drop directory contain the data directory; symbolic links are neither
+//!   followed by the scan nor read.
+//! - **A failing drop backs off**: a take that fails (a store, the queue) is tried again after
+//!   one interval, then two, four, ... up to 5 minutes, with one warning per version.
 //!
 //! The directory is scanned, not watched with inotify: portable, and nothing is missed while the
 //! server is down. A scan stats every file, which is cheap for the thousands a drop directory holds.
@@ -21,16 +25,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use labelq_shared::adapters::fs::FsDropResults;
-use labelq_shared::domain::{
-    ContentType, CorrelationId, DropKey, DropOwner, ImageRejection, JobSource, drop_idempotency_key,
-};
-use labelq_shared::http::problem::ApiError;
-use labelq_shared::http::views::drop_refusal;
-use labelq_shared::ports::DropResults;
-use labelq_shared::service::{SubmitError, SubmitRequest, SubmitService, Upload};
+use labelq_shared::adapters::fs::{FsDropResults, FsDroppedObjects};
+use labelq_shared::domain::{DropKey, DropOwner};
+use labelq_shared::service::{DropIntake, Dropped, SubmitService, Taken};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -46,43 +45,65 @@ pub struct DropConfig {
     pub owner: DropOwner,
     /// How often `dir` is scanned, and how long a file must stay unchanged to be taken.
     pub interval: Duration,
+    /// Where the server keeps its own files (images among them), which `dir` may not contain.
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum DropConfigError {
-    #[error("the drop directory {0} cannot be used: {1}")]
+    #[error("{0} cannot be used: {1}")]
     Dir(PathBuf, std::io::Error),
-    #[error("the results directory {results} is inside the drop directory {dir}: its results would be dropped again")]
-    ResultsInside { results: PathBuf, dir: PathBuf },
+    #[error("the results directory {results} and the drop directory {dir} overlap: results would be taken as drops")]
+    ResultsOverlap { results: PathBuf, dir: PathBuf },
+    #[error("the drop directory {dir} contains the data directory {data_dir}: its images would be taken as drops")]
+    DataInside { data_dir: PathBuf, dir: PathBuf },
 }
 
 impl DropConfig {
-    /// Creates both directories if needed and checks that results are not written where drops
-    /// are taken from.
+    /// Creates the directories if needed and checks that nothing labelq writes is inside the
+    /// drop directory, so that nothing it writes is taken as a drop.
     pub fn prepare(&self) -> Result<(), DropConfigError> {
-        for dir in [&self.dir, &self.results] {
-            std::fs::create_dir_all(dir).map_err(|e| DropConfigError::Dir(dir.clone(), e))?;
-        }
-        let canonical = |dir: &PathBuf| dir.canonicalize().map_err(|e| DropConfigError::Dir(dir.clone(), e));
+        let canonical = |dir: &PathBuf| {
+            std::fs::create_dir_all(dir)
+                .and_then(|()| dir.canonicalize())
+                .map_err(|e| DropConfigError::Dir(dir.clone(), e))
+        };
         let (dir, results) = (canonical(&self.dir)?, canonical(&self.results)?);
-        if results.starts_with(&dir) {
-            return Err(DropConfigError::ResultsInside { results, dir });
+        if results.starts_with(&dir) || dir.starts_with(&results) {
+            return Err(DropConfigError::ResultsOverlap { results, dir });
+        }
+        if let Some(data_dir) = &self.data_dir {
+            let data_dir = canonical(data_dir)?;
+            if data_dir.starts_with(&dir) {
+                return Err(DropConfigError::DataInside { data_dir, dir });
+            }
         }
         Ok(())
     }
 }
 
-/// A file's version as the scan sees it.
+/// A file's version as the scan sees it: another file renamed over it has another inode, a file
+/// rewritten in place another modification time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Version {
     size: u64,
     modified: SystemTime,
+    inode: u64,
 }
 
 impl Version {
+    fn of(meta: &std::fs::Metadata) -> Option<Self> {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some(Self { size: meta.len(), modified: meta.modified().ok()?, inode })
+    }
+
+    /// The version as the job's source records it: `size-mtime_ns-inode`.
     fn tag(&self) -> String {
         let nanos = self.modified.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        format!("{}-{nanos}", self.size)
+        format!("{}-{nanos}-{}", self.size, self.inode)
     }
 }
 
@@ -99,31 +120,39 @@ enum Stage {
 struct Tracked {
     version: Version,
     stage: Stage,
+    /// Takes of this version that failed in a row, and when the next may be tried.
+    failures: u32,
+    retry_at: Option<Instant>,
 }
+
+/// The longest wait between takes of a drop that keeps failing.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(300);
 
 /// A file the scan found.
 #[derive(Debug)]
 struct Found {
     key: DropKey,
-    path: PathBuf,
     version: Version,
 }
 
-/// The drop directory's watcher: scans, submits, and writes refusals.
+/// The drop directory's watcher: scans, and hands the files that settled to the intake.
 #[derive(Debug)]
 pub struct DropDir {
     config: DropConfig,
-    submit: Arc<SubmitService>,
+    intake: DropIntake,
     results: FsDropResults,
     tracked: HashMap<DropKey, Tracked>,
 }
 
 impl DropDir {
-    /// `submit` should take images as large as drops may be; its limits decide what is refused.
-    /// The worker should write results to [`results`](DropConfig::results) too.
+    /// Drops are submitted through `submit`, whose limits decide what is refused (give it
+    /// [`MAX_DROP_BYTES`](labelq_shared::domain::MAX_DROP_BYTES)). The worker should write results
+    /// to [`results`](DropConfig::results) too.
     pub fn new(config: DropConfig, submit: Arc<SubmitService>) -> Self {
         let results = FsDropResults::new(&config.results);
-        Self { config, submit, results, tracked: HashMap::new() }
+        let objects = Arc::new(FsDroppedObjects::new(&config.dir));
+        let intake = DropIntake::new(submit, objects, Arc::new(results.clone()), config.owner.clone());
+        Self { config, intake, results, tracked: HashMap::new() }
     }
 
     /// Scans every `interval` until `stop`.
@@ -160,93 +189,57 @@ impl DropDir {
     }
 
     async fn advance(&mut self, file: Found) {
-        let stage = match self.tracked.get(&file.key) {
-            Some(tracked) if tracked.version == file.version => tracked.stage.clone(),
+        let failures = match self.tracked.get(&file.key) {
+            Some(tracked) if tracked.version == file.version => match tracked.stage {
+                Stage::Done => return,
+                Stage::Settling if tracked.retry_at.is_some_and(|at| Instant::now() < at) => return,
+                Stage::Settling => tracked.failures,
+            },
             // New, or changed since the last scan: wait for it to settle, unless it is done.
             _ => {
-                let stage = if self.result_is_current(&file) { Stage::Done } else { Stage::Settling };
-                self.tracked.insert(file.key.clone(), Tracked { version: file.version, stage });
+                let stage = if self.result_is_current(&file).await { Stage::Done } else { Stage::Settling };
+                let tracked = Tracked { version: file.version, stage, failures: 0, retry_at: None };
+                self.tracked.insert(file.key.clone(), tracked);
                 return;
             }
         };
-        let next = match stage {
-            Stage::Done => return,
-            Stage::Settling => self.take(&file).await,
-        };
+        let next = self.take(&file, failures).await;
         if let Some(tracked) = self.tracked.get_mut(&file.key) {
-            tracked.stage = next;
-        }
-    }
-
-    /// Whether the file's result was written after the file itself was last changed.
-    fn result_is_current(&self, file: &Found) -> bool {
-        let result = std::fs::metadata(self.results.path(&file.key)).and_then(|m| m.modified());
-        result.is_ok_and(|written| written >= file.version.modified)
-    }
-
-    /// Submits a settled file; the stage it is in afterwards.
-    async fn take(&self, file: &Found) -> Stage {
-        let source = JobSource::Drop { key: file.key.clone() };
-        let owner = match self.config.owner.owner_of(&file.key) {
-            Ok(owner) => owner,
-            Err(e) => {
-                warn!(key = %file.key, error = %e, "a drop with no owner is not taken");
-                let detail = format!("{e}: drops are taken only under an owner's directory");
-                return self.refuse(file, ApiError::bad_request("drop-without-owner", detail)).await;
-            }
-        };
-        let max = self.submit.limits().max_bytes as u64;
-        if file.version.size > max {
-            let rejection = ImageRejection::TooLarge { size: file.version.size as usize, max: max as usize };
-            return self.refuse(file, rejection.into()).await;
-        }
-        let bytes = match tokio::fs::read(&file.path).await {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                warn!(key = %file.key, error = %e, "cannot read a drop; trying again next scan");
-                return Stage::Settling;
-            }
-        };
-        if bytes.len() as u64 != file.version.size {
-            debug!(key = %file.key, "the drop changed while it was read; waiting for it to settle");
-            return Stage::Settling;
-        }
-        let Some(declared) = ContentType::sniff(&bytes) else {
-            return self.refuse(file, ImageRejection::NotAnImage.into()).await;
-        };
-        let request = SubmitRequest {
-            owner,
-            upload: Upload { bytes: bytes.into(), declared },
-            idempotency_key: Some(drop_idempotency_key(&file.key, &file.version.tag())),
-            correlation_id: CorrelationId::new(),
-            callback: None,
-            source: Some(source),
-        };
-        match self.submit.submit(request).await {
-            Ok(submission) => {
-                info!(key = %file.key, job_id = %submission.job.id, replayed = submission.replayed, "drop taken");
-                Stage::Done
-            }
-            Err(SubmitError::Backend(e)) => {
-                warn!(key = %file.key, error = %e, cause = ?e, "cannot take a drop now; trying again next scan");
-                Stage::Settling
-            }
-            Err(refused) => {
-                let error = ApiError::from(refused);
-                info!(key = %file.key, refused = %error, "drop refused");
-                self.refuse(file, error).await
+            match next {
+                Ok(stage) => (tracked.stage, tracked.failures, tracked.retry_at) = (stage, 0, None),
+                Err(()) => {
+                    tracked.failures = failures + 1;
+                    let wait = self.config.interval.saturating_mul(1 << failures.min(16)).min(MAX_RETRY_WAIT);
+                    tracked.retry_at = Some(Instant::now() + wait);
+                }
             }
         }
     }
 
-    /// A drop that never becomes a job still gets a result: why it was refused. If that cannot
-    /// be written, the file is taken again next scan.
-    async fn refuse(&self, file: &Found, error: ApiError) -> Stage {
-        match self.results.write(&file.key, &drop_refusal(&file.key, &error.problem())).await {
-            Ok(()) => Stage::Done,
+    /// Whether the result beside the file is this version's (a file replaced by another, even
+    /// one with an older modification time, is not done).
+    async fn result_is_current(&self, file: &Found) -> bool {
+        let Ok(bytes) = tokio::fs::read(self.results.path(&file.key)).await else {
+            return false;
+        };
+        let result: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        result["source"]["version"].as_str() == Some(file.version.tag().as_str())
+    }
+
+    /// Takes a settled file: the stage it is in afterwards, or `Err` to try again later. Only
+    /// the first failure of a version is a warning.
+    async fn take(&self, file: &Found, failures: u32) -> Result<Stage, ()> {
+        let dropped = Dropped { key: file.key.clone(), version: file.version.tag(), size: file.version.size };
+        match self.intake.take(&dropped).await {
+            Ok(Taken::Job { .. } | Taken::Refused | Taken::Gone) => Ok(Stage::Done),
+            Ok(Taken::Changed) => Ok(Stage::Settling),
+            Err(e) if failures == 0 => {
+                warn!(key = %file.key, error = %e, cause = ?e, "cannot take a drop now; trying again later");
+                Err(())
+            }
             Err(e) => {
-                warn!(key = %file.key, error = %e, "cannot write a drop's refusal; trying again next scan");
-                Stage::Settling
+                debug!(key = %file.key, error = %e, failures, "still cannot take a drop");
+                Err(())
             }
         }
     }
@@ -278,12 +271,9 @@ fn scan(dir: &Path) -> std::io::Result<Vec<Found>> {
             if kind.is_dir() {
                 pending.push((entry.path(), format!("{key}/")));
             } else if kind.is_file() {
-                let Ok(meta) = entry.metadata() else { continue };
-                let Ok(modified) = meta.modified() else { continue };
+                let Some(version) = entry.metadata().ok().as_ref().and_then(Version::of) else { continue };
                 match DropKey::parse(&key) {
-                    Ok(key) => {
-                        found.push(Found { key, path: entry.path(), version: Version { size: meta.len(), modified } })
-                    }
+                    Ok(key) => found.push(Found { key, version }),
                     Err(e) => debug!(%key, error = %e, "not a key a drop can have"),
                 }
             }

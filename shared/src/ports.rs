@@ -110,7 +110,6 @@ pub struct Page {
     pub next: Option<ListPosition>,
 }
 
-/// Where jobs are recorded (SQLite; DynamoDB).
 /// Where the results of dropped images are written, beside the drops (a results directory; a
 /// results prefix of the bucket), for submitters who never call the API.
 #[async_trait]
@@ -119,6 +118,15 @@ pub trait DropResults: Send + Sync + fmt::Debug {
     async fn write(&self, key: &DropKey, json: &[u8]) -> Result<(), BackendError>;
 }
 
+/// Where dropped images are read from (the drop directory; the bucket's drop prefix).
+#[async_trait]
+pub trait DroppedObjects: Send + Sync + fmt::Debug {
+    /// The bytes of the drop under `key`, or `None` if there is none. At most `max` + 1 bytes are
+    /// read: more than `max` says it is larger than the caller takes, without holding all of it.
+    async fn get(&self, key: &DropKey, max: u64) -> Result<Option<Bytes>, BackendError>;
+}
+
+/// Where jobs are recorded (SQLite; DynamoDB).
 #[async_trait]
 pub trait JobStore: Send + Sync + fmt::Debug {
     /// Creates the job if its id is new and, when it has one, its idempotency key is unused by

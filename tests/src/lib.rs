@@ -197,6 +197,7 @@ impl TestApp {
                 results: data_dir.path().join(RESULTS),
                 owner,
                 interval: Duration::from_millis(100),
+                data_dir: Some(data_dir.path().to_path_buf()),
             }),
         };
         let server = Server::start(embedded.clone().into(), options.detector, options.clock, serve)

@@ -1,5 +1,5 @@
-//! [`FsImageStore`]: images as files in a directory, for `labelq serve`; [`FsDropResults`]: the
-//! results of dropped images as JSON files in a directory.
+//! [`FsImageStore`]: images as files in a directory, for `labelq serve`; [`FsDroppedObjects`] and
+//! [`FsDropResults`]: dropped images, and their results as JSON, as the files of directories.
 //!
 //! A put is crash-safe: the bytes go to a temporary file that is fsync'd, renamed into place, and
 //! the directory is fsync'd, so after `put` returns the image survives a power cut and a reader
@@ -15,7 +15,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::domain::{DropKey, ObjectKey};
-use crate::ports::{BackendError, DropResults, ImageStore, StoredImage};
+use crate::ports::{BackendError, DropResults, DroppedObjects, ImageStore, StoredImage};
 
 #[derive(Debug, Clone)]
 pub struct FsImageStore {
@@ -115,6 +115,44 @@ impl FsDropResults {
         name.push(".json");
         path.set_file_name(name);
         path
+    }
+}
+
+/// Drops as the files of a directory, each at its key under `root`.
+#[derive(Debug, Clone)]
+pub struct FsDroppedObjects {
+    root: PathBuf,
+}
+
+impl FsDroppedObjects {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+}
+
+#[async_trait]
+impl DroppedObjects for FsDroppedObjects {
+    async fn get(&self, key: &DropKey, max: u64) -> Result<Option<Bytes>, BackendError> {
+        let mut path = self.root.clone();
+        path.extend(key.segments());
+        blocking("read a drop", move || {
+            // A symbolic link is not a drop: it could lead anywhere.
+            match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_file() => {}
+                Ok(_) => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut io::Read::take(file, max.saturating_add(1)), &mut bytes)?;
+            Ok(Some(Bytes::from(bytes)))
+        })
+        .await
     }
 }
 

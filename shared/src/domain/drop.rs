@@ -25,7 +25,18 @@ pub enum JobSource {
     Drop {
         #[schema(value_type = String, min_length = 1, max_length = 1024)]
         key: DropKey,
+        /// Which version of the object under `key` this is: its size and modification time in a
+        /// directory, its version id or ETag in a bucket.
+        #[schema(min_length = 1, max_length = 1024)]
+        version: String,
     },
+}
+
+impl JobSource {
+    /// The drop that is the source of a job: its key and version.
+    pub fn drop(key: DropKey, version: impl Into<String>) -> Self {
+        Self::Drop { key, version: version.into() }
+    }
 }
 
 /// The key of a dropped object relative to where drops are watched: `/`-separated segments, each

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::problem::Problem;
-use crate::domain::{CallbackStatus, ContentType, DropKey, Failure, Job, JobId, JobSource, JobStatus, Label};
+use crate::domain::{CallbackStatus, ContentType, Failure, Job, JobId, JobSource, JobStatus, Label};
 use crate::ports::ListPosition;
 
 pub fn image_path(id: &JobId) -> String {
@@ -129,21 +129,15 @@ impl<'a> From<&'a Job> for JobView<'a> {
 }
 
 /// The result written beside a drop once its job is final: the job exactly as
-/// `GET /v1/images/{id}` answers it.
-pub fn drop_result(job: &Job) -> Vec<u8> {
-    // A view of plain data always serialises.
-    serde_json::to_vec_pretty(&JobView::from(job)).unwrap_or_default()
+/// `GET /v1/images/{id}` answers it (its `source` says which version of the drop it labelled).
+pub fn drop_result(job: &Job) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec_pretty(&JobView::from(job))
 }
 
-/// The result written beside a drop that cannot become a job: why, as the problem the API would
-/// have answered.
-pub fn drop_refusal(key: &DropKey, problem: &Problem) -> Vec<u8> {
-    let refusal = serde_json::json!({
-        "source": JobSource::Drop { key: key.clone() },
-        "status": "REFUSED",
-        "problem": problem,
-    });
-    serde_json::to_vec_pretty(&refusal).unwrap_or_default()
+/// The result written beside a drop that cannot become a job: which drop, and why, as the problem
+/// the API would have answered.
+pub fn drop_refusal(source: &JobSource, problem: &Problem) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec_pretty(&serde_json::json!({ "source": source, "status": "REFUSED", "problem": problem }))
 }
 
 /// A page of the caller's jobs, newest first.

@@ -12,17 +12,23 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use tracing::warn;
 
 use super::auth::ApiGatewayJwt;
+use super::drops::{BucketDrops, WorkerRecords};
 use super::sqs_batch::handle_sqs_batch;
-use crate::adapters::aws::{AwsStores, LazyClient, Resources, SqsQueue, sns_publisher};
+use crate::adapters::aws::{
+    AwsStores, DROP_PREFIX, DROP_RESULTS_PREFIX, LazyClient, Resources, S3DropResults, S3DroppedObjects, SqsQueue,
+    s3_client, sns_publisher,
+};
 use crate::config::{
     self, Concurrency, ConfigError, JobTtl, MaxImageBytes, MaxLabels, MaxReceives, MinConfidence, Setting,
     VisibilityTimeout,
 };
 use crate::detectors::{DetectorConfig, DetectorKind};
-use crate::domain::{DetectOptions, ImageLimits, SystemClock};
+use crate::domain::{DetectOptions, DropOwner, ImageLimits, MAX_DROP_BYTES, OwnerId, SystemClock};
 use crate::http::{ApiState, Uploads, router};
 use crate::ports::LabelDetector;
-use crate::service::{Announce, Backoff, DefaultCallbackService, SubmitConfig, WorkerConfig, WorkerService};
+use crate::service::{
+    Announce, Backoff, DefaultCallbackService, DropIntake, SubmitConfig, SubmitService, WorkerConfig, WorkerService,
+};
 use crate::webhooks::TargetPolicy;
 
 /// API Gateway -> Lambda carries at most 6 MB, and binary bodies arrive base64-encoded (4/3 the
@@ -101,6 +107,36 @@ pub struct WorkerFunctionConfig {
     /// Records of a batch handled at once.
     pub concurrency: Concurrency,
     pub worker: WorkerConfig,
+    /// Whether objects created under the bucket's drop prefix become jobs, and how.
+    pub drops: Option<WorkerDrops>,
+}
+
+/// The worker's bucket drops: `LABELQ_DROP_OWNER` (every drop's owner) or
+/// `LABELQ_DROP_OWNER_FROM_PATH=true` (the key's first segment under `drops/` is the owner), with
+/// `LABELQ_TOPIC_ARN` (where the drops' jobs are announced, as the request-handler announces its
+/// own) and `LABELQ_JOB_TTL` (24h). Results go under `drop-results/`.
+#[derive(Debug, Clone)]
+pub struct WorkerDrops {
+    pub owner: DropOwner,
+    pub topic_arn: String,
+    pub ttl: Duration,
+}
+
+impl WorkerDrops {
+    fn from_env() -> Result<Option<Self>, ConfigError> {
+        let from_path = config::optional::<bool>("LABELQ_DROP_OWNER_FROM_PATH")?.unwrap_or(false);
+        let owner = match config::optional::<String>("LABELQ_DROP_OWNER")? {
+            _ if from_path => DropOwner::FirstSegment,
+            Some(owner) => DropOwner::Fixed(OwnerId::parse(&owner).map_err(|e| ConfigError::Invalid {
+                name: "LABELQ_DROP_OWNER",
+                value: owner.clone(),
+                reason: e.to_string(),
+            })?),
+            None => return Ok(None),
+        };
+        let ttl = config::read::<JobTtl>()?.unwrap_or(JobTtl::DEFAULT).get();
+        Ok(Some(Self { owner, topic_arn: config::required("LABELQ_TOPIC_ARN")?, ttl }))
+    }
 }
 
 impl WorkerFunctionConfig {
@@ -130,6 +166,7 @@ impl WorkerFunctionConfig {
                 backoff: Backoff { base: Duration::from_secs(2), max: Duration::from_secs(300) },
                 detect: DetectOptions { max_labels: max_labels.get(), min_confidence: min_confidence.get() },
             },
+            drops: WorkerDrops::from_env()?,
         })
     }
 }
@@ -138,6 +175,7 @@ impl WorkerFunctionConfig {
 #[derive(Debug, Clone)]
 pub struct WorkerFunction {
     worker: Arc<WorkerService>,
+    records: WorkerRecords,
     queue: Arc<SqsQueue>,
     concurrency: usize,
 }
@@ -154,12 +192,31 @@ impl WorkerFunction {
             DetectorKind::Onnx => AwsStores::new(sdk, &config.resources),
             DetectorKind::Rekognition => AwsStores::with_s3_on_first_use(sdk, &config.resources),
         };
-        let mut worker = WorkerService::new(stores.stores(), detector, Arc::new(SystemClock), config.worker.clone());
+        let clock = Arc::new(SystemClock);
+        let mut worker = WorkerService::new(stores.stores(), detector, clock.clone(), config.worker.clone());
         if let Some(topic) = &config.completion_topic_arn {
             worker = worker.with_completions(sns_publisher(sdk, topic), Announce::Every);
         }
+        let drops = config.drops.as_ref().map(|drops| {
+            let s3 = LazyClient::from_config(sdk, s3_client);
+            let bucket = &config.resources.bucket;
+            let results = Arc::new(S3DropResults::new(s3.clone(), bucket, DROP_RESULTS_PREFIX));
+            worker = worker.clone().with_drop_results(results.clone());
+            let limits = ImageLimits { max_bytes: MAX_DROP_BYTES, ..ImageLimits::default() };
+            let submit = SubmitService::new(
+                stores.stores(),
+                sns_publisher(sdk, &drops.topic_arn),
+                clock.clone(),
+                SubmitConfig { ttl: drops.ttl, limits, callbacks: None },
+            );
+            let objects = S3DroppedObjects::new(s3, bucket, DROP_PREFIX);
+            let intake = DropIntake::new(Arc::new(submit), Arc::new(objects.clone()), results, drops.owner.clone());
+            BucketDrops { intake, objects }
+        });
+        let worker = Arc::new(worker);
+        let records = WorkerRecords::new(worker.clone(), drops);
         let queue = SqsQueue::new(LazyClient::from_config(sdk, aws_sdk_sqs::Client::new), &config.queue_url);
-        Self { worker: Arc::new(worker), queue: Arc::new(queue), concurrency: config.concurrency.get() }
+        Self { worker, records, queue: Arc::new(queue), concurrency: config.concurrency.get() }
     }
 
     pub fn worker(&self) -> &Arc<WorkerService> {
@@ -169,7 +226,7 @@ impl WorkerFunction {
     /// Handles one invocation; `deadline_ms` is the invocation's deadline in epoch milliseconds
     /// (from the Lambda context), if any.
     pub async fn handle(&self, event: SqsEvent, deadline_ms: Option<u64>) -> SqsBatchResponse {
-        handle_sqs_batch(&self.worker, &*self.queue, event, self.concurrency, deadline_at(deadline_ms)).await
+        handle_sqs_batch(&self.records, &*self.queue, event, self.concurrency, deadline_at(deadline_ms)).await
     }
 }
 

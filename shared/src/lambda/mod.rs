@@ -16,17 +16,19 @@
 //! other records, so the worker keeps such work in `spawn_blocking`.
 
 pub mod auth;
+pub mod drops;
 pub mod functions;
 #[cfg(feature = "live-api")]
 pub mod live;
 pub mod sqs_batch;
 
 pub use auth::ApiGatewayJwt;
+pub use drops::{BucketDrops, WorkerRecords};
 #[cfg(feature = "callbacks")]
 pub use functions::{CallbackFunction, CallbackFunctionConfig, CallbackInitError};
 pub use functions::{
-    LAMBDA_MAX_IMAGE_BYTES, RequestHandlerConfig, WorkerFunction, WorkerFunctionConfig, request_handler_app,
-    status_api_app,
+    LAMBDA_MAX_IMAGE_BYTES, RequestHandlerConfig, WorkerDrops, WorkerFunction, WorkerFunctionConfig,
+    request_handler_app, status_api_app,
 };
 #[cfg(feature = "live-api")]
 pub use live::{LiveConfig, LiveInitError, LivePushFunction, LiveSocketFunction, token_verifier_from_env};

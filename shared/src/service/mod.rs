@@ -7,9 +7,11 @@
 //! - [`CallbackService`]: deliver one job's completion callback.
 //! - [`DefaultCallbackService`]: an owner's default callback, for jobs that name none.
 //! - [`WatchService`]: follow an owner's jobs as they change (live push).
+//! - [`DropIntake`]: a dropped image becomes a job (fire-and-forget).
 
 mod callbacks;
 mod default_callbacks;
+mod drops;
 mod query;
 mod submit;
 mod watch;
@@ -28,6 +30,7 @@ pub struct Stores {
 
 pub use callbacks::{CallbackConfig, CallbackService};
 pub use default_callbacks::{DefaultCallbackError, DefaultCallbackService};
+pub use drops::{DropIntake, Dropped, Taken};
 pub use query::{QueryError, QueryService};
 pub use submit::{Submission, SubmitConfig, SubmitError, SubmitRequest, SubmitService, Upload};
 pub use watch::{Change, JobChanges, JobFeed, OwnerChange, OwnerFeed, WatchConfig, WatchService, WatchedJobStore};

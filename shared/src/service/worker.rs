@@ -189,17 +189,26 @@ impl WorkerService {
     /// What follows a job's final write: its result beside its drop, if it was dropped in, and
     /// its "job finished" event, if it is one to announce. A failure is the message's: it is
     /// retried, and its next delivery does both again.
-    async fn announce(&self, job: &Job, event: JobFinished) -> Result<(), BackendError> {
-        if let (Some(results), Some(JobSource::Drop { key })) = (&self.drop_results, &job.source) {
-            results.write(key, &crate::http::views::drop_result(job)).await?;
-        }
-        let Some((publisher, which)) = &self.completions else {
+    async fn after_final(&self, job: &Job, event: JobFinished) -> Result<(), BackendError> {
+        // Both, whatever becomes of the other: a result that cannot be written must not hold up
+        // the callback, nor the other way round. The first failure retries the message.
+        let written = self.write_drop_result(job).await;
+        let published = match &self.completions {
+            Some((publisher, which)) if *which == Announce::Every || event.callback => {
+                publisher.publish(&Envelope::new(event, job.correlation_id.clone())).await
+            }
+            _ => Ok(()),
+        };
+        written.and(published)
+    }
+
+    async fn write_drop_result(&self, job: &Job) -> Result<(), BackendError> {
+        let (Some(results), Some(JobSource::Drop { key, .. })) = (&self.drop_results, &job.source) else {
             return Ok(());
         };
-        if *which == Announce::WithCallback && !event.callback {
-            return Ok(());
-        }
-        publisher.publish(&Envelope::new(event, job.correlation_id.clone())).await
+        let json =
+            crate::http::views::drop_result(job).map_err(|e| BackendError::permanent("encode a drop's result", e))?;
+        results.write(key, &json).await
     }
 
     pub fn config(&self) -> &WorkerConfig {
@@ -276,7 +285,7 @@ impl WorkerService {
                 debug!(%status, "duplicate delivery of a finished job");
                 // The write that finished it may have been its worker's last act: announce again.
                 if let Some(event) = JobFinished::of(&job) {
-                    self.announce(&job, event).await?;
+                    self.after_final(&job, event).await?;
                 }
                 return Ok(Disposition::Ack);
             }
@@ -368,7 +377,7 @@ impl WorkerService {
         };
         match self.jobs.update(&next).await {
             Ok(()) => {
-                self.announce(&next, event.clone()).await?;
+                self.after_final(&next, event.clone()).await?;
                 match &event.outcome {
                     Outcome::Succeeded { labels } => {
                         info!(job_id = %next.id, labels = labels.len(), attempts = next.attempts, "job succeeded")
@@ -433,14 +442,14 @@ impl WorkerService {
     async fn announce_final(&self, job_id: JobId) {
         let announced = match self.jobs.get(&job_id).await {
             Ok(Some(job)) => match JobFinished::of(&job) {
-                Some(event) => self.announce(&job, event).await,
+                Some(event) => self.after_final(&job, event).await,
                 None => Ok(()),
             },
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
         if let Err(e) = announced {
-            error!(error = %e, cause = ?e, "could not announce a finished job; its callback will not be called");
+            error!(error = %e, cause = ?e, "could not follow up a finished job: its announcement (callback, events) or its drop result is lost");
         }
     }
 

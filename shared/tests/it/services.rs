@@ -438,7 +438,7 @@ mod drop_results {
     /// A dropped job (`source` a drop), with a worker writing drop results under `results`.
     async fn dropped(f: &Fixture, results: &std::path::Path, key: &str) -> (Job, WorkerService) {
         use labelq_shared::domain::{DropKey, JobSource};
-        let source = Some(JobSource::Drop { key: DropKey::parse(key).unwrap() });
+        let source = Some(JobSource::drop(DropKey::parse(key).unwrap(), "v1"));
         let job = f.submit.submit(SubmitRequest { source, ..request(None) }).await.unwrap().job;
         let stores = Stores { images: f.images.clone(), jobs: f.jobs.clone() };
         let worker = WorkerService::new(stores, f.detector.clone(), f.clock.clone(), WorkerConfig::default())
@@ -496,5 +496,49 @@ mod drop_results {
         }
         out.sort();
         out
+    }
+
+    #[tokio::test]
+    async fn a_drop_taken_again_after_its_job_finished_answers_that_job_and_rewrites_a_lost_result() {
+        use labelq_shared::adapters::fs::{FsDropResults, FsDroppedObjects};
+        use labelq_shared::domain::{DropKey, DropOwner, OwnerId};
+        use labelq_shared::service::{DropIntake, Dropped, Taken};
+
+        let (drops, results) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let bytes = labelq_testkit::png_header(120, 90);
+        std::fs::write(drops.path().join("cat.png"), &bytes).unwrap();
+        let f = fixture(Behaviour::Succeed);
+        let stores = Stores { images: f.images.clone(), jobs: f.jobs.clone() };
+        let submit = SubmitService::new(stores.clone(), f.publisher.clone(), f.clock.clone(), SubmitConfig::default());
+        let written = Arc::new(FsDropResults::new(results.path()));
+        let owner = DropOwner::Fixed(OwnerId::parse("alice").unwrap());
+        let intake =
+            DropIntake::new(Arc::new(submit), Arc::new(FsDroppedObjects::new(drops.path())), written.clone(), owner);
+        let worker = WorkerService::new(stores, f.detector.clone(), f.clock.clone(), WorkerConfig::default())
+            .with_drop_results(written);
+        let dropped =
+            Dropped { key: DropKey::parse("cat.png").unwrap(), version: "v1".into(), size: bytes.len() as u64 };
+
+        let Taken::Job { id, replayed: false } = intake.take(&dropped).await.unwrap() else { panic!("not taken") };
+        assert_eq!(worker.handle(&f.delivery(1)).await, Disposition::Ack);
+        let result_path = results.path().join("cat.png.json");
+        assert_eq!(read_result(result_path.clone())["status"], "SUCCEEDED");
+
+        // The result is lost (deleted, or its write ran out of attempts); the drop is seen again.
+        std::fs::remove_file(&result_path).unwrap();
+        assert_eq!(intake.take(&dropped).await.unwrap(), Taken::Job { id, replayed: true });
+        let result = read_result(result_path);
+        assert_eq!(
+            (result["id"].as_str(), result["status"].as_str()),
+            (Some(id.to_string().as_str()), Some("SUCCEEDED"))
+        );
+        assert_eq!(result["source"]["version"], "v1");
+        assert_eq!(f.detector.calls.load(Ordering::SeqCst), 1, "labelled once");
+
+        // Another version is another job; a version that is not what was seen is left for later.
+        let grown = Dropped { size: bytes.len() as u64 + 1, ..dropped.clone() };
+        assert_eq!(intake.take(&grown).await.unwrap(), Taken::Changed);
+        let other = Dropped { version: "v2".into(), ..dropped };
+        assert!(matches!(intake.take(&other).await.unwrap(), Taken::Job { replayed: false, .. }));
     }
 }

@@ -67,7 +67,7 @@ async fn dropped_files_with_awkward_names_are_labelled_once_and_their_results_wr
     for key in keys {
         let result = wait_result(&results, key, Duration::from_secs(20)).await;
         assert_eq!(result["status"], "SUCCEEDED", "{key}: {result}");
-        assert_eq!(result["source"], serde_json::json!({"kind": "drop", "key": key}));
+        assert_eq!((result["source"]["kind"].as_str(), result["source"]["key"].as_str()), (Some("drop"), Some(key)));
         assert!(!result["labels"].as_array().unwrap().is_empty(), "{key}: {result}");
         // The same job through the API, for its owner.
         let job: Value = app.get(ALICE, result["links"]["self"].as_str().unwrap()).await.json().await.unwrap();
@@ -133,7 +133,7 @@ async fn a_drop_that_cannot_be_a_job_gets_a_result_that_says_why_and_no_job() {
 }
 
 #[tokio::test]
-async fn a_file_replaced_under_the_same_name_is_labelled_again_as_a_new_job() {
+async fn a_file_replaced_under_the_same_name_is_labelled_again_as_a_new_job_whatever_its_mtime() {
     let (app, detector) = app_with_drops(alice()).await;
     let results = app.data_dir.path().join(RESULTS);
     drop_file(&app, "cat.png", &png(100, 100));
@@ -152,23 +152,47 @@ async fn a_file_replaced_under_the_same_name_is_labelled_again_as_a_new_job() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!((second["status"].as_str(), second["image"]["width"].as_u64()), (Some("SUCCEEDED"), Some(200)));
-    assert_eq!(jobs_of(&app, ALICE).await.len(), 2);
-    assert_eq!(detector.calls(), 2);
+
+    // Another file renamed over it keeps its own modification time, here older than the result:
+    // still another version, so another job.
+    let staged = app.data_dir.path().join("old.png");
+    std::fs::write(&staged, png(300, 100)).unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(&staged).unwrap().set_modified(an_hour_ago).unwrap();
+    std::fs::rename(&staged, app.data_dir.path().join(DROPS).join("cat.png")).unwrap();
+    let started = Instant::now();
+    let third = loop {
+        let now = wait_result(&results, "cat.png", Duration::from_secs(20)).await;
+        if now["id"] != second["id"] {
+            break now;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the older replacement was not labelled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(third["image"]["width"], 300);
+    assert_ne!(third["source"]["version"], second["source"]["version"]);
+    assert_eq!(jobs_of(&app, ALICE).await.len(), 3);
+    assert_eq!(detector.calls(), 3);
     app.shutdown().await;
 }
 
 #[test]
-fn results_inside_the_drop_directory_are_refused_before_anything_is_watched() {
+fn directories_that_overlap_the_drop_directory_are_refused_before_anything_is_watched() {
     let dir = tempfile::tempdir().unwrap();
-    let config = |results: PathBuf| DropConfig {
-        dir: dir.path().join("drops"),
-        results,
+    let config = |drops: &str, results: &str, data: &str| DropConfig {
+        dir: dir.path().join(drops),
+        results: dir.path().join(results),
         owner: alice(),
         interval: Duration::from_secs(1),
+        data_dir: Some(dir.path().join(data)),
     };
-    let inside = config(dir.path().join("drops/results"));
-    assert!(matches!(inside.prepare(), Err(DropConfigError::ResultsInside { .. })));
-    let itself = config(dir.path().join("drops"));
-    assert!(matches!(itself.prepare(), Err(DropConfigError::ResultsInside { .. })));
-    assert!(config(dir.path().join("results")).prepare().is_ok());
+    let overlap = |c: DropConfig| matches!(c.prepare(), Err(DropConfigError::ResultsOverlap { .. }));
+    assert!(overlap(config("drops", "drops/results", "data")), "results inside the drops");
+    assert!(overlap(config("drops", "drops", "data")), "results in the drops");
+    assert!(overlap(config("results/in", "results", "data")), "drops inside the results");
+    let data_inside = config("all", "results", "all/data").prepare();
+    assert!(matches!(data_inside, Err(DropConfigError::DataInside { .. })), "{data_inside:?}");
+    assert!(matches!(config("all", "results", "all").prepare(), Err(DropConfigError::DataInside { .. })));
+    // Drops and results inside the data directory are fine: its images are elsewhere in it.
+    assert!(config("data/drops", "data/results", "data").prepare().is_ok());
 }

@@ -16,7 +16,8 @@ use http::StatusCode;
 use labelq_e2e::aws::{Stack, api_request};
 use labelq_e2e::{FailFor, FlakyDetector, ServeProcess, StubDetector, model_dir, onnx_detector, photo, png};
 use labelq_shared::adapters::aws::{
-    AwsStores, DynamoLiveConnections, SnsPublisher, SqsQueue, s3_client, sns_publisher,
+    AwsStores, DynamoLiveConnections, S3Notification, SnsPublisher, SqsQueue, parse_s3_notification, s3_client,
+    sns_publisher,
 };
 use labelq_shared::config::{Concurrency, MaxReceives};
 use labelq_shared::detectors::DetectorConfig;
@@ -33,6 +34,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 mod callbacks;
+mod drops;
 
 async fn call(app: &axum::Router, request: http::Request<Body>) -> (StatusCode, http::HeaderMap, Value) {
     let response = app.clone().oneshot(request).await.expect("the router answers");
@@ -62,6 +64,7 @@ fn worker_config(stack: &Stack, max_receives: u32) -> WorkerFunctionConfig {
             backoff: Backoff { base: Duration::from_millis(100), max: Duration::from_millis(400) },
             detect: DetectOptions { max_labels: 10, min_confidence: Confidence::new(50.0).expect("50") },
         },
+        drops: None,
     }
 }
 
@@ -77,9 +80,16 @@ async fn receive(queue: &SqsQueue, count: usize) -> Vec<aws_sdk_sqs::types::Mess
     let mut messages = Vec::new();
     while messages.len() < count {
         assert!(started.elapsed() < Duration::from_secs(20), "only {} of {count} messages arrived", messages.len());
-        messages.extend(
-            queue.receive_messages(10, Duration::from_secs(30), Duration::from_secs(1)).await.expect("receive"),
-        );
+        for message in
+            queue.receive_messages(10, Duration::from_secs(30), Duration::from_secs(1)).await.expect("receive")
+        {
+            // The bucket's notification configuration may announce itself with S3's test event.
+            if let Some(Ok(S3Notification::Test)) = parse_s3_notification(message.body().unwrap_or_default()) {
+                queue.delete(message.receipt_handle().expect("a receipt")).await.expect("delete");
+                continue;
+            }
+            messages.push(message);
+        }
     }
     messages
 }

@@ -1,0 +1,105 @@
+//! The worker's records on AWS with bucket drops: the job topic carries both labelq's own
+//! messages and the bucket's S3 event notifications (objects created under the drop prefix), so
+//! one queue and one worker take both. [`WorkerRecords`] sorts them: labelq's messages go to the
+//! [`WorkerService`], each created object to the [`DropIntake`], which submits it as a job (whose
+//! message comes back through the topic like any other). S3's test event is acknowledged.
+//!
+//! A notification names its bucket: one for another bucket, or for a key outside the drop prefix
+//! (the bucket's notification filter should make both impossible), is acknowledged and logged,
+//! never taken.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::sqs_batch::RecordHandler;
+use crate::adapters::aws::{CreatedObject, S3DroppedObjects, S3Notification, parse_s3_notification};
+use crate::ports::Delivery;
+use crate::service::{ClaimSlot, Disposition, DropIntake, Dropped, WorkerService};
+
+/// Where drops are taken from, and how.
+#[derive(Debug, Clone)]
+pub struct BucketDrops {
+    pub intake: DropIntake,
+    pub objects: S3DroppedObjects,
+}
+
+/// The worker function's record handler: the worker, and the bucket's drops where configured.
+#[derive(Debug, Clone)]
+pub struct WorkerRecords {
+    worker: Arc<WorkerService>,
+    drops: Option<BucketDrops>,
+}
+
+impl WorkerRecords {
+    pub fn new(worker: Arc<WorkerService>, drops: Option<BucketDrops>) -> Self {
+        Self { worker, drops }
+    }
+
+    async fn take_all(&self, objects: Vec<CreatedObject>, delivery: &Delivery) -> Disposition {
+        let Some(drops) = &self.drops else {
+            warn!(records = objects.len(), "an S3 notification, but this worker takes no drops; dropping it");
+            return Disposition::Ack;
+        };
+        for object in objects {
+            let span = info_span!("drop", key = %object.key, version = %object.version);
+            let disposition = self.take_one(drops, object, delivery).instrument(span).await;
+            if disposition != Disposition::Ack {
+                // The whole notification comes back; the objects already taken answer their jobs.
+                return disposition;
+            }
+        }
+        Disposition::Ack
+    }
+
+    async fn take_one(&self, drops: &BucketDrops, object: CreatedObject, delivery: &Delivery) -> Disposition {
+        if object.bucket != drops.objects.bucket() {
+            warn!(bucket = %object.bucket, "an S3 notification from another bucket; not taken");
+            return Disposition::Ack;
+        }
+        let Some(key) = drops.objects.drop_key(&object.key) else {
+            warn!("an S3 notification for a key that is not a drop; not taken");
+            return Disposition::Ack;
+        };
+        let dropped = Dropped { key, version: object.version, size: object.size };
+        match drops.intake.take(&dropped).await {
+            Ok(taken) => {
+                debug!(?taken, "drop handled");
+                Disposition::Ack
+            }
+            Err(e) => {
+                let config = self.worker.config();
+                if delivery.receive_count >= config.max_receives.get() {
+                    warn!(error = %e, cause = ?e, "a drop could not be taken on the last attempt");
+                    Disposition::DeadLetter
+                } else {
+                    warn!(error = %e, cause = ?e, "a drop could not be taken now; retrying");
+                    Disposition::Retry(config.backoff.delay(delivery.receive_count))
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl RecordHandler for WorkerRecords {
+    async fn handle(&self, delivery: &Delivery, slot: &ClaimSlot) -> Disposition {
+        match parse_s3_notification(&delivery.body) {
+            None => self.worker.handle_holding(delivery, slot).await,
+            Some(Ok(S3Notification::Test)) => {
+                info!("the bucket's test notification; nothing to do");
+                Disposition::Ack
+            }
+            Some(Ok(S3Notification::Created(objects))) => self.take_all(objects, delivery).await,
+            Some(Err(e)) => {
+                warn!(error = %e, message_id = %delivery.message_id, "an unreadable S3 notification; dead-lettering it");
+                Disposition::DeadLetter
+            }
+        }
+    }
+
+    async fn release(&self, slot: &ClaimSlot) {
+        WorkerService::release(&self.worker, slot).await
+    }
+}
