@@ -715,10 +715,23 @@ def check_drops_reach_the_worker_and_nothing_it_writes_does(ts: dict[str, Templa
         arn = render(condition.get("ArnLike", {}).get("aws:SourceArn"))
         if arn != "arn:${AWS::Partition}:s3:::" + name:
             found.append(f"the {what} lets S3 publish for {arn!r}, not this stack's bucket {name!r}")
-    for sid in ("WriteDropResults", "WriteResults", "SubmitDrops"):
-        for resource in as_list(statement(ts["template"], "WorkerRole", sid)["Resource"]):
-            if "/drops/" in render(resource):
-                found.append(f"WorkerRole.{sid} writes under drops/: its writes would be drops")
+    for s in role_statements(ts["template"], "WorkerRole"):
+        arm = s["Fn::If"][1] if "Fn::If" in s else s
+        writes = {a for a in as_list(arm.get("Action", [])) if a in ("s3:PutObject", "s3:DeleteObject")}
+        for resource in as_list(arm.get("Resource", [])) if writes else []:
+            text = render(resource)
+            if "/drops/" in text or text.endswith("}/*"):
+                found.append(f"WorkerRole.{arm.get('Sid')} writes {text}: its writes could be drops")
+    # Both publishers of the job topic can use its key (S3's grant is in the key's policy).
+    for role in ("RequestHandlerRole", "WorkerRole"):
+        try:
+            grant = statement(ts["template"], role, "EncryptJobMessages")
+        except LookupError:
+            found.append(f"{role} cannot use the job topic's key")
+            continue
+        if render(grant.get("Resource")) != "${Storage.Outputs.TopicKeyArn}" or \
+                set(as_list(grant.get("Action"))) != {"kms:GenerateDataKey", "kms:Decrypt"}:
+            found.append(f"{role}.EncryptJobMessages is not GenerateDataKey and Decrypt on the topic's key")
     return found
 
 
@@ -781,6 +794,12 @@ MUTATIONS: list[tuple[str, Callable, Callable[[dict[str, Template]], None]]] = [
     ("S3 of any account may use the topic key", check_drops_reach_the_worker_and_nothing_it_writes_does,
      lambda ts: props(resources(ts["storage"])["TopicKey"])["KeyPolicy"]["Statement"][1]["Condition"]
      .pop("StringEquals")),
+    ("the worker may write anywhere in the bucket", check_drops_reach_the_worker_and_nothing_it_writes_does,
+     lambda ts: statement(ts["template"], "WorkerRole", "SubmitDrops")["Resource"]["Fn::Sub"].__setitem__(
+         0, "${BucketArn}/*")),
+    ("the worker cannot encrypt drop jobs' messages", check_drops_reach_the_worker_and_nothing_it_writes_does,
+     lambda ts: role_statements(ts["template"], "WorkerRole").remove(
+         statement(ts["template"], "WorkerRole", "EncryptJobMessages"))),
     ("the bucket does not wait for the topic policy", check_drops_reach_the_worker_and_nothing_it_writes_does,
      lambda ts: first(ts["storage"], "AWS::S3::Bucket").pop("DependsOn")),
     ("public access block loosened", check_public_access_block,

@@ -229,7 +229,8 @@ impl DropDir {
     /// Takes a settled file: the stage it is in afterwards, or `Err` to try again later. Only
     /// the first failure of a version is a warning.
     async fn take(&self, file: &Found, failures: u32) -> Result<Stage, ()> {
-        let dropped = Dropped { key: file.key.clone(), version: file.version.tag(), size: file.version.size };
+        let dropped =
+            Dropped { key: file.key.clone(), version: file.version.tag(), size: file.version.size, etag: None };
         match self.intake.take(&dropped).await {
             Ok(Taken::Job { .. } | Taken::Refused | Taken::Gone) => Ok(Stage::Done),
             Ok(Taken::Changed) => Ok(Stage::Settling),

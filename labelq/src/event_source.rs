@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_lambda_events::sqs::SqsEvent;
 use labelq_shared::adapters::aws::SqsQueue;
-use labelq_shared::lambda::{handle_sqs_batch, record_from_sdk};
+use labelq_shared::lambda::{WorkerRecords, handle_sqs_batch, record_from_sdk};
 use labelq_shared::ports::BackendError;
 use labelq_shared::service::WorkerService;
 use tokio::task::JoinSet;
@@ -38,7 +38,9 @@ pub struct EventSourceConfig {
 
 struct EventSource {
     queue: Arc<SqsQueue>,
-    worker: Arc<WorkerService>,
+    /// The worker, taking no bucket drops: their notifications go to the dead-letter queue, to be
+    /// redriven to a worker that takes them (the worker Lambda), not lost.
+    records: WorkerRecords,
     config: EventSourceConfig,
 }
 
@@ -49,7 +51,8 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> JoinSet<()> {
     let pollers = config.pollers;
-    consumer::spawn(Arc::new(EventSource { queue, worker, config }), pollers, "event_source", stop)
+    let records = WorkerRecords::new(worker, None);
+    consumer::spawn(Arc::new(EventSource { queue, records, config }), pollers, "event_source", stop)
 }
 
 #[async_trait]
@@ -68,7 +71,7 @@ impl Source for EventSource {
             messages.iter().filter_map(|m| Some((m.message_id.clone()?, m.receipt_handle.clone()?))).collect();
         let mut event = SqsEvent::default();
         event.records = messages.into_iter().map(record_from_sdk).collect();
-        let response = handle_sqs_batch(&self.worker, &*self.queue, event, self.config.concurrency, None).await;
+        let response = handle_sqs_batch(&self.records, &*self.queue, event, self.config.concurrency, None).await;
         let failed: HashSet<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
         debug!(records = receipts.len(), failed = failed.len(), "batch handled");
         for (message_id, receipt) in receipts {

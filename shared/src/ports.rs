@@ -121,9 +121,10 @@ pub trait DropResults: Send + Sync + fmt::Debug {
 /// Where dropped images are read from (the drop directory; the bucket's drop prefix).
 #[async_trait]
 pub trait DroppedObjects: Send + Sync + fmt::Debug {
-    /// The bytes of the drop under `key`, or `None` if there is none. At most `max` + 1 bytes are
-    /// read: more than `max` says it is larger than the caller takes, without holding all of it.
-    async fn get(&self, key: &DropKey, max: u64) -> Result<Option<Bytes>, BackendError>;
+    /// The bytes of the drop under `key`, or `None` if there is none, or (where the store can tell,
+    /// as S3 can with `If-Match`) it is no longer the content whose ETag is `etag`. At most `max` +
+    /// 1 bytes are read: more than `max` says it is larger than the caller takes.
+    async fn get(&self, key: &DropKey, max: u64, etag: Option<&str>) -> Result<Option<Bytes>, BackendError>;
 }
 
 /// Where jobs are recorded (SQLite; DynamoDB).

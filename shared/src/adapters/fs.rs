@@ -132,7 +132,8 @@ impl FsDroppedObjects {
 
 #[async_trait]
 impl DroppedObjects for FsDroppedObjects {
-    async fn get(&self, key: &DropKey, max: u64) -> Result<Option<Bytes>, BackendError> {
+    /// A file has no ETag: `etag` is not checked (the caller compares the size it saw).
+    async fn get(&self, key: &DropKey, max: u64, _etag: Option<&str>) -> Result<Option<Bytes>, BackendError> {
         let mut path = self.root.clone();
         path.extend(key.segments());
         blocking("read a drop", move || {

@@ -27,6 +27,7 @@ pub enum JobSource {
         key: DropKey,
         /// Which version of the object under `key` this is: its size and modification time in a
         /// directory, its version id or ETag in a bucket.
+        #[serde(default)]
         #[schema(min_length = 1, max_length = 1024)]
         version: String,
     },

@@ -39,8 +39,9 @@ impl WorkerRecords {
 
     async fn take_all(&self, objects: Vec<CreatedObject>, delivery: &Delivery) -> Disposition {
         let Some(drops) = &self.drops else {
-            warn!(records = objects.len(), "an S3 notification, but this worker takes no drops; dropping it");
-            return Disposition::Ack;
+            // Kept for a worker that takes them (a redrive from the dead-letter queue), not lost.
+            warn!(records = objects.len(), "an S3 notification, but this worker takes no drops; dead-lettering it");
+            return Disposition::DeadLetter;
         };
         for object in objects {
             let span = info_span!("drop", key = %object.key, version = %object.version);
@@ -62,7 +63,7 @@ impl WorkerRecords {
             warn!("an S3 notification for a key that is not a drop; not taken");
             return Disposition::Ack;
         };
-        let dropped = Dropped { key, version: object.version, size: object.size };
+        let dropped = Dropped { key, version: object.version, size: object.size, etag: object.etag };
         match drops.intake.take(&dropped).await {
             Ok(taken) => {
                 debug!(?taken, "drop handled");
@@ -70,8 +71,8 @@ impl WorkerRecords {
             }
             Err(e) => {
                 let config = self.worker.config();
-                if delivery.receive_count >= config.max_receives.get() {
-                    warn!(error = %e, cause = ?e, "a drop could not be taken on the last attempt");
+                if !e.retryable || delivery.receive_count >= config.max_receives.get() {
+                    warn!(error = %e, cause = ?e, "a drop could not be taken; dead-lettering it");
                     Disposition::DeadLetter
                 } else {
                     warn!(error = %e, cause = ?e, "a drop could not be taken now; retrying");

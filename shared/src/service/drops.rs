@@ -29,6 +29,8 @@ pub struct Dropped {
     pub version: String,
     /// Bytes, as the watcher saw it.
     pub size: u64,
+    /// The content's ETag, where the store has one (S3): only that content is read.
+    pub etag: Option<String>,
 }
 
 /// What became of a drop.
@@ -83,8 +85,8 @@ impl DropIntake {
             let size = usize::try_from(dropped.size).unwrap_or(usize::MAX);
             return self.refuse(&source, ImageRejection::TooLarge { size, max }.into()).await;
         }
-        let Some(bytes) = self.objects.get(key, dropped.size).await? else {
-            debug!(%key, "the drop is gone before it was read");
+        let Some(bytes) = self.objects.get(key, dropped.size, dropped.etag.as_deref()).await? else {
+            debug!(%key, "the drop is gone (or overwritten) before it was read");
             return Ok(Taken::Gone);
         };
         if bytes.len() as u64 != dropped.size {

@@ -516,8 +516,12 @@ mod drop_results {
             DropIntake::new(Arc::new(submit), Arc::new(FsDroppedObjects::new(drops.path())), written.clone(), owner);
         let worker = WorkerService::new(stores, f.detector.clone(), f.clock.clone(), WorkerConfig::default())
             .with_drop_results(written);
-        let dropped =
-            Dropped { key: DropKey::parse("cat.png").unwrap(), version: "v1".into(), size: bytes.len() as u64 };
+        let dropped = Dropped {
+            key: DropKey::parse("cat.png").unwrap(),
+            version: "v1".into(),
+            size: bytes.len() as u64,
+            etag: None,
+        };
 
         let Taken::Job { id, replayed: false } = intake.take(&dropped).await.unwrap() else { panic!("not taken") };
         assert_eq!(worker.handle(&f.delivery(1)).await, Disposition::Ack);

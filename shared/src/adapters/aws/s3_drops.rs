@@ -18,6 +18,8 @@ pub const DROP_PREFIX: &str = "drops/";
 /// The drop results' prefix when none is configured. Not `results/`: that is the jobs' offloaded
 /// labels, which expire with their jobs.
 pub const DROP_RESULTS_PREFIX: &str = "drop-results/";
+/// What a drop's result adds to its key.
+const RESULT_SUFFIX: &str = ".json";
 
 #[derive(Debug, Clone)]
 pub struct S3DroppedObjects {
@@ -36,24 +38,31 @@ impl S3DroppedObjects {
     }
 
     /// The drop key of an object key, if the object is under the drop prefix and its rest is a
-    /// valid drop key.
+    /// valid drop key whose result's key fits in S3's 1024 bytes.
     pub fn drop_key(&self, object_key: &str) -> Option<DropKey> {
-        DropKey::parse(object_key.strip_prefix(&self.prefix)?).ok()
+        let key = DropKey::parse(object_key.strip_prefix(&self.prefix)?).ok()?;
+        (DROP_RESULTS_PREFIX.len() + key.as_str().len() + RESULT_SUFFIX.len() <= 1024).then_some(key)
     }
 }
 
 #[async_trait]
 impl DroppedObjects for S3DroppedObjects {
-    async fn get(&self, key: &DropKey, max: u64) -> Result<Option<Bytes>, BackendError> {
+    async fn get(&self, key: &DropKey, max: u64, etag: Option<&str>) -> Result<Option<Bytes>, BackendError> {
         let object_key = format!("{}{key}", self.prefix);
-        // Never more than the caller takes, whatever the object has grown to since it was seen.
+        // Never more than the caller takes, whatever the object has grown to since it was seen,
+        // and only the content the notification named: an object overwritten since has its own.
         let range = format!("bytes=0-{max}");
-        match self.client.get_object().bucket(&self.bucket).key(object_key).range(range).send().await {
+        let request = self.client.get_object().bucket(&self.bucket).key(object_key).range(range);
+        let request = match etag {
+            Some(etag) => request.if_match(format!("\"{}\"", etag.trim_matches('"'))),
+            None => request,
+        };
+        match request.send().await {
             Ok(output) => {
                 let data = output.body.collect().await.map_err(|e| BackendError::transient("S3 GetObject body", e))?;
                 Ok(Some(data.into_bytes()))
             }
-            Err(e) if matches!(service_code(&e), Some("NoSuchKey" | "NotFound")) => Ok(None),
+            Err(e) if matches!(service_code(&e), Some("NoSuchKey" | "NotFound" | "PreconditionFailed")) => Ok(None),
             Err(e) => Err(classify("S3 GetObject", e)),
         }
     }
@@ -73,7 +82,7 @@ impl S3DropResults {
 
     /// The object key of the result of the drop under `key`.
     pub fn result_key(&self, key: &DropKey) -> String {
-        format!("{}{key}.json", self.prefix)
+        format!("{}{key}{RESULT_SUFFIX}", self.prefix)
     }
 }
 

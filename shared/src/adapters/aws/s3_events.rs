@@ -25,9 +25,12 @@ pub struct CreatedObject {
     pub bucket: String,
     pub key: String,
     pub size: u64,
-    /// What tells this version of the object from another under the same key: the version id
-    /// where the bucket keeps versions, else the ETag.
+    /// What tells this upload of the object from another under the same key, and is the same in
+    /// a duplicated notification: the version id where the bucket keeps versions, else the ETag
+    /// with the event's sequencer (the same bytes uploaded again are another upload).
     pub version: String,
+    /// The content's ETag, unquoted, when the notification names it.
+    pub etag: Option<String>,
 }
 
 /// Why a body that looked like an S3 notification could not be read.
@@ -100,14 +103,16 @@ pub fn parse_s3_notification(body: &str) -> Option<Result<S3Notification, Invali
             Ok(key) => key,
             Err(e) => return Some(Err(e)),
         };
-        let version = match (object.version_id.filter(|v| !v.is_empty() && v != "null"), object.e_tag, object.sequencer)
-        {
+        let etag = object.e_tag.map(|e| e.trim_matches('"').to_owned()).filter(|e| !e.is_empty());
+        let sequencer = object.sequencer.filter(|s| !s.is_empty());
+        let version = match (object.version_id.filter(|v| !v.is_empty() && v != "null"), &etag, sequencer) {
             (Some(version), _, _) => version,
-            (None, Some(etag), _) if !etag.is_empty() => etag,
-            (None, _, Some(sequencer)) => sequencer,
+            (None, Some(etag), Some(sequencer)) => format!("{etag}-{sequencer}"),
+            (None, Some(etag), None) => etag.clone(),
+            (None, None, Some(sequencer)) => sequencer,
             _ => return Some(Err(InvalidNotification(format!("no version, ETag or sequencer for {key:?}")))),
         };
-        created.push(CreatedObject { bucket: record.s3.bucket.name, key, size: object.size, version });
+        created.push(CreatedObject { bucket: record.s3.bucket.name, key, size: object.size, version, etag });
     }
     Some(Ok(S3Notification::Created(created)))
 }
@@ -172,8 +177,28 @@ mod tests {
         };
         assert_eq!(
             objects,
-            vec![CreatedObject { bucket: "b".into(), key: "drops/a b.jpg".into(), size: 1234, version: "abc".into() }]
+            vec![CreatedObject {
+                bucket: "b".into(),
+                key: "drops/a b.jpg".into(),
+                size: 1234,
+                version: "abc-00A".into(),
+                etag: Some("abc".into()),
+            }]
         );
+    }
+
+    #[test]
+    fn the_same_bytes_uploaded_again_are_another_version_and_a_duplicate_event_the_same() {
+        let version = |body: &str| match parse_s3_notification(body) {
+            Some(Ok(S3Notification::Created(objects))) => objects[0].version.clone(),
+            other => panic!("{other:?}"),
+        };
+        let first = created("k");
+        assert_eq!(version(&first), version(&first.clone()));
+        assert_ne!(version(&first), version(&first.replace("\"00A\"", "\"00B\"")));
+        // A versioned bucket's version id says it alone.
+        let versioned = first.replace("\"sequencer\"", "\"versionId\": \"v9\", \"sequencer\"");
+        assert_eq!(version(&versioned), "v9");
     }
 
     #[test]
