@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::{SubmitError, SubmitRequest, SubmitService, Upload};
 use crate::domain::{
-    ContentType, CorrelationId, DropKey, DropOwner, ImageRejection, JobId, JobSource, drop_idempotency_key,
+    ContentType, CorrelationId, DropKey, DropOwner, ImageRejection, Job, JobId, JobSource, drop_idempotency_key,
 };
 use crate::http::problem::ApiError;
 use crate::http::views::{drop_refusal, drop_result};
@@ -111,8 +111,7 @@ impl DropIntake {
                 // Seen again with its job already final: the worker wrote the result then, or
                 // could not (its message ran out of attempts). Writing it again costs little.
                 if replayed && job.status().is_finished() {
-                    let json = drop_result(&job).map_err(|e| BackendError::permanent("encode a drop's result", e))?;
-                    self.results.write(key, &json).await?;
+                    write_result(&*self.results, key, &job).await?;
                 }
                 Ok(Taken::Job { id: job.id, replayed })
             }
@@ -132,4 +131,11 @@ impl DropIntake {
         }
         Ok(Taken::Refused)
     }
+}
+
+/// Writes the result of `job`, final, beside the drop under `key`: what the worker does when a
+/// drop's job finishes, and the intake when it sees a finished drop again.
+pub(crate) async fn write_result(results: &dyn DropResults, key: &DropKey, job: &Job) -> Result<(), BackendError> {
+    let json = drop_result(job).map_err(|e| BackendError::permanent("encode a drop's result", e))?;
+    results.write(key, &json).await
 }

@@ -206,9 +206,7 @@ impl WorkerService {
         let (Some(results), Some(JobSource::Drop { key, .. })) = (&self.drop_results, &job.source) else {
             return Ok(());
         };
-        let json =
-            crate::http::views::drop_result(job).map_err(|e| BackendError::permanent("encode a drop's result", e))?;
-        results.write(key, &json).await
+        super::drops::write_result(&**results, key, job).await
     }
 
     pub fn config(&self) -> &WorkerConfig {

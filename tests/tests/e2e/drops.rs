@@ -50,6 +50,19 @@ async fn wait_result(results: &Path, key: &str, timeout: Duration) -> Value {
     }
 }
 
+/// Waits for the result of `key` to be another job's than `earlier`'s (fails after 20 s).
+async fn wait_another_result(results: &Path, key: &str, earlier: &Value) -> Value {
+    let started = Instant::now();
+    loop {
+        let now = wait_result(results, key, Duration::from_secs(20)).await;
+        if now["id"] != earlier["id"] {
+            return now;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{key:?} was not labelled again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn jobs_of(app: &TestApp, token: &str) -> Vec<Value> {
     let page: Value = app.get(token, "/v1/images?limit=100").await.json().await.unwrap();
     page["items"].as_array().unwrap().clone()
@@ -142,15 +155,7 @@ async fn a_file_replaced_under_the_same_name_is_labelled_again_as_a_new_job_what
     // A file system's modification times can be coarse: make sure the replacement's differs.
     tokio::time::sleep(Duration::from_millis(20)).await;
     drop_file(&app, "cat.png", &png(200, 100));
-    let started = Instant::now();
-    let second = loop {
-        let now = wait_result(&results, "cat.png", Duration::from_secs(20)).await;
-        if now["id"] != first["id"] {
-            break now;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "the replacement was not labelled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let second = wait_another_result(&results, "cat.png", &first).await;
     assert_eq!((second["status"].as_str(), second["image"]["width"].as_u64()), (Some("SUCCEEDED"), Some(200)));
 
     // Another file renamed over it keeps its own modification time, here older than the result:
@@ -160,15 +165,7 @@ async fn a_file_replaced_under_the_same_name_is_labelled_again_as_a_new_job_what
     let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
     std::fs::File::options().write(true).open(&staged).unwrap().set_modified(an_hour_ago).unwrap();
     std::fs::rename(&staged, app.data_dir.path().join(DROPS).join("cat.png")).unwrap();
-    let started = Instant::now();
-    let third = loop {
-        let now = wait_result(&results, "cat.png", Duration::from_secs(20)).await;
-        if now["id"] != second["id"] {
-            break now;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "the older replacement was not labelled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let third = wait_another_result(&results, "cat.png", &second).await;
     assert_eq!(third["image"]["width"], 300);
     assert_ne!(third["source"]["version"], second["source"]["version"]);
     assert_eq!(jobs_of(&app, ALICE).await.len(), 3);
