@@ -65,7 +65,9 @@ enum Command {
     /// Label local image files now, without a server; one JSON document per file and line.
     #[command(after_help = EXIT_STATUS_HELP)]
     Label(LabelArgs),
-    /// Submit image files to a running labelq API; one JSON document per file and line.
+    /// Submit image files to a running labelq API; one JSON document per file and line. Files
+    /// over 4 MiB go by direct upload (POST /v1/uploads, then a PUT of the bytes) where the API
+    /// takes them.
     #[command(after_help = EXIT_STATUS_HELP)]
     Submit(SubmitArgs),
 }
@@ -187,6 +189,10 @@ struct ServeArgs {
     /// On SIGINT/SIGTERM, how long in-flight jobs may finish before they are given back.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     grace: Duration,
+    /// How long after a direct upload's target expired its job still waits for the bytes (an
+    /// upload that began in time may still be arriving) before it fails with upload_expired.
+    #[arg(long, default_value = "2m", value_parser = parse_duration, env = "LABELQ_UPLOAD_GRACE")]
+    upload_grace: Duration,
     /// How often expired jobs are removed.
     #[arg(long, default_value = "60s", value_parser = positive_duration)]
     sweep_interval: Duration,
@@ -449,6 +455,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             lease: args.visibility_timeout.get(),
             backoff: Backoff { base: args.retry_base, max: Duration::from_secs(300).max(args.retry_base) },
             detect: args.detect.options(),
+            upload_grace: args.upload_grace,
         },
         poll_wait: Duration::from_secs(20),
         grace: args.grace,

@@ -4,15 +4,20 @@
 //!   connection error, a 5xx or a 429, with exponential backoff that honours `Retry-After`;
 //! - it follows the job's event stream where the server has one (`labelq serve`), and otherwise
 //!   polls the `Location` it was given, waiting as long as `Retry-After` says;
-//! - 4xx answers are final and printed with the problem's detail.
+//! - 4xx answers are final and printed with the problem's detail;
+//! - a file over [`INLINE_LIMIT`] goes by direct upload: declared (`POST /v1/uploads`, with its
+//!   SHA-256), then sent in one PUT to the target the server names, with a progress line; a server
+//!   without that route gets it in the body.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use labelq_shared::domain::ContentType;
 use reqwest::{Client, Response, StatusCode, header};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::cli::Exit;
 use crate::output::Lines;
@@ -114,34 +119,25 @@ async fn submit_one(
     progress: &Progress,
 ) -> Result<Value, ClientError> {
     let bytes = tokio::fs::read(file).await.map_err(|source| ClientError::Read { path: file.to_owned(), source })?;
-    let content_type = ContentType::sniff(&bytes).map(ContentType::as_mime).unwrap_or("application/octet-stream");
+    let sniffed = ContentType::sniff(&bytes);
     let base = options.url.trim_end_matches('/');
-    let url = format!("{base}/v1/images");
     let key = uuid::Uuid::new_v4().to_string();
-    progress.show(file, "uploading");
-
-    let response = with_retries(
-        || {
-            let mut request = client
-                .post(&url)
-                .header(header::CONTENT_TYPE, content_type)
-                .header("Idempotency-Key", &key)
-                .body(bytes.clone());
-            if let Some(token) = &options.token {
-                request = request.bearer_auth(token);
+    let (location, mut job) = match sniffed {
+        Some(content_type) if bytes.len() > INLINE_LIMIT => {
+            match upload_directly(client, base, &bytes, content_type, &key, options, file, progress).await {
+                // A server without direct uploads: the body is the only way in (and it says if the
+                // image is too large for it).
+                Err(ClientError::Refused {
+                    status: StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED, ..
+                }) => post_inline(client, base, bytes, content_type.as_mime(), &key, options, file, progress).await?,
+                other => other?,
             }
-            request.send()
-        },
-        &url,
-    )
-    .await?;
-    let location = response
-        .headers()
-        .get(header::LOCATION)
-        .and_then(|l| l.to_str().ok())
-        .map(str::to_owned)
-        .ok_or(ClientError::NoLocation)?;
-    let mut job: Value = response.json().await.map_err(|source| ClientError::Http { url: url.clone(), source })?;
+        }
+        _ => {
+            let content_type = sniffed.map(ContentType::as_mime).unwrap_or("application/octet-stream");
+            post_inline(client, base, bytes, content_type, &key, options, file, progress).await?
+        }
+    };
     if !options.wait {
         return Ok(job);
     }
@@ -180,6 +176,142 @@ async fn submit_one(
         }
     }
 }
+
+/// Files larger than this go by direct upload (`POST /v1/uploads`, then a PUT to the target):
+/// under both servers' body limits (5 MiB on `labelq serve`, about 4.3 MB through API Gateway).
+pub const INLINE_LIMIT: usize = 4 * 1024 * 1024;
+
+/// The `Location` of a submission's job, and the job as the server answered.
+type Submitted = (String, Value);
+
+/// `POST /v1/images` with the image as the body.
+#[allow(clippy::too_many_arguments)]
+async fn post_inline(
+    client: &Client,
+    base: &str,
+    bytes: Vec<u8>,
+    content_type: &str,
+    key: &str,
+    options: &SubmitOptions,
+    file: &Path,
+    progress: &Progress,
+) -> Result<Submitted, ClientError> {
+    let url = format!("{base}/v1/images");
+    progress.show(file, "uploading");
+    let response = with_retries(
+        || {
+            let mut request = client
+                .post(&url)
+                .header(header::CONTENT_TYPE, content_type)
+                .header("Idempotency-Key", key)
+                .body(bytes.clone());
+            if let Some(token) = &options.token {
+                request = request.bearer_auth(token);
+            }
+            request.send()
+        },
+        &url,
+    )
+    .await?;
+    let location = location_of(&response)?;
+    let job: Value = response.json().await.map_err(|source| ClientError::Http { url: url.clone(), source })?;
+    Ok((location, job))
+}
+
+fn location_of(response: &Response) -> Result<String, ClientError> {
+    response
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .map(str::to_owned)
+        .ok_or(ClientError::NoLocation)
+}
+
+/// Reserves a direct upload (declaring the type, length and SHA-256, under the idempotency key,
+/// so a retry answers the same job), then PUTs the bytes to its target with the headers it names,
+/// showing how much has gone.
+#[allow(clippy::too_many_arguments)]
+async fn upload_directly(
+    client: &Client,
+    base: &str,
+    bytes: &[u8],
+    content_type: ContentType,
+    key: &str,
+    options: &SubmitOptions,
+    file: &Path,
+    progress: &Progress,
+) -> Result<Submitted, ClientError> {
+    let url = format!("{base}/v1/uploads");
+    let sha256 = hex::encode(Sha256::digest(bytes));
+    let declaration = json!({"content_type": content_type.as_mime(), "length": bytes.len(), "sha256": sha256});
+    progress.show(file, "reserving an upload");
+    let response = with_retries(
+        || {
+            let mut request = client.post(&url).header("Idempotency-Key", key).json(&declaration);
+            if let Some(token) = &options.token {
+                request = request.bearer_auth(token);
+            }
+            request.send()
+        },
+        &url,
+    )
+    .await?;
+    let location = location_of(&response)?;
+    let reservation: Value = response.json().await.map_err(|source| ClientError::Http { url: url.clone(), source })?;
+    let target = &reservation["upload"];
+    let (Some(put_url), Some(headers)) = (target["url"].as_str(), target["headers"].as_object()) else {
+        return Err(ClientError::Refused {
+            status: StatusCode::BAD_GATEWAY,
+            detail: "the server's upload target has no url or headers".into(),
+        });
+    };
+    let bytes = bytes::Bytes::copy_from_slice(bytes);
+    let total = bytes.len();
+    with_retries(
+        || {
+            let mut request = client.put(put_url);
+            for (name, value) in headers {
+                if let Some(value) = value.as_str() {
+                    request = request.header(name.as_str(), value);
+                }
+            }
+            // In chunks, so the progress line moves as they go.
+            let chunks: Vec<bytes::Bytes> =
+                (0..total).step_by(UPLOAD_CHUNK).map(|at| bytes.slice(at..(at + UPLOAD_CHUNK).min(total))).collect();
+            let (enabled, file) = (progress.enabled, file.to_owned());
+            let mut sent = 0;
+            let stream = futures::stream::iter(chunks).map(move |chunk| {
+                sent += chunk.len();
+                if enabled {
+                    let (percent, mib) = (sent * 100 / total, total as f64 / 1048576.0);
+                    eprint!("\r\x1b[2K{}: uploading {percent:>3}% of {mib:.1} MiB", file.display());
+                }
+                Ok::<_, std::io::Error>(chunk)
+            });
+            request.body(reqwest::Body::wrap_stream(stream)).send()
+        },
+        put_url,
+    )
+    .await?;
+    // The bytes are stored: the job as it stands now (no longer awaiting them).
+    let status_url = if location.starts_with("http") { location.clone() } else { format!("{base}{location}") };
+    let response = with_retries(
+        || {
+            let mut request = client.get(&status_url);
+            if let Some(token) = &options.token {
+                request = request.bearer_auth(token);
+            }
+            request.send()
+        },
+        &status_url,
+    )
+    .await?;
+    let job = response.json().await.map_err(|source| ClientError::Http { url: status_url.clone(), source })?;
+    Ok((location, job))
+}
+
+/// How much of a direct upload is sent between two updates of the progress line.
+const UPLOAD_CHUNK: usize = 256 * 1024;
 
 /// Follows the job's event stream (`{status_url}/events`) until a finished state, within what
 /// is left of the timeout: the finished job, or `None` when there is no stream to follow or it

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! DATA_DIR/images/{id}     the images
+//! DATA_DIR/uploads/{id}    the images clients uploaded directly (`PUT /v1/uploads/{id}`)
+//! DATA_DIR/upload-signing.key  the key upload targets are signed with (mode 0600)
 //! DATA_DIR/jobs.sqlite3    the jobs
 //! DATA_DIR/queue.sqlite3   the queue and its dead letters
 //! DATA_DIR/callbacks.sqlite3  the completion callbacks waiting for delivery, and their dead letters
@@ -45,6 +47,8 @@ pub struct Embedded {
     pub defaults: Arc<SqliteDefaultCallbacks>,
     /// This process's registration, held while any clone lives.
     holder: Arc<Holder>,
+    /// The directory everything is in.
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +106,7 @@ impl Embedded {
             callbacks: Arc::new(callbacks.held_by(holder.id())),
             defaults: Arc::new(defaults),
             holder: Arc::new(holder),
+            data_dir: data_dir.to_owned(),
         };
         embedded.recover(data_dir, &*clock).await?;
         Ok(embedded)

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use labelq_shared::adapters::fs::FsDropResults;
+use labelq_shared::adapters::hmac_uploads::HmacUploadTargets;
 use labelq_shared::adapters::reqwest::ReqwestCallbackSender;
 use labelq_shared::domain::{Clock, ImageLimits, MAX_DROP_BYTES};
 use labelq_shared::http::auth::Authenticator;
 use labelq_shared::http::events::LiveConfig;
-use labelq_shared::http::{ApiState, Uploads, router};
-use labelq_shared::ports::{BackendError, DefaultCallbacks, JobQueue, LabelDetector, MessagePublisher};
+use labelq_shared::http::upload_receiver::{self, UploadReceiver};
+use labelq_shared::http::{ApiState, Uploads, router_with};
+use labelq_shared::ports::{BackendError, DefaultCallbacks, JobQueue, LabelDetector, MessagePublisher, UploadTargets};
 use labelq_shared::service::{
     Announce, CallbackConfig, CallbackService, DefaultCallbackService, JobChanges, Stores, SubmitConfig, SubmitService,
     WatchedJobStore, WorkerConfig, WorkerService,
@@ -136,7 +138,24 @@ impl Server {
 
         let mut submit = options.submit.clone();
         submit.callbacks = backends.callbacks.as_ref().map(|_| options.callbacks.policy);
-        let uploads = Uploads { publisher: backends.publisher.clone(), config: submit.clone() };
+        // Direct uploads: to this server itself on the embedded backends (S3 presigns its own).
+        let receiver = match &backends.embedded {
+            Some(embedded) => {
+                let key = HmacUploadTargets::key_in(&embedded.data_dir)?;
+                let host = if addr.ip().is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { addr.ip() };
+                let base = format!("http://{}", SocketAddr::new(host, addr.port()));
+                Some(UploadReceiver {
+                    jobs: backends.stores.jobs.clone(),
+                    images: embedded.images.clone(),
+                    publisher: backends.publisher.clone(),
+                    targets: HmacUploadTargets::new(base, key),
+                    clock: clock.clone(),
+                })
+            }
+            None => None,
+        };
+        let targets = receiver.as_ref().map(|r| Arc::new(r.targets.clone()) as Arc<dyn UploadTargets>);
+        let uploads = Uploads { publisher: backends.publisher.clone(), config: submit.clone(), targets };
         let mut state = ApiState::new(backends.stores.clone(), Some(uploads), clock.clone(), options.auth.clone())
             .with_live(changes, options.live, stop.clone());
         // Default callbacks only where callbacks are delivered.
@@ -161,7 +180,7 @@ impl Server {
             let watcher = DropDir::new(drops.clone(), Arc::new(service));
             tasks.spawn(watcher.run(stop.clone()));
         }
-        let app = router(state);
+        let app = router_with(state, receiver.map(upload_receiver::routes).unwrap_or_default());
         let http_stop = stop.clone();
         tasks.spawn(async move {
             let served = axum::serve(listener, app).with_graceful_shutdown(http_stop.cancelled_owned()).await;

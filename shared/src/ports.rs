@@ -14,8 +14,9 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    CallbackUrl, ConnectionId, ContentType, CorrelationId, DefaultCallback, DetectOptions, DropKey, FailureCode,
-    IdempotencyKey, ImageSubmitted, Job, JobId, JobStatus, Label, LiveConnection, Message, ObjectKey, OwnerId,
+    CallbackUrl, ConnectionId, ContentType, CorrelationId, DeclaredUpload, DefaultCallback, DetectOptions, DropKey,
+    FailureCode, IdempotencyKey, ImageSubmitted, Job, JobId, JobStatus, Label, LiveConnection, Message, ObjectKey,
+    OwnerId, UploadTarget,
 };
 
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -125,6 +126,14 @@ pub trait DroppedObjects: Send + Sync + fmt::Debug {
     /// as S3 can with `If-Match`) it is no longer the content whose ETag is `etag`. At most `max` +
     /// 1 bytes are read: more than `max` says it is larger than the caller takes.
     async fn get(&self, key: &DropKey, max: u64, etag: Option<&str>) -> Result<Option<Bytes>, BackendError>;
+}
+
+/// Issues signed upload targets: where a client sends the bytes of a direct upload (a presigned
+/// S3 PUT; a PUT to `labelq serve`, signed with its key). The target binds the declared length,
+/// type and digest, and expires with the declaration.
+#[async_trait]
+pub trait UploadTargets: Send + Sync + fmt::Debug {
+    async fn target(&self, key: &ObjectKey, upload: &DeclaredUpload) -> Result<UploadTarget, BackendError>;
 }
 
 /// Where jobs are recorded (SQLite; DynamoDB).

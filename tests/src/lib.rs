@@ -57,6 +57,17 @@ pub fn jpeg(width: u32, height: u32) -> Vec<u8> {
     encode(width, height, ImageFormat::Jpeg)
 }
 
+/// A real photo (from [`photos_dir`]) scaled to `width` pixels wide and encoded as PNG: an image
+/// too large for a request body (several MB), as a phone camera makes them, from a real scene.
+pub fn large_photo(name: &str, width: u32) -> Vec<u8> {
+    let photo = image::open(photos_dir().join(name)).unwrap_or_else(|e| panic!("reading the photo {name}: {e}"));
+    let height = (u64::from(photo.height()) * u64::from(width) / u64::from(photo.width())) as u32;
+    let scaled = photo.resize_exact(width, height, image::imageops::FilterType::Triangle).to_rgb8();
+    let mut out = Cursor::new(Vec::new());
+    DynamicImage::ImageRgb8(scaled).write_to(&mut out, ImageFormat::Png).expect("encoding an in-memory image");
+    out.into_inner()
+}
+
 /// Runs one of the committed `model/*.py` scripts and returns the directory it prints last.
 fn run_setup_script(script: &str, args: &[&str]) -> PathBuf {
     let output = Command::new("python3")
@@ -122,6 +133,8 @@ pub struct AppOptions {
     pub live: LiveConfig,
     /// Watch `DATA_DIR/drops` every 100 ms, with results in `DATA_DIR/results`, for this owner.
     pub drop_owner: Option<DropOwner>,
+    /// How long an upload job waits for its bytes after its target expired.
+    pub upload_grace: Duration,
 }
 
 impl AppOptions {
@@ -138,6 +151,7 @@ impl AppOptions {
             callbacks_allow_private: true,
             live: LiveConfig::default(),
             drop_owner: None,
+            upload_grace: Duration::from_millis(200),
         }
     }
 }
@@ -181,6 +195,7 @@ impl TestApp {
                 lease: options.visibility,
                 backoff: Backoff { base: options.retry_base, max: options.retry_base * 8 },
                 detect: DetectOptions { max_labels: 10, min_confidence: Confidence::new(5.0).expect("5 %") },
+                upload_grace: options.upload_grace,
             },
             poll_wait: Duration::from_secs(5),
             grace: Duration::from_secs(5),

@@ -27,6 +27,7 @@ impl FsImageStore {
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
         fs::create_dir_all(root.join("images"))?;
+        fs::create_dir_all(root.join("uploads"))?;
         fs::create_dir_all(root.join("tmp"))?;
         Ok(Self { root })
     }
@@ -37,13 +38,40 @@ impl FsImageStore {
         self.root.join(key.as_str())
     }
 
+    /// A new temporary file for bytes that arrive in pieces (a direct upload), to be made the image
+    /// under a key with [`adopt`](Self::adopt) once all of it is there and checked. One left behind
+    /// by a crash is removed by expiry.
+    pub async fn staging(&self) -> Result<(PathBuf, tokio::fs::File), BackendError> {
+        let path = self.root.join("tmp").join(format!(".upload-{}", Uuid::new_v4().simple()));
+        let file = tokio::fs::File::create(&path).await.map_err(|e| BackendError::transient("stage an upload", e))?;
+        Ok((path, file))
+    }
+
+    /// Makes the staged file `staged` the image under `key`, durably: the bytes and the name
+    /// survive a power cut, and a reader never sees half of them.
+    pub async fn adopt(&self, staged: PathBuf, key: &ObjectKey) -> Result<(), BackendError> {
+        let target = self.path(key);
+        blocking("store an upload", move || {
+            let result = (|| {
+                File::open(&staged)?.sync_all()?;
+                fs::rename(&staged, &target)?;
+                File::open(target.parent().unwrap_or(Path::new(".")))?.sync_all()
+            })();
+            if result.is_err() {
+                let _ = fs::remove_file(&staged);
+            }
+            result
+        })
+        .await
+    }
+
     /// Removes images (and abandoned temporary files) last modified before `cutoff`; returns how
     /// many images went. Expiry calls this to clear images whose job is gone.
     pub async fn remove_older_than(&self, cutoff: SystemTime) -> Result<usize, BackendError> {
         let root = self.root.clone();
         blocking("remove expired images", move || {
             let _ = remove_older_than(&root.join("tmp"), cutoff);
-            remove_older_than(&root.join("images"), cutoff)
+            Ok(remove_older_than(&root.join("images"), cutoff)? + remove_older_than(&root.join("uploads"), cutoff)?)
         })
         .await
     }

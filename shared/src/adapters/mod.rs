@@ -4,6 +4,8 @@
 pub mod aws;
 #[cfg(feature = "embedded")]
 pub mod fs;
+#[cfg(feature = "embedded")]
+pub mod hmac_uploads;
 #[cfg(feature = "live-api")]
 pub mod oidc;
 #[cfg(feature = "onnx")]

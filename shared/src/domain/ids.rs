@@ -123,25 +123,38 @@ impl fmt::Display for IdempotencyKey {
     }
 }
 
-/// Where an image is stored: `images/{job id}`. Derived from the id, never from client input,
-/// so a key can't escape its prefix.
+/// Where an image is stored: `images/{job id}` for an image the API stored, `uploads/{job id}`
+/// for one a client uploads itself (the key its upload target names). Derived from the id, never
+/// from client input, so a key can't escape its prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ObjectKey(String);
 
 impl ObjectKey {
     const IMAGE_PREFIX: &'static str = "images/";
+    /// Where direct uploads land; bucket notifications for it announce their arrival.
+    pub const UPLOAD_PREFIX: &'static str = "uploads/";
 
     pub fn for_image(id: &JobId) -> Self {
         Self(format!("{}{id}", Self::IMAGE_PREFIX))
+    }
+
+    pub fn for_upload(id: &JobId) -> Self {
+        Self(format!("{}{id}", Self::UPLOAD_PREFIX))
     }
 
     /// Parses a key read back from a store or a message: only keys this code would produce.
     pub fn parse(s: &str) -> Result<Self, InvalidId> {
         let id = s
             .strip_prefix(Self::IMAGE_PREFIX)
-            .ok_or(InvalidId { kind: "object key", reason: "expected images/{id}" })?;
+            .or_else(|| s.strip_prefix(Self::UPLOAD_PREFIX))
+            .ok_or(InvalidId { kind: "object key", reason: "expected images/{id} or uploads/{id}" })?;
         JobId::parse(id)?;
         Ok(Self(s.to_owned()))
+    }
+
+    /// The job an upload key belongs to: `Some` only for `uploads/{id}`.
+    pub fn upload_job(&self) -> Option<JobId> {
+        self.0.strip_prefix(Self::UPLOAD_PREFIX).and_then(|id| JobId::parse(id).ok())
     }
 
     pub fn as_str(&self) -> &str {
@@ -256,10 +269,15 @@ mod tests {
     }
 
     #[test]
-    fn object_key_only_parses_image_keys() {
+    fn object_key_only_parses_image_and_upload_keys() {
         let id = JobId::new();
         let key = ObjectKey::for_image(&id);
-        assert_eq!(ObjectKey::parse(key.as_str()), Ok(key));
+        assert_eq!(ObjectKey::parse(key.as_str()), Ok(key.clone()));
+        assert_eq!(key.upload_job(), None);
+        let upload = ObjectKey::for_upload(&id);
+        assert_eq!(ObjectKey::parse(upload.as_str()), Ok(upload.clone()));
+        assert_eq!(upload.upload_job(), Some(id));
+        assert!(ObjectKey::parse("uploads/../secrets").is_err());
         assert!(ObjectKey::parse("images/../secrets").is_err());
         assert!(ObjectKey::parse(&format!("results/{id}")).is_err());
     }

@@ -1,10 +1,13 @@
 //! The job record and its state machine.
 //!
 //! ```text
-//! PENDING ──claim──▶ PROCESSING ──succeed──▶ SUCCEEDED
-//!    ▲                 │  │
-//!    └────release──────┘  └──fail──▶ FAILED   (PENDING ──fail──▶ FAILED too)
+//! AWAITING_UPLOAD ──arrived──▶ PENDING ──claim──▶ PROCESSING ──succeed──▶ SUCCEEDED
+//!                                 ▲                 │  │
+//!                                 └────release──────┘  └──fail──▶ FAILED
 //! ```
+//! A job starts PENDING when its image came with it, AWAITING_UPLOAD when the client uploads the
+//! image itself ([`super::upload`]). Every unfinished state may fail: a message that can never be
+//! processed, an upload that never came or is not what was declared.
 //!
 //! Transitions are methods that can refuse; each returns the next version of the record and never
 //! mutates in place. Stores persist a transition with a compare-and-swap on `version`, so two
@@ -20,14 +23,17 @@ use utoipa::ToSchema;
 use super::callback::{Callback, CallbackUrl};
 use super::drop::JobSource;
 use super::ids::{CorrelationId, IdempotencyKey, JobId, ObjectKey, OwnerId};
-use super::image::ContentType;
+use super::image::{ContentType, ImageInfo};
 use super::label::Label;
 use super::message::{JobFinished, Outcome};
+use super::upload::DeclaredUpload;
 
 /// The externally visible status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobStatus {
+    /// Created by `POST /v1/uploads`: waits for its image to be uploaded to its target.
+    AwaitingUpload,
     Pending,
     Processing,
     Succeeded,
@@ -35,10 +41,11 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub const ALL: [Self; 4] = [Self::Pending, Self::Processing, Self::Succeeded, Self::Failed];
+    pub const ALL: [Self; 5] = [Self::AwaitingUpload, Self::Pending, Self::Processing, Self::Succeeded, Self::Failed];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::AwaitingUpload => "AWAITING_UPLOAD",
             Self::Pending => "PENDING",
             Self::Processing => "PROCESSING",
             Self::Succeeded => "SUCCEEDED",
@@ -80,6 +87,10 @@ pub enum FailureCode {
     RetriesExhausted,
     /// A bug: the worker failed in a way it did not anticipate.
     Internal,
+    /// The image was not uploaded before its upload target expired.
+    UploadExpired,
+    /// The uploaded object is not what was declared (length, type or SHA-256).
+    UploadMismatch,
 }
 
 impl FailureCode {
@@ -92,6 +103,8 @@ impl FailureCode {
             Self::InvalidMessage => "invalid_message",
             Self::RetriesExhausted => "retries_exhausted",
             Self::Internal => "internal",
+            Self::UploadExpired => "upload_expired",
+            Self::UploadMismatch => "upload_mismatch",
         }
     }
 }
@@ -119,6 +132,7 @@ impl Failure {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobState {
+    AwaitingUpload,
     Pending,
     /// Claimed by a worker until `lease_expires_at`; after that another delivery may re-claim it
     /// (the worker that held it crashed or timed out).
@@ -137,6 +151,7 @@ pub enum JobState {
 impl JobState {
     pub fn status(&self) -> JobStatus {
         match self {
+            Self::AwaitingUpload => JobStatus::AwaitingUpload,
             Self::Pending => JobStatus::Pending,
             Self::Processing { .. } => JobStatus::Processing,
             Self::Succeeded { .. } => JobStatus::Succeeded,
@@ -145,7 +160,8 @@ impl JobState {
     }
 }
 
-/// What the image looked like when it was accepted.
+/// What the image looked like when it was accepted. While a job awaits its upload, the size and
+/// type are the declared ones, and the dimensions (0) and digest (empty) are not known yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageMeta {
     pub object_key: ObjectKey,
@@ -172,6 +188,9 @@ pub struct Job {
     /// Where the image came from, when not from a request (a drop).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<JobSource>,
+    /// What the client declared it would upload, when the image came by direct upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<DeclaredUpload>,
     #[serde(flatten)]
     pub state: JobState,
     /// How many times a worker claimed the job.
@@ -224,6 +243,7 @@ impl Job {
             correlation_id: new.correlation_id,
             callback: new.callback.map(Callback::new),
             source: new.source,
+            upload: None,
             state: JobState::Pending,
             attempts: 0,
             version: 1,
@@ -231,6 +251,11 @@ impl Job {
             updated_at: new.now,
             expires_at: new.now + new.ttl,
         }
+    }
+
+    /// A job that waits for the upload `upload` declares; its image's key is where the bytes go.
+    pub fn awaiting_upload(new: NewJob, upload: DeclaredUpload) -> Self {
+        Self { upload: Some(upload), state: JobState::AwaitingUpload, ..Self::new(new) }
     }
 
     pub fn status(&self) -> JobStatus {
@@ -274,6 +299,19 @@ impl Job {
         Self { state, version: self.version + 1, updated_at: now, ..self.clone() }
     }
 
+    /// The uploaded bytes are there and are what was declared (`info`, their `sha256`): the job
+    /// waits for a worker like a posted one.
+    pub fn arrived(&self, info: ImageInfo, sha256: String, now: OffsetDateTime) -> Result<Self, Refused> {
+        match &self.state {
+            JobState::AwaitingUpload => {}
+            other => return Err(refuse(other.status(), JobStatus::Pending)),
+        }
+        let mut next = self.next(JobState::Pending, now);
+        next.image =
+            ImageMeta { content_type: info.content_type, width: info.width, height: info.height, sha256, ..next.image };
+        Ok(next)
+    }
+
     /// A worker takes the job for `lease`. Allowed from PENDING, and from PROCESSING once the
     /// previous holder's lease has run out (it crashed, or its message became visible again).
     pub fn claim(&self, now: OffsetDateTime, lease: Duration) -> Result<Self, Refused> {
@@ -281,6 +319,10 @@ impl Job {
             JobState::Pending => {}
             JobState::Processing { lease_expires_at } if *lease_expires_at <= now => {}
             JobState::Processing { lease_expires_at } => return Err(Refused::Leased(*lease_expires_at)),
+            // Nothing to label until the upload arrived.
+            JobState::AwaitingUpload => {
+                return Err(Refused::Invalid { from: JobStatus::AwaitingUpload, to: JobStatus::Processing });
+            }
             finished => return Err(Refused::Finished(finished.status())),
         }
         let mut next = self.next(JobState::Processing { lease_expires_at: now + lease }, now);
@@ -300,7 +342,9 @@ impl Job {
     /// processed fails its job without one.
     pub fn fail(&self, failure: Failure, now: OffsetDateTime) -> Result<Self, Refused> {
         match &self.state {
-            JobState::Pending | JobState::Processing { .. } => Ok(self.next(JobState::Failed { failure }, now)),
+            JobState::AwaitingUpload | JobState::Pending | JobState::Processing { .. } => {
+                Ok(self.next(JobState::Failed { failure }, now))
+            }
             other => Err(refuse(other.status(), JobStatus::Failed)),
         }
     }
@@ -348,8 +392,12 @@ pub(crate) mod tests {
     use time::macros::datetime;
 
     pub(crate) fn pending_job(now: OffsetDateTime) -> Job {
+        Job::new(new_job(now))
+    }
+
+    fn new_job(now: OffsetDateTime) -> NewJob {
         let id = JobId::new();
-        Job::new(NewJob {
+        NewJob {
             id,
             owner: OwnerId::parse("alice").unwrap(),
             image: ImageMeta {
@@ -366,7 +414,7 @@ pub(crate) mod tests {
             source: None,
             now,
             ttl: Duration::from_secs(24 * 3600),
-        })
+        }
     }
 
     const NOW: OffsetDateTime = datetime!(2026-11-23 12:00 UTC);
@@ -410,6 +458,24 @@ pub(crate) mod tests {
         let released = job.claim(NOW, LEASE).unwrap().release(NOW).unwrap();
         assert_eq!(released.status(), JobStatus::Pending);
         assert!(released.fail(Failure::new(FailureCode::InvalidMessage, "x"), NOW).is_ok());
+    }
+
+    #[test]
+    fn an_upload_job_waits_then_goes_on_as_a_posted_one_or_fails() {
+        let upload = DeclaredUpload::new(ContentType::Png, 1234, None, Duration::from_secs(60), NOW).unwrap();
+        let waiting = Job::awaiting_upload(NewJob { ..new_job(NOW) }, upload);
+        assert_eq!((waiting.status(), waiting.version), (JobStatus::AwaitingUpload, 1));
+        assert!(matches!(waiting.claim(NOW, LEASE), Err(Refused::Invalid { .. })), "nothing to label yet");
+        let info = ImageInfo { content_type: ContentType::Png, width: 640, height: 480 };
+        let arrived = waiting.arrived(info, "ab".repeat(32), NOW).unwrap();
+        assert_eq!((arrived.status(), arrived.image.width, arrived.image.height), (JobStatus::Pending, 640, 480));
+        assert!(arrived.arrived(info, "ab".repeat(32), NOW).is_err(), "arrives once");
+        assert!(arrived.claim(NOW, LEASE).is_ok());
+        let expired = waiting.fail(Failure::new(FailureCode::UploadExpired, "x"), NOW).unwrap();
+        assert_eq!(expired.status(), JobStatus::Failed);
+        let json = serde_json::to_value(&waiting).unwrap();
+        assert_eq!(json["status"], "AWAITING_UPLOAD");
+        assert_eq!(serde_json::from_value::<Job>(json).unwrap(), waiting);
     }
 
     #[test]

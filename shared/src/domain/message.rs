@@ -117,7 +117,7 @@ impl JobFinished {
         let outcome = match &job.state {
             JobState::Succeeded { labels } => Outcome::Succeeded { labels: labels.clone() },
             JobState::Failed { failure } => Outcome::Failed { error: failure.clone() },
-            JobState::Pending | JobState::Processing { .. } => return None,
+            JobState::AwaitingUpload | JobState::Pending | JobState::Processing { .. } => return None,
         };
         Some(Self::with_outcome(job, outcome))
     }

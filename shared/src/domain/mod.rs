@@ -8,6 +8,7 @@ pub mod job;
 pub mod label;
 pub mod live;
 pub mod message;
+pub mod upload;
 
 pub use callback::{Attempt, Callback, CallbackStatus, CallbackUrl, DefaultCallback, InvalidCallbackUrl};
 pub use drop::{DropKey, DropOwner, JobSource, MAX_DROP_BYTES, drop_idempotency_key};
@@ -19,6 +20,9 @@ pub use live::{ConnectionId, Following, LiveConnection};
 pub use message::{
     CALLBACK_ATTRIBUTE, IMAGE_SUBMITTED, ImageSubmitted, InvalidMessage, JOB_FINISHED, JobFinished, Message,
     MessageKind, Outcome, STATUS_ATTRIBUTE,
+};
+pub use upload::{
+    CHECKSUM_HEADER, DeclarationRefused, DeclaredUpload, MAX_UPLOAD_BYTES, MAX_UPLOAD_WINDOW, UploadTarget,
 };
 
 use std::fmt::Debug;

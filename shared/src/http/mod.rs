@@ -4,6 +4,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `POST /v1/images` | 202 + `Location` + `Retry-After`: the image, its job and its message are durable |
+//! | `POST /v1/uploads` | 201 + `Location`: a job that awaits the client's own upload, and the signed target (see [`direct_upload`]) |
 //! | `GET /v1/images/{id}` | 200: status, timestamps, labels or error; `Retry-After` until finished |
 //! | `GET /v1/images/{id}/events` | 200 `text/event-stream`: each state as it changes (`labelq serve` only; see [`events`]) |
 //! | `GET /v1/live` | 101 WebSocket: subscribe to one job or all of the caller's (`labelq serve` only; see [`websocket`]) |
@@ -18,12 +19,15 @@
 
 pub mod auth;
 pub mod default_callback;
+pub mod direct_upload;
 pub mod events;
 pub mod live_protocol;
 pub mod openapi;
 pub mod problem;
 pub mod relay;
 pub mod upload;
+#[cfg(feature = "embedded")]
+pub mod upload_receiver;
 pub mod views;
 pub mod websocket;
 
@@ -44,7 +48,7 @@ use self::auth::Authenticator;
 use self::problem::ApiError;
 use self::views::{JobView, ListLinks, ListView, decode_cursor, encode_cursor, image_path};
 use crate::domain::{CallbackUrl, Clock, CorrelationId, IdempotencyKey, Job, JobId, JobStatus, OwnerId};
-use crate::ports::{ListQuery, MessagePublisher};
+use crate::ports::{ListQuery, MessagePublisher, UploadTargets};
 use crate::service::{DefaultCallbackService, QueryService, Stores, SubmitConfig, SubmitRequest, SubmitService};
 
 /// How long a client should wait before polling an unfinished job, in seconds.
@@ -76,6 +80,8 @@ pub struct ApiState {
 pub struct Uploads {
     pub publisher: Arc<dyn MessagePublisher>,
     pub config: SubmitConfig,
+    /// Where direct uploads go; without it `POST /v1/uploads` does not exist.
+    pub targets: Option<Arc<dyn UploadTargets>>,
 }
 
 impl ApiState {
@@ -83,8 +89,13 @@ impl ApiState {
     /// (`labelq serve`, the request-handler, the status-api): reads always, uploads where there
     /// is a publisher to announce them.
     pub fn new(stores: Stores, uploads: Option<Uploads>, clock: Arc<dyn Clock>, auth: Arc<dyn Authenticator>) -> Self {
-        let submit =
-            uploads.map(|u| Arc::new(SubmitService::new(stores.clone(), u.publisher, clock.clone(), u.config)));
+        let submit = uploads.map(|u| {
+            let service = SubmitService::new(stores.clone(), u.publisher, clock.clone(), u.config);
+            Arc::new(match u.targets {
+                Some(targets) => service.with_upload_targets(targets),
+                None => service,
+            })
+        });
         Self { submit, query: Arc::new(QueryService::new(stores, clock)), auth, live: None, defaults: None }
     }
 
@@ -100,17 +111,26 @@ impl ApiState {
 /// The API as an axum [`Router`]: every route is registered with its OpenAPI description
 /// ([`openapi`]), so the document served at `GET /openapi.json` cannot drift from the routes.
 pub fn router(state: ApiState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// [`router`] with `extra` routes that are not part of the API's description (the upload route
+/// of `labelq serve`, whose URLs are issued, not built), behind the same fallbacks and logging.
+pub fn router_with(state: ApiState, extra: Router) -> Router {
+    let direct = state.submit.as_ref().is_some_and(|s| s.takes_uploads());
     let (routes, document) =
-        openapi::routes(state.submit.is_some(), state.live.is_some(), state.defaults.is_some()).split_for_parts();
+        openapi::routes(state.submit.is_some(), direct, state.live.is_some(), state.defaults.is_some())
+            .split_for_parts();
     let document = openapi::Document::serve(&document);
     routes
+        .with_state(state)
+        .merge(extra)
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Upload bodies are limited by `upload::read_upload` with a problem+json answer.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::Extension(document))
         .layer(middleware::from_fn(access_log))
-        .with_state(state)
 }
 
 /// One span and one log line per request, tagged with the request id the client sent (or a new
@@ -349,7 +369,9 @@ impl ListParams {
                 JobStatus::parse(&s).ok_or_else(|| {
                     bad(
                         "invalid-parameter",
-                        format!("status must be one of PENDING, PROCESSING, SUCCEEDED, FAILED; got {s:?}"),
+                        format!(
+                            "status must be one of AWAITING_UPLOAD, PENDING, PROCESSING, SUCCEEDED, FAILED; got {s:?}"
+                        ),
                     )
                 })
             })

@@ -51,14 +51,18 @@ const PROBLEM_JSON: &str = "application/problem+json";
 struct ApiDoc;
 
 /// The routes with their descriptions; without uploads where this process only serves reads,
+/// without direct uploads where no upload targets are issued,
 /// without live push where it cannot hold connections open.
-pub fn routes(uploads: bool, live: bool, default_callbacks: bool) -> OpenApiRouter<ApiState> {
+pub fn routes(uploads: bool, direct_uploads: bool, live: bool, default_callbacks: bool) -> OpenApiRouter<ApiState> {
     let images = if uploads { routes!(super::list_images, super::submit_image) } else { routes!(super::list_images) };
     let mut router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(images)
         .routes(routes!(super::get_image, super::delete_image))
         .routes(routes!(healthz))
         .routes(routes!(openapi_json));
+    if direct_uploads {
+        router = router.routes(routes!(super::direct_upload::reserve_upload));
+    }
     if default_callbacks {
         router = router.routes(routes!(
             super::default_callback::get_default_callback,
@@ -85,7 +89,7 @@ pub fn routes(uploads: bool, live: bool, default_callbacks: bool) -> OpenApiRout
 
 /// The whole API's description, as `labelq serve` serves it.
 pub fn document() -> OpenApi {
-    routes(true, true, true).into_openapi()
+    routes(true, true, true, true).into_openapi()
 }
 
 /// The serialised document, made once per router.

@@ -46,6 +46,9 @@ pub enum ApiError {
     UpgradeRequired(String),
     #[error("the idempotency key was already used with a different image")]
     KeyReused,
+    /// A client error with its own status (the upload route's 403, 409, 411).
+    #[error("{detail}")]
+    Refused { status: StatusCode, slug: &'static str, title: &'static str, detail: String },
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -88,6 +91,7 @@ impl ApiError {
             Self::CrossOrigin(_) => (StatusCode::FORBIDDEN, "cross-origin", "Cross-origin request refused"),
             Self::UpgradeRequired(_) => (StatusCode::UPGRADE_REQUIRED, "upgrade-required", "Upgrade required"),
             Self::KeyReused => (StatusCode::CONFLICT, "idempotency-key-reused", "Idempotency key reused"),
+            Self::Refused { status, slug, title, .. } => (*status, slug, title),
             Self::Backend(e) if e.retryable => {
                 (StatusCode::SERVICE_UNAVAILABLE, "service-unavailable", "Service unavailable")
             }
@@ -102,6 +106,8 @@ impl From<SubmitError> for ApiError {
             SubmitError::Rejected(r) => Self::Image(r),
             SubmitError::KeyReused => Self::KeyReused,
             SubmitError::CallbackRefused(detail) => Self::bad_request("callback-refused", detail),
+            SubmitError::Declaration(refused) => Self::bad_request("invalid-upload", refused.to_string()),
+            SubmitError::NoUploads => Self::NoRoute,
             SubmitError::Backend(b) => Self::Backend(b),
         }
     }

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::problem::Problem;
-use crate::domain::{CallbackStatus, ContentType, Failure, Job, JobId, JobSource, JobStatus, Label};
+use crate::domain::{CallbackStatus, ContentType, DeclaredUpload, Failure, Job, JobId, JobSource, JobStatus, Label};
 use crate::ports::ListPosition;
 
 pub fn image_path(id: &JobId) -> String {
@@ -52,6 +52,11 @@ pub struct JobView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<JobSource>, nullable = false)]
     pub source: Option<&'a JobSource>,
+    /// Present when the image comes by direct upload (`POST /v1/uploads`): what was declared,
+    /// and until when it may be uploaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<DeclaredUpload>, nullable = false)]
+    pub upload: Option<&'a DeclaredUpload>,
     pub links: Links,
 }
 
@@ -74,20 +79,26 @@ pub struct CallbackView<'a> {
     pub last_error: Option<&'a str>,
 }
 
-/// What the image looked like when it was accepted.
+/// What the image looked like when it was accepted. While a job awaits its upload, the type
+/// and size are the declared ones and the rest is absent.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Image)]
 pub struct ImageView<'a> {
     pub content_type: ContentType,
     /// Bytes.
     pub size: u64,
-    /// Pixels.
-    pub width: u32,
-    /// Pixels.
-    pub height: u32,
-    /// Lower-case hex SHA-256 of the bytes.
-    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
-    pub sha256: &'a str,
+    /// Pixels; absent until an upload arrived.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub width: Option<u32>,
+    /// Pixels; absent until an upload arrived.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub height: Option<u32>,
+    /// Lower-case hex SHA-256 of the bytes; absent until an upload arrived.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, nullable = false, pattern = "^[0-9a-f]{64}$")]
+    pub sha256: Option<&'a str>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -105,12 +116,15 @@ impl<'a> From<&'a Job> for JobView<'a> {
             created_at: job.created_at,
             updated_at: job.updated_at,
             expires_at: job.expires_at,
-            image: ImageView {
-                content_type: job.image.content_type,
-                size: job.image.size,
-                width: job.image.width,
-                height: job.image.height,
-                sha256: &job.image.sha256,
+            image: {
+                let known = job.status() != JobStatus::AwaitingUpload;
+                ImageView {
+                    content_type: job.image.content_type,
+                    size: job.image.size,
+                    width: known.then_some(job.image.width),
+                    height: known.then_some(job.image.height),
+                    sha256: known.then_some(job.image.sha256.as_str()),
+                }
             },
             attempts: job.attempts,
             labels: job.labels(),
@@ -123,6 +137,7 @@ impl<'a> From<&'a Job> for JobView<'a> {
                 last_error: c.last_error.as_deref(),
             }),
             source: job.source.as_ref(),
+            upload: job.upload.as_ref(),
             links: Links { self_: image_path(&job.id) },
         }
     }

@@ -27,7 +27,8 @@ use crate::domain::{DetectOptions, DropOwner, ImageLimits, MAX_DROP_BYTES, Owner
 use crate::http::{ApiState, Uploads, router};
 use crate::ports::LabelDetector;
 use crate::service::{
-    Announce, Backoff, DefaultCallbackService, DropIntake, SubmitConfig, SubmitService, WorkerConfig, WorkerService,
+    Announce, Backoff, DefaultCallbackService, DropIntake, SubmitConfig, SubmitService, UPLOAD_GRACE, WorkerConfig,
+    WorkerService,
 };
 use crate::webhooks::TargetPolicy;
 
@@ -69,7 +70,8 @@ impl RequestHandlerConfig {
 /// default callback's routes (and the reads, which API Gateway routes to the status-api instead).
 pub fn request_handler_app(sdk: &SdkConfig, config: &RequestHandlerConfig) -> axum::Router {
     let aws = AwsStores::new(sdk, &config.resources);
-    let uploads = Uploads { publisher: sns_publisher(sdk, &config.topic_arn), config: config.submit.clone() };
+    let uploads =
+        Uploads { publisher: sns_publisher(sdk, &config.topic_arn), config: config.submit.clone(), targets: None };
     let clock = Arc::new(SystemClock);
     let mut state = ApiState::new(aws.stores(), Some(uploads), clock.clone(), Arc::new(ApiGatewayJwt));
     // Where callbacks are delivered, owners may set a default one (`/v1/callback`).
@@ -165,6 +167,14 @@ impl WorkerFunctionConfig {
                 lease: visibility,
                 backoff: Backoff { base: Duration::from_secs(2), max: Duration::from_secs(300) },
                 detect: DetectOptions { max_labels: max_labels.get(), min_confidence: min_confidence.get() },
+                upload_grace: match config::optional::<String>("LABELQ_UPLOAD_GRACE")? {
+                    Some(v) => config::parse_duration(&v).map_err(|reason| config::ConfigError::Invalid {
+                        name: "LABELQ_UPLOAD_GRACE",
+                        value: v.clone(),
+                        reason,
+                    })?,
+                    None => UPLOAD_GRACE,
+                },
             },
             drops: WorkerDrops::from_env()?,
         })

@@ -8,12 +8,14 @@
 //! - [`DefaultCallbackService`]: an owner's default callback, for jobs that name none.
 //! - [`WatchService`]: follow an owner's jobs as they change (live push).
 //! - [`DropIntake`]: a dropped image becomes a job (fire-and-forget).
+//! - [`SubmitService::reserve_upload`]: a job that waits for the client's own upload of its image.
 
 mod callbacks;
 mod default_callbacks;
 mod drops;
 mod query;
 mod submit;
+mod uploads;
 mod watch;
 mod worker;
 
@@ -33,5 +35,6 @@ pub use default_callbacks::{DefaultCallbackError, DefaultCallbackService};
 pub use drops::{DropIntake, Dropped, Taken};
 pub use query::{QueryError, QueryService};
 pub use submit::{Submission, SubmitConfig, SubmitError, SubmitRequest, SubmitService, Upload};
+pub use uploads::{Reservation, UploadRequest};
 pub use watch::{Change, JobChanges, JobFeed, OwnerChange, OwnerFeed, WatchConfig, WatchService, WatchedJobStore};
-pub use worker::{Announce, Backoff, ClaimSlot, Disposition, Finish, WorkerConfig, WorkerService};
+pub use worker::{Announce, Backoff, ClaimSlot, Disposition, Finish, UPLOAD_GRACE, WorkerConfig, WorkerService};

@@ -14,10 +14,12 @@ use tracing::{info, instrument, warn};
 
 use super::{DefaultCallbackService, Stores};
 use crate::domain::{
-    CallbackUrl, Clock, ContentType, CorrelationId, IdempotencyKey, ImageLimits, ImageMeta, ImageRejection, Job, JobId,
-    JobSource, JobStatus, NewJob, ObjectKey, OwnerId,
+    CallbackUrl, Clock, ContentType, CorrelationId, DeclarationRefused, IdempotencyKey, ImageLimits, ImageMeta,
+    ImageRejection, Job, JobId, JobSource, JobStatus, NewJob, ObjectKey, OwnerId,
 };
-use crate::ports::{BackendError, Created, Envelope, ImageStore, JobStore, MessagePublisher, StoredImage};
+use crate::ports::{
+    BackendError, Created, Envelope, ImageStore, JobStore, MessagePublisher, StoredImage, UploadTargets,
+};
 use crate::webhooks::TargetPolicy;
 
 #[derive(Debug, Clone)]
@@ -72,6 +74,12 @@ pub enum SubmitError {
     /// The callback URL names a target labelq will not call, or callbacks are not delivered here.
     #[error("{0}")]
     CallbackRefused(String),
+    /// A direct upload's declaration is out of bounds.
+    #[error(transparent)]
+    Declaration(#[from] DeclarationRefused),
+    /// This deployment issues no upload targets.
+    #[error("this deployment does not take direct uploads")]
+    NoUploads,
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -82,8 +90,9 @@ pub struct SubmitService {
     jobs: Arc<dyn JobStore>,
     publisher: Arc<dyn MessagePublisher>,
     clock: Arc<dyn Clock>,
-    config: SubmitConfig,
+    pub(super) config: SubmitConfig,
     defaults: Option<Arc<DefaultCallbackService>>,
+    pub(super) targets: Option<Arc<dyn UploadTargets>>,
 }
 
 impl SubmitService {
@@ -93,7 +102,19 @@ impl SubmitService {
         clock: Arc<dyn Clock>,
         config: SubmitConfig,
     ) -> Self {
-        Self { images: stores.images, jobs: stores.jobs, publisher, clock, config, defaults: None }
+        Self { images: stores.images, jobs: stores.jobs, publisher, clock, config, defaults: None, targets: None }
+    }
+
+    /// Takes direct uploads too ([`reserve_upload`](Self::reserve_upload)), their bytes sent to
+    /// the targets `targets` issues.
+    pub fn with_upload_targets(mut self, targets: Arc<dyn UploadTargets>) -> Self {
+        self.targets = Some(targets);
+        self
+    }
+
+    /// Whether direct uploads are taken here.
+    pub fn takes_uploads(&self) -> bool {
+        self.targets.is_some()
     }
 
     /// Jobs submitted without a callback get their owner's default one, if it has one.
@@ -109,12 +130,7 @@ impl SubmitService {
     #[instrument(skip_all, fields(owner = %req.owner, correlation_id = %req.correlation_id, job_id))]
     pub async fn submit(&self, req: SubmitRequest) -> Result<Submission, SubmitError> {
         let info = crate::domain::image::inspect(&req.upload.bytes, req.upload.declared, &self.config.limits)?;
-        if let Some(url) = &req.callback {
-            let policy = self.config.callbacks.ok_or_else(|| {
-                SubmitError::CallbackRefused("this deployment does not deliver completion callbacks".into())
-            })?;
-            policy.check_url(url).map_err(|refusal| SubmitError::CallbackRefused(refusal.0))?;
-        }
+        self.check_callback(req.callback.as_ref())?;
         let sha256 = sha256_hex(req.upload.bytes.clone()).await;
 
         if let Some(key) = &req.idempotency_key
@@ -124,11 +140,7 @@ impl SubmitService {
         }
 
         // Only for a new job: a replay answers the first submission, with its callback.
-        let callback = match (&req.callback, &self.defaults) {
-            (Some(url), _) => Some(url.clone()),
-            (None, Some(defaults)) => defaults.for_new_job(&req.owner).await?,
-            (None, None) => None,
-        };
+        let callback = self.callback_for_new_job(&req.owner, req.callback.as_ref()).await?;
         let id = JobId::new();
         tracing::Span::current().record("job_id", tracing::field::display(&id));
         let object_key = ObjectKey::for_image(&id);
@@ -179,6 +191,40 @@ impl SubmitService {
         Ok(Submission { job, replayed: false })
     }
 
+    /// Refuses a callback URL this deployment will not call.
+    pub(super) fn check_callback(&self, url: Option<&CallbackUrl>) -> Result<(), SubmitError> {
+        let Some(url) = url else { return Ok(()) };
+        let policy = self.config.callbacks.ok_or_else(|| {
+            SubmitError::CallbackRefused("this deployment does not deliver completion callbacks".into())
+        })?;
+        policy.check_url(url).map_err(|refusal| SubmitError::CallbackRefused(refusal.0))
+    }
+
+    /// The callback of a new job: the one asked for, else its owner's default, if any.
+    pub(super) async fn callback_for_new_job(
+        &self,
+        owner: &OwnerId,
+        asked: Option<&CallbackUrl>,
+    ) -> Result<Option<CallbackUrl>, SubmitError> {
+        Ok(match (asked, &self.defaults) {
+            (Some(url), _) => Some(url.clone()),
+            (None, Some(defaults)) => defaults.for_new_job(owner).await?,
+            (None, None) => None,
+        })
+    }
+
+    pub(super) fn jobs(&self) -> &Arc<dyn JobStore> {
+        &self.jobs
+    }
+
+    pub(super) fn publisher(&self) -> &Arc<dyn MessagePublisher> {
+        &self.publisher
+    }
+
+    pub(super) fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+
     /// Answers a retry with the job the key already names, or refuses a different body.
     async fn replay(&self, existing: Job, sha256: &str) -> Result<Submission, SubmitError> {
         if existing.image.sha256 != sha256 {
@@ -194,7 +240,7 @@ impl SubmitService {
 
     /// Undoes a submission whose message could not be published, so no job waits forever for a
     /// message that will never come.
-    async fn roll_back(&self, job: &Job) {
+    pub(super) async fn roll_back(&self, job: &Job) {
         if let Err(e) = self.jobs.delete(&job.owner, &job.id).await {
             warn!(error = %e, cause = ?e, job_id = %job.id, "rollback could not delete the job; it stays PENDING");
         }

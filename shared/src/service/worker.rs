@@ -40,8 +40,8 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use super::Stores;
 use crate::config::MaxReceives;
 use crate::domain::{
-    Clock, DetectOptions, Failure, FailureCode, ImageSubmitted, InvalidMessage, Job, JobFinished, JobId, JobSource,
-    JobStatus, Label, Message, Outcome, Refused,
+    Clock, DetectOptions, Failure, FailureCode, ImageLimits, ImageSubmitted, InvalidMessage, Job, JobFinished, JobId,
+    JobSource, JobStatus, Label, Message, Outcome, Refused,
 };
 use crate::ports::{
     BackendError, Delivery, DetectError, DropResults, Envelope, ImageInput, ImageStore, InputKind, JobStore,
@@ -87,7 +87,14 @@ pub struct WorkerConfig {
     pub lease: Duration,
     pub backoff: Backoff,
     pub detect: DetectOptions,
+    /// How long after a direct upload's target expired its job still waits for the bytes before
+    /// it fails with `upload_expired`: an upload that began just before the expiry may still be
+    /// arriving (S3 checks the expiry when a request starts, not when it ends).
+    pub upload_grace: Duration,
 }
+
+/// The default [`WorkerConfig::upload_grace`]: time for 15 MiB at about 1 Mbit/s.
+pub const UPLOAD_GRACE: Duration = Duration::from_secs(120);
 
 impl Default for WorkerConfig {
     fn default() -> Self {
@@ -96,6 +103,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(60),
             backoff: Backoff { base: Duration::from_secs(1), max: Duration::from_secs(60) },
             detect: DetectOptions::default(),
+            upload_grace: UPLOAD_GRACE,
         }
     }
 }
@@ -111,6 +119,14 @@ pub enum Finish {
     Gone,
     /// The job changed and is still unfinished: another worker holds it now.
     Unfinished,
+}
+
+/// What became of a job waiting for its upload.
+enum Upload {
+    /// The bytes are there and are what was declared: the job is PENDING now.
+    Arrived(Box<Job>),
+    /// Nothing to label (yet, or ever): the message's disposition.
+    Settled(Disposition),
 }
 
 /// The claim one handling of a delivery holds, if any; shared with the consumer so that an
@@ -276,6 +292,14 @@ impl WorkerService {
             warn!("message does not match its job; ignoring it");
             return Ok(Disposition::Ack);
         }
+        let job = if job.status() == JobStatus::AwaitingUpload {
+            match self.take_upload(job, delivery).await? {
+                Upload::Arrived(job) => *job,
+                Upload::Settled(disposition) => return Ok(disposition),
+            }
+        } else {
+            job
+        };
         let now = self.clock.now();
         let claimed = match job.claim(now, self.config.lease) {
             Ok(claimed) => claimed,
@@ -326,6 +350,57 @@ impl WorkerService {
         };
         slot.take();
         Ok(disposition)
+    }
+
+    /// A job waiting for its direct upload: if the bytes are there and are what was declared,
+    /// the job goes on (PENDING); if they are not what was declared, it fails; if they are not
+    /// there, the message comes back once the target has expired (and the grace passed), and the
+    /// job fails with `upload_expired` if they are not there then either.
+    async fn take_upload(&self, job: Job, delivery: &Delivery) -> Result<Upload, BackendError> {
+        let Some(upload) = job.upload.clone() else {
+            warn!("a job awaits an upload it has no declaration of; failing it");
+            let error = Failure::new(FailureCode::Internal, "the job has no upload declaration");
+            return self.settle_upload(&job, error, delivery).await;
+        };
+        let deadline = upload.expires_at + self.config.upload_grace;
+        let Some(bytes) = self.images.get(&job.image.object_key).await? else {
+            let now = self.clock.now();
+            if now < deadline {
+                let wait: Duration = (deadline - now).try_into().unwrap_or(Duration::ZERO);
+                debug!(?wait, "the upload has not arrived; looking again once its target has expired");
+                return Ok(Upload::Settled(Disposition::Retry(wait.max(Duration::from_secs(1)))));
+            }
+            let at = crate::domain::timestamp::format(upload.expires_at);
+            let error = Failure::new(
+                FailureCode::UploadExpired,
+                format!("the image was not uploaded before its upload target expired at {at}"),
+            );
+            return self.settle_upload(&job, error, delivery).await;
+        };
+        let (info, sha256) = match upload.check(&bytes, &ImageLimits::default()) {
+            Ok(checked) => checked,
+            Err(error) => {
+                debug!(code = %error.code, reason = %error.message, "the upload is not what was declared");
+                return self.settle_upload(&job, error, delivery).await;
+            }
+        };
+        let Ok(arrived) = job.arrived(info, sha256, self.clock.now()) else {
+            return Ok(Upload::Settled(Disposition::Ack));
+        };
+        match self.jobs.update(&arrived).await {
+            Ok(()) => {
+                info!(size = bytes.len(), "the upload arrived");
+                Ok(Upload::Arrived(Box::new(arrived)))
+            }
+            // Another delivery (the arrival's, or the first message's) moved it on: look again.
+            Err(UpdateError::Conflict) => Ok(Upload::Settled(Disposition::Retry(self.config.backoff.delay(1)))),
+            Err(UpdateError::Backend(e)) => Err(e),
+        }
+    }
+
+    async fn settle_upload(&self, job: &Job, error: Failure, delivery: &Delivery) -> Result<Upload, BackendError> {
+        let retry = Disposition::Retry(self.config.backoff.delay(delivery.receive_count));
+        self.conclude(job, Outcome::Failed { error }, Disposition::Ack, retry).await.map(Upload::Settled)
     }
 
     async fn detect(&self, job: &Job) -> Result<Vec<Label>, DetectError> {

@@ -30,7 +30,8 @@ fn api(with_submit: bool) -> Api {
     let jobs = Arc::new(MemoryJobs::default());
     let publisher = Arc::new(MemoryPublisher::default());
     let stores = Stores { images: images.clone(), jobs: jobs.clone() };
-    let uploads = with_submit.then(|| Uploads { publisher: publisher.clone(), config: SubmitConfig::default() });
+    let uploads =
+        with_submit.then(|| Uploads { publisher: publisher.clone(), config: SubmitConfig::default(), targets: None });
     let auth = Arc::new(OpenAccess::new(OwnerId::parse("me").unwrap()));
     let state = ApiState::new(stores, uploads, Arc::new(ManualClock::default()), auth).with_live(
         JobChanges::new(),

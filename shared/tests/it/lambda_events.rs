@@ -56,7 +56,8 @@ fn stores(images: &Arc<MemoryImages>, jobs: &Arc<MemoryJobs>) -> Stores {
 
 fn api() -> Api {
     let jobs = Arc::new(MemoryJobs::default());
-    let uploads = Uploads { publisher: Arc::new(MemoryPublisher::default()), config: SubmitConfig::default() };
+    let uploads =
+        Uploads { publisher: Arc::new(MemoryPublisher::default()), config: SubmitConfig::default(), targets: None };
     let state =
         ApiState::new(stores(&Arc::default(), &jobs), Some(uploads), Arc::new(SystemClock), Arc::new(ApiGatewayJwt));
     Api { jobs, app: router(state) }

@@ -50,6 +50,7 @@ fn every_operation_has_an_id_and_every_secured_one_answers_401_500_and_503() {
             "getOpenApi",
             "listImages",
             "liveJobs",
+            "reserveUpload",
             "setDefaultCallback",
             "submitImage"
         ]

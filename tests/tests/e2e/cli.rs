@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use labelq_e2e::{AppOptions, BOB, TestApp, model_dir, onnx_detector, photos_dir, png};
+use labelq_e2e::{AppOptions, BOB, TestApp, large_photo, model_dir, onnx_detector, photos_dir, png};
 use labelq_testkit::detectors::{Behaviour, ScriptedDetector};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_labelq-under-test");
@@ -154,4 +154,27 @@ async fn labelq_submit_wait_exits_4_when_the_job_does_not_finish_in_time() {
     assert_eq!(status(&output), Some(4), "{}", String::from_utf8_lossy(&output.stdout));
     held.release.notify_waiters();
     tokio::time::timeout(Duration::from_secs(10), app.shutdown()).await.expect("the server stops");
+}
+
+#[tokio::test]
+async fn labelq_submit_sends_a_photo_over_the_body_limit_by_direct_upload_and_waits_for_its_labels() {
+    let app = TestApp::spawn(AppOptions::with_detector(onnx_detector())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let photo = large_photo("bus.jpg", 2600);
+    assert!(
+        (labelq::client::INLINE_LIMIT + 1..=15 * 1024 * 1024).contains(&photo.len()),
+        "{} bytes: between the inline limit and 15 MiB",
+        photo.len()
+    );
+    let path = file_with(&dir, "bus-large.png", &photo);
+
+    let output = run(owned(&["submit", "--url", &app.base, "--token", BOB, "--wait", &path])).await;
+    assert_eq!(status(&output), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let job = &line["job"];
+    assert_eq!(job["status"], "SUCCEEDED", "{job}");
+    assert_eq!(job["upload"]["length"], photo.len(), "it went by direct upload: {job}");
+    assert_eq!(job["image"]["width"], 2600);
+    assert!(job["labels"].as_array().is_some_and(|l| !l.is_empty()), "{job}");
+    app.shutdown().await;
 }

@@ -63,6 +63,7 @@ fn worker_config(stack: &Stack, max_receives: u32) -> WorkerFunctionConfig {
             lease: Duration::from_secs(30),
             backoff: Backoff { base: Duration::from_millis(100), max: Duration::from_millis(400) },
             detect: DetectOptions { max_labels: 10, min_confidence: Confidence::new(50.0).expect("50") },
+            upload_grace: Duration::from_millis(500),
         },
         drops: None,
     }
@@ -299,7 +300,7 @@ async fn a_failed_publish_rolls_back_and_a_retry_with_the_same_key_succeeds() {
     let sdk = &stack.sdk;
     let adapters = AwsStores::new(sdk, &stack.resources());
     let app_with = |publisher: Arc<SnsPublisher>| {
-        let uploads = Uploads { publisher, config: SubmitConfig::default() };
+        let uploads = Uploads { publisher, config: SubmitConfig::default(), targets: None };
         let state = ApiState::new(adapters.stores(), Some(uploads), Arc::new(SystemClock), Arc::new(ApiGatewayJwt));
         router(state)
     };

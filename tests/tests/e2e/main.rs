@@ -13,4 +13,5 @@ mod events;
 mod localstack;
 mod pipeline;
 mod process;
+mod uploads;
 mod websocket;
