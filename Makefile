@@ -73,6 +73,7 @@ bench: model photos
 	$(CARGO) bench -p labelq-e2e --bench worker_batch
 	$(CARGO) bench -p labelq-e2e --bench restart
 	$(CARGO) bench -p labelq-e2e --bench live
+	$(CARGO) bench -p labelq-e2e --bench upload
 
 bench-lambda: model lambda-zips
 	$(CARGO) bench -p labelq-e2e --bench lambda

@@ -143,6 +143,22 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
     parse_duration(s).and_then(|d| if d.is_zero() { Err("must be more than 0".into()) } else { Ok(d) })
 }
 
+/// At most an hour: the job's message waits that long past the expiry, within every queue's limits.
+fn upload_grace(s: &str) -> Result<Duration, String> {
+    parse_duration(s).and_then(|d| if d > Duration::from_secs(3600) { Err("must be at most 1h".into()) } else { Ok(d) })
+}
+
+/// `http://host[:port]` or `https://...`, without a path: where clients reach the server.
+fn public_url(s: &str) -> Result<String, String> {
+    let url = url::Url::parse(s).map_err(|e| e.to_string())?;
+    let bare = matches!(url.scheme(), "http" | "https") && url.host().is_some() && url.path() == "/";
+    if bare && url.query().is_none() && url.username().is_empty() {
+        Ok(s.trim_end_matches('/').to_owned())
+    } else {
+        Err("must be http(s)://host[:port], without a path".into())
+    }
+}
+
 fn parse_owner(s: &str) -> Result<OwnerId, String> {
     OwnerId::parse(s).map_err(|e| e.to_string())
 }
@@ -191,8 +207,12 @@ struct ServeArgs {
     grace: Duration,
     /// How long after a direct upload's target expired its job still waits for the bytes (an
     /// upload that began in time may still be arriving) before it fails with upload_expired.
-    #[arg(long, default_value = "2m", value_parser = parse_duration, env = "LABELQ_UPLOAD_GRACE")]
+    #[arg(long, default_value = "2m", value_parser = upload_grace, env = "LABELQ_UPLOAD_GRACE")]
     upload_grace: Duration,
+    /// Where clients reach this server, `http(s)://host[:port]`, for the upload targets it issues
+    /// (behind a proxy, or listening on every interface) [default: the listening address].
+    #[arg(long, value_parser = public_url, env = "LABELQ_PUBLIC_URL")]
+    public_url: Option<String>,
     /// How often expired jobs are removed.
     #[arg(long, default_value = "60s", value_parser = positive_duration)]
     sweep_interval: Duration,
@@ -478,6 +498,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             interval: args.watch_interval,
             data_dir: Some(args.data_dir.clone()),
         }),
+        public_url: args.public_url.clone(),
     };
     let server = Server::start(backends, detector, clock, options)
         .await

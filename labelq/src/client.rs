@@ -158,19 +158,8 @@ async fn submit_one(
             return Err(ClientError::Timeout { status, waited: started.elapsed() });
         }
         progress.show(file, &format!("{status} ({:.1}s)", started.elapsed().as_secs_f32()));
-        let response = with_retries(
-            || {
-                let mut request = client.get(&status_url);
-                if let Some(token) = &options.token {
-                    request = request.bearer_auth(token);
-                }
-                request.send()
-            },
-            &status_url,
-        )
-        .await?;
-        let wait = retry_after(&response).unwrap_or(Duration::from_secs(1));
-        job = response.json().await.map_err(|source| ClientError::Http { url: status_url.clone(), source })?;
+        let (next, wait) = get_job(client, &status_url, options).await?;
+        job = next;
         if !matches!(job["status"].as_str(), Some("SUCCEEDED" | "FAILED")) {
             tokio::time::sleep(wait).await;
         }
@@ -267,7 +256,7 @@ async fn upload_directly(
     };
     let bytes = bytes::Bytes::copy_from_slice(bytes);
     let total = bytes.len();
-    with_retries(
+    let sent = with_retries(
         || {
             let mut request = client.put(put_url);
             for (name, value) in headers {
@@ -292,22 +281,35 @@ async fn upload_directly(
         },
         put_url,
     )
-    .await?;
+    .await;
+    match sent {
+        // A retry of a PUT whose answer was lost, after the job moved on: its bytes are in (the
+        // job says how it went).
+        Ok(_) | Err(ClientError::Refused { status: StatusCode::CONFLICT, .. }) => {}
+        Err(e) => return Err(e),
+    }
     // The bytes are stored: the job as it stands now (no longer awaiting them).
     let status_url = if location.starts_with("http") { location.clone() } else { format!("{base}{location}") };
+    let (job, _) = get_job(client, &status_url, options).await?;
+    Ok((location, job))
+}
+
+/// The job at `status_url`, and how long the server asks to wait before asking again.
+async fn get_job(client: &Client, status_url: &str, options: &SubmitOptions) -> Result<(Value, Duration), ClientError> {
     let response = with_retries(
         || {
-            let mut request = client.get(&status_url);
+            let mut request = client.get(status_url);
             if let Some(token) = &options.token {
                 request = request.bearer_auth(token);
             }
             request.send()
         },
-        &status_url,
+        status_url,
     )
     .await?;
-    let job = response.json().await.map_err(|source| ClientError::Http { url: status_url.clone(), source })?;
-    Ok((location, job))
+    let wait = retry_after(&response).unwrap_or(Duration::from_secs(1));
+    let job = response.json().await.map_err(|source| ClientError::Http { url: status_url.to_owned(), source })?;
+    Ok((job, wait))
 }
 
 /// How much of a direct upload is sent between two updates of the progress line.

@@ -105,6 +105,9 @@ pub struct ServeOptions {
     pub live: LiveConfig,
     /// The drop directory, when one is watched.
     pub drops: Option<DropConfig>,
+    /// Where clients reach this server (`http://host:port`), for the upload targets it issues;
+    /// `None`: the address it listens on (loopback when it listens on every interface).
+    pub public_url: Option<String>,
 }
 
 /// A running server.
@@ -142,14 +145,21 @@ impl Server {
         let receiver = match &backends.embedded {
             Some(embedded) => {
                 let key = HmacUploadTargets::key_in(&embedded.data_dir)?;
-                let host = if addr.ip().is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { addr.ip() };
-                let base = format!("http://{}", SocketAddr::new(host, addr.port()));
+                let base = match &options.public_url {
+                    Some(url) => url.clone(),
+                    None => {
+                        let ip = addr.ip();
+                        let host = if ip.is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { ip };
+                        format!("http://{}", SocketAddr::new(host, addr.port()))
+                    }
+                };
                 Some(UploadReceiver {
                     jobs: backends.stores.jobs.clone(),
                     images: embedded.images.clone(),
                     publisher: backends.publisher.clone(),
                     targets: HmacUploadTargets::new(base, key),
                     clock: clock.clone(),
+                    grace: options.worker.upload_grace,
                 })
             }
             None => None,

@@ -30,6 +30,7 @@ pub fn serve_options(workers: usize) -> ServeOptions {
         deliverers: 1,
         live: LiveConfig::default(),
         drops: None,
+        public_url: None,
     }
 }
 

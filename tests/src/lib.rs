@@ -214,6 +214,7 @@ impl TestApp {
                 interval: Duration::from_millis(100),
                 data_dir: Some(data_dir.path().to_path_buf()),
             }),
+            public_url: None,
         };
         let server = Server::start(embedded.clone().into(), options.detector, options.clock, serve)
             .await

@@ -47,19 +47,25 @@ impl FsImageStore {
         Ok((path, file))
     }
 
-    /// Makes the staged file `staged` the image under `key`, durably: the bytes and the name
-    /// survive a power cut, and a reader never sees half of them.
-    pub async fn adopt(&self, staged: PathBuf, key: &ObjectKey) -> Result<(), BackendError> {
+    /// Makes the staged file `staged` the image under `key` unless there is one already (the
+    /// first complete upload stays; a later one never replaces what a worker may have checked),
+    /// durably: the bytes and the name survive a power cut, and a reader never sees half of them.
+    /// Whether it became the image; the staged file is gone either way.
+    pub async fn adopt(&self, staged: PathBuf, key: &ObjectKey) -> Result<bool, BackendError> {
         let target = self.path(key);
         blocking("store an upload", move || {
             let result = (|| {
                 File::open(&staged)?.sync_all()?;
-                fs::rename(&staged, &target)?;
-                File::open(target.parent().unwrap_or(Path::new(".")))?.sync_all()
+                // A link, unlike a rename, never replaces an existing name.
+                match fs::hard_link(&staged, &target) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+                    Err(e) => return Err(e),
+                }
+                File::open(target.parent().unwrap_or(Path::new(".")))?.sync_all()?;
+                Ok(true)
             })();
-            if result.is_err() {
-                let _ = fs::remove_file(&staged);
-            }
+            let _ = fs::remove_file(&staged);
             result
         })
         .await

@@ -101,15 +101,24 @@ impl UploadTargets for HmacUploadTargets {
     }
 }
 
+/// Writes a file only its owner can read, whole or not at all: written beside it, then linked into
+/// place (a link never replaces an existing file: `AlreadyExists` if another process won).
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let staged = dir.join(format!(".{KEY_FILE}.{}", uuid::Uuid::new_v4().simple()));
+    let result = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&staged)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::hard_link(&staged, path)
+    })();
+    let _ = std::fs::remove_file(&staged);
+    result
 }
 
 #[cfg(test)]

@@ -299,6 +299,19 @@ impl Job {
         Self { state, version: self.version + 1, updated_at: now, ..self.clone() }
     }
 
+    /// The target stored the upload's bytes at `now` (it is not yet checked: that is the worker's
+    /// [`arrived`](Self::arrived)). A write of its own, so that it and a worker's
+    /// `upload_expired` cannot both win: whichever is written second conflicts.
+    pub fn upload_stored(&self, now: OffsetDateTime) -> Result<Self, Refused> {
+        match (&self.state, &self.upload) {
+            (JobState::AwaitingUpload, Some(upload)) => {
+                let upload = DeclaredUpload { received_at: Some(now), ..upload.clone() };
+                Ok(Self { upload: Some(upload), version: self.version + 1, ..self.clone() })
+            }
+            (other, _) => Err(refuse(other.status(), JobStatus::AwaitingUpload)),
+        }
+    }
+
     /// The uploaded bytes are there and are what was declared (`info`, their `sha256`): the job
     /// waits for a worker like a posted one.
     pub fn arrived(&self, info: ImageInfo, sha256: String, now: OffsetDateTime) -> Result<Self, Refused> {

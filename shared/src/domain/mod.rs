@@ -76,6 +76,25 @@ pub mod timestamp {
         OffsetDateTime::parse(&s, &Rfc3339).map_err(serde::de::Error::custom)
     }
 
+    /// The same for an optional timestamp (with `default` and `skip_serializing_if`).
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+        use time::OffsetDateTime;
+
+        pub fn serialize<S: Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrapped(#[serde(with = "super")] OffsetDateTime);
+            Option::<Wrapped>::deserialize(d).map(|w| w.map(|Wrapped(t)| t))
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use time::macros::datetime;

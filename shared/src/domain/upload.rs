@@ -39,6 +39,11 @@ pub struct DeclaredUpload {
     #[serde(with = "crate::domain::timestamp")]
     #[schema(value_type = String, format = DateTime)]
     pub expires_at: OffsetDateTime,
+    /// When the bytes were stored at the target (where the server sees that itself: `labelq
+    /// serve`'s own target).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::domain::timestamp::option")]
+    #[schema(value_type = Option<String>, format = DateTime, nullable = false)]
+    pub received_at: Option<OffsetDateTime>,
 }
 
 /// Why a declaration was refused; each is a client error.
@@ -73,7 +78,7 @@ impl DeclaredUpload {
         if window.is_zero() || window > MAX_UPLOAD_WINDOW {
             return Err(DeclarationRefused::Window { got: window.as_secs(), max: MAX_UPLOAD_WINDOW.as_secs() });
         }
-        Ok(Self { content_type, length, sha256, expires_at: now + window })
+        Ok(Self { content_type, length, sha256, expires_at: now + window, received_at: None })
     }
 
     /// Whether `other` declares the same bytes (a retry with the same idempotency key).

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,9 @@ use super::views::{JobView, image_path};
 use super::{ApiState, IDEMPOTENT_REPLAYED, Owner, callback_url, idempotency_key, openapi, problem, views};
 use crate::domain::{ContentType, CorrelationId, MAX_UPLOAD_WINDOW, UploadTarget};
 use crate::service::UploadRequest;
+
+/// The most bytes of a declaration read.
+const MAX_DECLARATION: usize = 16 * 1024;
 
 /// The image a client will upload.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -123,14 +126,21 @@ pub(super) async fn reserve_upload(
     let idempotency_key = idempotency_key(&parts.headers)?;
     let callback = callback_url(&parts.headers)?;
     let correlation_id = parts.extensions.get::<CorrelationId>().cloned().unwrap_or_default();
-    let declaration: Result<Json<UploadDeclaration>, JsonRejection> =
-        <Json<UploadDeclaration> as FromRequest<()>>::from_request(Request::from_parts(parts, body), &()).await;
-    let Json(declaration) = declaration.map_err(|rejection| match rejection {
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::UnsupportedMediaType("declare the upload in an application/json body".into())
-        }
-        other => ApiError::bad_request("invalid-upload", other.body_text()),
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType("declare the upload in an application/json body".into()));
+    }
+    // A declaration is a few hundred bytes: anything much larger is not one.
+    let bytes = axum::body::to_bytes(body, MAX_DECLARATION).await.map_err(|_| {
+        ApiError::bad_request("invalid-upload", format!("the declaration is over {MAX_DECLARATION} bytes"))
     })?;
+    let Json(declaration) = Json::<UploadDeclaration>::from_bytes(&bytes)
+        .map_err(|rejection: JsonRejection| ApiError::bad_request("invalid-upload", rejection.body_text()))?;
     let content_type = ContentType::from_mime(&declaration.content_type).ok_or_else(|| {
         ApiError::UnsupportedMediaType(format!(
             "content_type must be image/jpeg or image/png; got {:?}",

@@ -4,7 +4,10 @@
 //! but the job id and the signature is trusted), the expiry, the signed headers (type, length,
 //! digest). The body is streamed to a temporary file and counted and hashed on the way, never
 //! held whole; only when all of it is there and matches does it become the job's image, and the
-//! job is announced again so a worker takes it at once. Whether it is an image is the worker's
+//! job is announced again so a worker takes it at once. The first complete upload stays (a later
+//! one never replaces bytes a worker may have checked), and storing it is recorded on the job, so
+//! it and a worker's `upload_expired` cannot both win; a body must be in by the time the worker
+//! gives up (the expiry plus the grace). Whether it is an image is the worker's
 //! check, as it is for an object uploaded to S3.
 //!
 //! Not part of the OpenAPI document: its URL is issued, not built, exactly like a presigned S3 URL.
@@ -26,8 +29,8 @@ use tracing::{info, warn};
 use super::problem::ApiError;
 use crate::adapters::fs::FsImageStore;
 use crate::adapters::hmac_uploads::HmacUploadTargets;
-use crate::domain::{CHECKSUM_HEADER, Clock, ContentType, JobId, JobStatus, UploadTarget};
-use crate::ports::{BackendError, Envelope, JobStore, MessagePublisher};
+use crate::domain::{CHECKSUM_HEADER, Clock, ContentType, FailureCode, JobId, JobStatus, UploadTarget};
+use crate::ports::{BackendError, Envelope, ImageStore, JobStore, MessagePublisher, UpdateError};
 
 /// What the upload route works with.
 #[derive(Debug, Clone)]
@@ -37,6 +40,8 @@ pub struct UploadReceiver {
     pub publisher: Arc<dyn MessagePublisher>,
     pub targets: HmacUploadTargets,
     pub clock: Arc<dyn Clock>,
+    /// How long after the expiry the worker still waits for the bytes: an upload must end by then.
+    pub grace: std::time::Duration,
 }
 
 /// The route, to merge into the API's router.
@@ -86,12 +91,7 @@ async fn receive(
         ));
     }
     if job.status() != JobStatus::AwaitingUpload {
-        return Err(refused(
-            StatusCode::CONFLICT,
-            "upload-not-awaited",
-            "Upload not awaited",
-            format!("the job is {}; it takes no upload", job.status()),
-        ));
+        return Err(not_awaited(&format!("the job is {}; it takes no upload", job.status())));
     }
     let declared_type =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(ContentType::from_mime);
@@ -116,16 +116,15 @@ async fn receive(
     }
 
     let (staged, file) = receiver.images.staging().await?;
-    let digest = match stream_to(file, body, upload.length).await {
-        Ok(digest) => digest,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&staged).await;
-            return Err(e);
-        }
-    };
+    let staged = Staged(Some(staged));
+    // The whole upload must be in by the time the worker gives up on it.
+    let remaining: std::time::Duration =
+        (upload.expires_at + receiver.grace - receiver.clock.now()).try_into().unwrap_or_default();
+    let digest = tokio::time::timeout(remaining, stream_to(file, body, upload.length)).await.map_err(|_| {
+        refused(StatusCode::FORBIDDEN, "upload-expired", "Upload target expired", "the upload did not end in time")
+    })??;
     let digest_b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest);
     if checksum.is_some_and(|c| c != digest_b64) {
-        let _ = tokio::fs::remove_file(&staged).await;
         return Err(refused(
             StatusCode::BAD_REQUEST,
             "bad-digest",
@@ -133,17 +132,82 @@ async fn receive(
             "the body's SHA-256 is not the one sent",
         ));
     }
-    receiver.images.adopt(staged, &job.image.object_key).await?;
-    // The job is announced again so a worker takes it now; if that fails, the client's retry of
-    // the PUT (the same bytes) announces it, and the job's first message comes back when the
-    // target expires and finds the bytes anyway.
-    receiver.publisher.publish(&Envelope::for_job(&job)).await?;
-    info!(job_id = %id, size = upload.length, "upload received");
+    let key = &job.image.object_key.clone();
+    if !receiver.images.adopt(staged.take(), key).await? {
+        // Another upload's bytes are stored already: the same bytes are a retry that succeeded.
+        return match receiver.images.get(key).await? {
+            Some(stored) if Sha256::digest(&stored)[..] == digest[..] => Ok(stored_response(&digest)),
+            _ => Err(not_awaited("other bytes were uploaded to this target already")),
+        };
+    }
+    // Recorded on the job, so this and a worker failing it with `upload_expired` cannot both win.
+    let mut current = job;
+    while let Ok(stored) = current.upload_stored(receiver.clock.now()) {
+        match receiver.jobs.update(&stored).await {
+            Ok(()) => {
+                // Announced again so a worker takes it now; if that fails, the client's retry
+                // of the PUT announces it, and the job's first message, when it comes back after
+                // the expiry, finds the bytes anyway.
+                receiver.publisher.publish(&Envelope::for_job(&stored)).await?;
+                info!(job_id = %id, size = upload.length, "upload received");
+                return Ok(stored_response(&digest));
+            }
+            Err(UpdateError::Conflict) => {}
+            Err(UpdateError::Backend(e)) => return Err(e.into()),
+        }
+        match receiver.jobs.get(&id).await? {
+            Some(job) => current = job,
+            None => {
+                receiver.images.delete(key).await?;
+                return Err(not_awaited("the job was deleted"));
+            }
+        }
+    }
+    // The job moved on while the bytes were being stored: a worker took them (they are checked
+    // now), or it failed first and they are of no use.
+    if !current.image.sha256.is_empty() {
+        return Ok(stored_response(&digest));
+    }
+    receiver.images.delete(key).await?;
+    match current.failure() {
+        Some(f) if f.code == FailureCode::UploadExpired => Err(refused(
+            StatusCode::FORBIDDEN,
+            "upload-expired",
+            "Upload target expired",
+            "the job failed with upload_expired before the upload ended",
+        )),
+        _ => Err(not_awaited(&format!("the job is {}; it takes no upload", current.status()))),
+    }
+}
+
+fn not_awaited(detail: &str) -> ApiError {
+    refused(StatusCode::CONFLICT, "upload-not-awaited", "Upload not awaited", detail)
+}
+
+fn stored_response(digest: &[u8; 32]) -> Response {
     let mut response = StatusCode::OK.into_response();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", hex::encode(digest))) {
         response.headers_mut().insert(header::ETAG, etag);
     }
-    Ok(response)
+    response
+}
+
+/// A staged file, removed when dropped unless taken: a refused upload, or a handler dropped
+/// with its connection, leaves nothing behind.
+struct Staged(Option<std::path::PathBuf>);
+
+impl Staged {
+    fn take(mut self) -> std::path::PathBuf {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// The longest an upload's body may stop sending before the upload is refused: a client that

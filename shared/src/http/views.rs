@@ -117,7 +117,8 @@ impl<'a> From<&'a Job> for JobView<'a> {
             updated_at: job.updated_at,
             expires_at: job.expires_at,
             image: {
-                let known = job.status() != JobStatus::AwaitingUpload;
+                // Known once the bytes arrived (an upload job may also fail before they do).
+                let known = !job.image.sha256.is_empty();
                 ImageView {
                     content_type: job.image.content_type,
                     size: job.image.size,

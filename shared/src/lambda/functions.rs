@@ -168,11 +168,17 @@ impl WorkerFunctionConfig {
                 backoff: Backoff { base: Duration::from_secs(2), max: Duration::from_secs(300) },
                 detect: DetectOptions { max_labels: max_labels.get(), min_confidence: min_confidence.get() },
                 upload_grace: match config::optional::<String>("LABELQ_UPLOAD_GRACE")? {
-                    Some(v) => config::parse_duration(&v).map_err(|reason| config::ConfigError::Invalid {
-                        name: "LABELQ_UPLOAD_GRACE",
-                        value: v.clone(),
-                        reason,
-                    })?,
+                    Some(v) => {
+                        config::parse_duration(&v)
+                            .and_then(|d| {
+                                if d > Duration::from_secs(3600) { Err("must be at most 1h".into()) } else { Ok(d) }
+                            })
+                            .map_err(|reason| config::ConfigError::Invalid {
+                                name: "LABELQ_UPLOAD_GRACE",
+                                value: v.clone(),
+                                reason,
+                            })?
+                    }
                     None => UPLOAD_GRACE,
                 },
             },

@@ -117,6 +117,27 @@ async fn an_image_over_the_body_limit_is_uploaded_to_its_target_and_labelled() {
 }
 
 #[tokio::test]
+async fn the_first_complete_upload_stays_and_other_bytes_never_replace_it() {
+    let (app, _) = app().await;
+    let first = large_png(200_000);
+    let mut other = first.clone();
+    other[150_000] ^= 0xff;
+    // No digest declared: only the length binds the bytes, so replacing them would go unseen.
+    let reservation = reserve_ok(&app, json!({"content_type": "image/png", "length": first.len()})).await;
+    let id = reservation["job"]["id"].as_str().unwrap();
+    assert_eq!(put(&app, &reservation, first.clone(), |_| {}).await.status(), 200);
+    // Whether or not a worker has taken the job yet, other bytes are refused.
+    let replaced = put(&app, &reservation, other, |_| {}).await;
+    assert_eq!(replaced.status(), 409);
+    assert_eq!(problem_type(replaced).await, "upload-not-awaited");
+    let done = app.wait_finished(ALICE, id, Duration::from_secs(20)).await;
+    assert_eq!(done["image"]["sha256"], sha256(&first).as_str(), "{done}");
+    let stored = std::fs::read(app.data_dir.path().join("uploads").join(id)).unwrap();
+    assert_eq!(stored, first);
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_declaration_out_of_bounds_is_refused_before_anything_is_written() {
     let (app, _) = app().await;
     let cases = [
