@@ -30,6 +30,16 @@ pub struct SubmitOptions {
     pub timeout: Duration,
 }
 
+impl SubmitOptions {
+    /// `request` with the bearer token, if there is one.
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("could not read {path}")]
@@ -189,15 +199,12 @@ async fn post_inline(
     progress.show(file, "uploading");
     let response = with_retries(
         || {
-            let mut request = client
+            let request = client
                 .post(&url)
                 .header(header::CONTENT_TYPE, content_type)
                 .header("Idempotency-Key", key)
                 .body(bytes.clone());
-            if let Some(token) = &options.token {
-                request = request.bearer_auth(token);
-            }
-            request.send()
+            options.authorize(request).send()
         },
         &url,
     )
@@ -235,13 +242,7 @@ async fn upload_directly(
     let declaration = json!({"content_type": content_type.as_mime(), "length": bytes.len(), "sha256": sha256});
     progress.show(file, "reserving an upload");
     let response = with_retries(
-        || {
-            let mut request = client.post(&url).header("Idempotency-Key", key).json(&declaration);
-            if let Some(token) = &options.token {
-                request = request.bearer_auth(token);
-            }
-            request.send()
-        },
+        || options.authorize(client.post(&url).header("Idempotency-Key", key).json(&declaration)).send(),
         &url,
     )
     .await?;
@@ -296,17 +297,7 @@ async fn upload_directly(
 
 /// The job at `status_url`, and how long the server asks to wait before asking again.
 async fn get_job(client: &Client, status_url: &str, options: &SubmitOptions) -> Result<(Value, Duration), ClientError> {
-    let response = with_retries(
-        || {
-            let mut request = client.get(status_url);
-            if let Some(token) = &options.token {
-                request = request.bearer_auth(token);
-            }
-            request.send()
-        },
-        status_url,
-    )
-    .await?;
+    let response = with_retries(|| options.authorize(client.get(status_url)).send(), status_url).await?;
     let wait = retry_after(&response).unwrap_or(Duration::from_secs(1));
     let job = response.json().await.map_err(|source| ClientError::Http { url: status_url.to_owned(), source })?;
     Ok((job, wait))
@@ -327,10 +318,7 @@ async fn follow(
     started: Instant,
 ) -> Option<Value> {
     let events_url = format!("{status_url}/events");
-    let mut request = client.get(&events_url).header(header::ACCEPT, "text/event-stream");
-    if let Some(token) = &options.token {
-        request = request.bearer_auth(token);
-    }
+    let request = options.authorize(client.get(&events_url).header(header::ACCEPT, "text/event-stream"));
     let left = options.timeout.saturating_sub(started.elapsed());
     let stream = async {
         let mut response = request.send().await.ok()?;
