@@ -71,6 +71,7 @@ BINARIES = {
 CRATE_OF = {"live-push": "live-socket"}
 ROUTES = {
     ("POST", "/v1/images"): "RequestHandlerFunction",
+    ("POST", "/v1/uploads"): "RequestHandlerFunction",
     ("GET", "/v1/callback"): "RequestHandlerFunction",
     ("PUT", "/v1/callback"): "RequestHandlerFunction",
     ("DELETE", "/v1/callback"): "RequestHandlerFunction",
@@ -677,24 +678,35 @@ def bucket_name_pattern(t: Template) -> str:
     return render(props(first(t, "AWS::S3::Bucket")).get("BucketName"))
 
 
+# What clients write into the bucket, announced to the worker: nothing the service writes.
+CLIENT_PREFIXES = ("drops/", "uploads/")
+
+
 def check_drops_reach_the_worker_and_nothing_it_writes_does(ts: dict[str, Template]) -> list[str]:
-    """Objects created under drops/ (and only there) are announced on the job topic, which only
-    this stack's bucket may publish to (and encrypt for); the worker writes nothing under drops/."""
+    """Objects created under drops/ and uploads/ (and only there) are announced on the job topic,
+    which only this stack's bucket may publish to (and encrypt for); the worker writes nothing
+    under either."""
     storage, found = ts["storage"], []
     bucket = props(first(storage, "AWS::S3::Bucket"))
     topic = output_target(storage, "TopicArn")
     configs = bucket.get("NotificationConfiguration", {})
     topics = as_list(configs.get("TopicConfigurations"))
-    if set(configs) - {"TopicConfigurations"} or len(topics) != 1:
-        return [f"the bucket's notifications are {configs!r}, expected one topic configuration"]
-    (config,) = topics
-    if render(config.get("Topic")) != "${%s}" % topic:
-        found.append(f"drops are announced on {render(config.get('Topic'))}, not the job topic")
-    if config.get("Event") != "s3:ObjectCreated:*":
-        found.append(f"drops are announced for {config.get('Event')!r}, not every object created")
-    rules = config.get("Filter", {}).get("S3Key", {}).get("Rules", [])
-    if rules != [{"Name": "prefix", "Value": "drops/"}]:
-        found.append(f"the notification filter is {rules!r}, not the prefix drops/ alone")
+    if set(configs) - {"TopicConfigurations"} or len(topics) != len(CLIENT_PREFIXES):
+        return [f"the bucket's notifications are {configs!r}, expected one topic configuration per "
+                f"prefix of {CLIENT_PREFIXES}"]
+    prefixes = []
+    for config in topics:
+        if render(config.get("Topic")) != "${%s}" % topic:
+            found.append(f"objects are announced on {render(config.get('Topic'))}, not the job topic")
+        if config.get("Event") != "s3:ObjectCreated:*":
+            found.append(f"objects are announced for {config.get('Event')!r}, not every object created")
+        rules = config.get("Filter", {}).get("S3Key", {}).get("Rules", [])
+        if len(rules) != 1 or rules[0].get("Name") != "prefix":
+            found.append(f"a notification filter is {rules!r}, not one prefix")
+            continue
+        prefixes.append(rules[0].get("Value"))
+    if sorted(prefixes) != sorted(CLIENT_PREFIXES) and not found:
+        found.append(f"the notifications' prefixes are {prefixes}, expected {list(CLIENT_PREFIXES)}")
     if "TopicPolicy" not in as_list(first(storage, "AWS::S3::Bucket").get("DependsOn")):
         found.append("the bucket does not wait for the topic policy (S3 checks it when configured)")
     name = bucket_name_pattern(storage)
@@ -720,8 +732,8 @@ def check_drops_reach_the_worker_and_nothing_it_writes_does(ts: dict[str, Templa
         writes = {a for a in as_list(arm.get("Action", [])) if a in ("s3:PutObject", "s3:DeleteObject")}
         for resource in as_list(arm.get("Resource", [])) if writes else []:
             text = render(resource)
-            if "/drops/" in text or text.endswith("}/*"):
-                found.append(f"WorkerRole.{arm.get('Sid')} writes {text}: its writes could be drops")
+            if any(f"/{prefix}" in text for prefix in CLIENT_PREFIXES) or text.endswith("}/*"):
+                found.append(f"WorkerRole.{arm.get('Sid')} writes {text}: its writes could be announced")
     # Both publishers of the job topic can use its key (S3's grant is in the key's policy).
     for role in ("RequestHandlerRole", "WorkerRole"):
         try:
@@ -732,6 +744,55 @@ def check_drops_reach_the_worker_and_nothing_it_writes_does(ts: dict[str, Templa
         if render(grant.get("Resource")) != "${Storage.Outputs.TopicKeyArn}" or \
                 set(as_list(grant.get("Action"))) != {"kms:GenerateDataKey", "kms:Decrypt"}:
             found.append(f"{role}.EncryptJobMessages is not GenerateDataKey and Decrypt on the topic's key")
+    return found
+
+
+def check_direct_uploads(ts: dict[str, Template]) -> list[str]:
+    """Direct uploads: the request-handler (whose credentials sign the presigned PUTs) may put
+    objects under uploads/ and nowhere else there; the worker may read them and tell a missing
+    one from a denial; they expire with the images; browsers may PUT only from the origins the
+    parameter names (no CORS rule without one)."""
+    template, storage, found = ts["template"], ts["storage"], []
+    try:
+        grant = statement(template, "RequestHandlerRole", "PresignUploads")
+        if as_list(grant.get("Action")) != ["s3:PutObject"] or \
+                [render(r) for r in as_list(grant.get("Resource"))] != ["${Storage.Outputs.BucketArn}/uploads/*"]:
+            found.append(f"RequestHandlerRole.PresignUploads is {grant!r}, not PutObject on uploads/* alone")
+    except LookupError:
+        found.append("the request-handler cannot put the uploads its URLs name")
+    for role in ("StatusApiRole", "WorkerRole", "CallbackDelivererRole"):
+        for s in role_statements(template, role):
+            arm = s["Fn::If"][1] if "Fn::If" in s else s
+            if "s3:PutObject" in as_list(arm.get("Action", [])) and \
+                    any("/uploads/" in render(r) for r in as_list(arm.get("Resource", []))):
+                found.append(f"{role}.{arm.get('Sid')} may put objects under uploads/")
+    try:
+        reads = [render(r) for r in as_list(statement(template, "WorkerRole", "ReadImages").get("Resource"))]
+        if "${Storage.Outputs.BucketArn}/uploads/*" not in reads:
+            found.append("the worker cannot read uploads")
+        listed = statement(template, "WorkerRole", "TellMissingImages").get("Condition", {})
+        if "uploads/*" not in as_list(listed.get("StringLike", {}).get("s3:prefix")):
+            found.append("the worker cannot tell an upload not yet made from a denial (ListBucket on uploads/*)")
+    except LookupError as e:
+        found.append(str(e))
+    bucket = props(first(storage, "AWS::S3::Bucket"))
+    rules = {r.get("Prefix"): r for r in bucket.get("LifecycleConfiguration", {}).get("Rules", [])}
+    if "uploads/" not in rules:
+        found.append("no lifecycle rule removes uploads")
+    elif rules["uploads/"].get("ExpirationInDays") != rules.get("images/", {}).get("ExpirationInDays"):
+        found.append("uploads do not expire with the images")
+    cors = bucket.get("CorsConfiguration")
+    arms = cors.get("Fn::If", []) if isinstance(cors, dict) else []
+    if len(arms) != 3 or arms[0] != "AllowBrowserUploads" or arms[2] != {"Ref": "AWS::NoValue"}:
+        found.append(f"the bucket's CORS rule is {cors!r}, not one only where UploadAllowedOrigins names origins")
+    else:
+        for rule in arms[1].get("CorsRules", []):
+            if rule.get("AllowedMethods") != ["PUT"]:
+                found.append(f"browsers may {rule.get('AllowedMethods')} objects, not only PUT uploads")
+            if rule.get("AllowedOrigins") != {"Ref": "UploadAllowedOrigins"}:
+                found.append(f"browser uploads are allowed from {rule.get('AllowedOrigins')!r}")
+    if storage.get("Parameters", {}).get("UploadAllowedOrigins", {}).get("Default") != "":
+        found.append("browser origins are allowed by default")
     return found
 
 
@@ -785,6 +846,34 @@ MUTATIONS: list[tuple[str, Callable, Callable[[dict[str, Template]], None]]] = [
     ("drops announced for every key", check_drops_reach_the_worker_and_nothing_it_writes_does,
      lambda ts: props(first(ts["storage"], "AWS::S3::Bucket"))["NotificationConfiguration"]["TopicConfigurations"][0]
      .pop("Filter")),
+    ("uploads not announced", check_drops_reach_the_worker_and_nothing_it_writes_does,
+     lambda ts: props(first(ts["storage"], "AWS::S3::Bucket"))["NotificationConfiguration"]["TopicConfigurations"]
+     .pop()),
+    ("the request-handler may put anywhere", check_direct_uploads,
+     lambda ts: statement(ts["template"], "RequestHandlerRole", "PresignUploads")["Resource"]["Fn::Sub"]
+     .__setitem__(0, "${BucketArn}/*")),
+    ("the request-handler cannot presign uploads", check_direct_uploads,
+     lambda ts: role_statements(ts["template"], "RequestHandlerRole").remove(
+         statement(ts["template"], "RequestHandlerRole", "PresignUploads"))),
+    ("the worker writes uploads", check_direct_uploads,
+     lambda ts: statement(ts["template"], "WorkerRole", "SubmitDrops")["Resource"]["Fn::Sub"].__setitem__(
+         0, "${BucketArn}/uploads/*")),
+    ("the worker cannot read uploads", check_direct_uploads,
+     lambda ts: statement(ts["template"], "WorkerRole", "ReadImages").__setitem__(
+         "Resource", statement(ts["template"], "WorkerRole", "ReadImages")["Resource"][:1])),
+    ("a missing upload reads as a denial", check_direct_uploads,
+     lambda ts: statement(ts["template"], "WorkerRole", "TellMissingImages")["Condition"]["StringLike"]
+     .__setitem__("s3:prefix", "images/*")),
+    ("uploads never expire", check_direct_uploads,
+     lambda ts: props(first(ts["storage"], "AWS::S3::Bucket"))["LifecycleConfiguration"].__setitem__(
+         "Rules", [r for r in props(first(ts["storage"], "AWS::S3::Bucket"))["LifecycleConfiguration"]["Rules"]
+                   if r.get("Prefix") != "uploads/"])),
+    ("browsers may upload from anywhere", check_direct_uploads,
+     lambda ts: props(first(ts["storage"], "AWS::S3::Bucket"))["CorsConfiguration"]["Fn::If"][1]["CorsRules"][0]
+     .__setitem__("AllowedOrigins", ["*"])),
+    ("browsers may delete", check_direct_uploads,
+     lambda ts: props(first(ts["storage"], "AWS::S3::Bucket"))["CorsConfiguration"]["Fn::If"][1]["CorsRules"][0]
+     .__setitem__("AllowedMethods", ["PUT", "DELETE"])),
     ("drop results written under drops/", check_drops_reach_the_worker_and_nothing_it_writes_does,
      lambda ts: statement(ts["template"], "WorkerRole", "WriteDropResults")["Resource"]["Fn::Sub"].__setitem__(
          0, "${BucketArn}/drops/results/*")),

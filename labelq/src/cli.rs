@@ -382,11 +382,13 @@ mod aws {
 
     use anyhow::Context;
     use labelq_shared::adapters::aws::{
-        AwsStores, Resources, TlsTrust, sdk_config, sns_publisher, sqs_queue, webhook_secrets,
+        AwsStores, Resources, S3UploadTargets, TlsTrust, sdk_config, sns_publisher, sqs_queue, webhook_secrets,
     };
     use labelq_shared::config;
+    use labelq_shared::domain::SystemClock;
     use labelq_shared::service::Announce;
     use labelq_shared::webhooks::WebhookSecrets;
+    use std::sync::Arc;
     use tracing::info;
 
     use crate::server::{Backends, CallbackQueue, Consumer};
@@ -425,10 +427,16 @@ mod aws {
         let backends = Backends {
             stores: stores.stores(),
             publisher: sns_publisher(&sdk, &topic_arn),
-            consumer: Consumer::Sqs { queue: sqs_queue(&sdk, &queue_url), batch_size: 10 },
+            consumer: Consumer::Sqs {
+                queue: sqs_queue(&sdk, &queue_url),
+                batch_size: 10,
+                bucket: resources.bucket.clone(),
+            },
             embedded: None,
             callbacks,
             defaults: Some(stores.defaults.clone()),
+            // Direct uploads are presigned S3 PUTs, with this process's credentials.
+            upload_targets: Some(Arc::new(S3UploadTargets::new(&sdk, &resources.bucket, Arc::new(SystemClock)))),
         };
         Ok((backends, sdk, resources, secrets))
     }

@@ -38,8 +38,9 @@ pub struct EventSourceConfig {
 
 struct EventSource {
     queue: Arc<SqsQueue>,
-    /// The worker, taking no bucket drops: their notifications go to the dead-letter queue, to be
-    /// redriven to a worker that takes them (the worker Lambda), not lost.
+    /// The worker, taking the bucket's direct uploads but no bucket drops: their notifications go
+    /// to the dead-letter queue, to be redriven to a worker that takes them (the worker Lambda),
+    /// not lost.
     records: WorkerRecords,
     config: EventSourceConfig,
 }
@@ -47,11 +48,12 @@ struct EventSource {
 pub fn spawn(
     queue: Arc<SqsQueue>,
     worker: Arc<WorkerService>,
+    bucket: &str,
     config: EventSourceConfig,
     stop: CancellationToken,
 ) -> JoinSet<()> {
     let pollers = config.pollers;
-    let records = WorkerRecords::new(worker, None);
+    let records = WorkerRecords::new(worker, bucket, None);
     consumer::spawn(Arc::new(EventSource { queue, records, config }), pollers, "event_source", stop)
 }
 

@@ -35,8 +35,9 @@ pub enum Consumer {
     Pool(Arc<dyn JobQueue>),
     /// Batches from SQS through the worker Lambda's own handler, as Lambda's event source
     /// mapping delivers them.
+    /// `bucket` is the one whose notifications (of direct uploads) are taken.
     #[cfg(feature = "aws")]
-    Sqs { queue: Arc<labelq_shared::adapters::aws::SqsQueue>, batch_size: usize },
+    Sqs { queue: Arc<labelq_shared::adapters::aws::SqsQueue>, batch_size: usize, bucket: String },
 }
 
 /// The ports the server runs on.
@@ -54,6 +55,9 @@ pub struct Backends {
     /// Where owners' default callbacks are kept (used only where callbacks are delivered; the
     /// `/v1/callback` routes exist only then).
     pub defaults: Option<Arc<dyn DefaultCallbacks>>,
+    /// Where direct uploads go when not to this server itself (presigned S3 PUTs); the embedded
+    /// backends receive them on this server.
+    pub upload_targets: Option<Arc<dyn UploadTargets>>,
 }
 
 /// The callback queue: the worker announces finished jobs on `publisher` (the queue itself, or
@@ -79,6 +83,7 @@ impl From<Embedded> for Backends {
                 queue: e.callbacks.clone(),
             }),
             defaults: Some(e.defaults.clone()),
+            upload_targets: None,
             embedded: Some(e),
         }
     }
@@ -164,7 +169,10 @@ impl Server {
             }
             None => None,
         };
-        let targets = receiver.as_ref().map(|r| Arc::new(r.targets.clone()) as Arc<dyn UploadTargets>);
+        let targets = match &receiver {
+            Some(receiver) => Some(Arc::new(receiver.targets.clone()) as Arc<dyn UploadTargets>),
+            None => backends.upload_targets.clone(),
+        };
         let uploads = Uploads { publisher: backends.publisher.clone(), config: submit.clone(), targets };
         let mut state = ApiState::new(backends.stores.clone(), Some(uploads), clock.clone(), options.auth.clone())
             .with_live(changes, options.live, stop.clone());
@@ -236,14 +244,14 @@ impl Server {
                 pool::spawn(queue.clone(), worker, config, stop.clone())
             }
             #[cfg(feature = "aws")]
-            Consumer::Sqs { queue, batch_size } => {
+            Consumer::Sqs { queue, batch_size, bucket } => {
                 let config = crate::event_source::EventSourceConfig {
                     pollers: 1,
                     batch_size: *batch_size,
                     concurrency: options.workers,
                     visibility: options.worker.lease,
                 };
-                crate::event_source::spawn(queue.clone(), worker, config, stop.clone())
+                crate::event_source::spawn(queue.clone(), worker, bucket, config, stop.clone())
             }
         };
         tasks.spawn(async move { while workers.join_next().await.is_some() {} });

@@ -58,6 +58,10 @@ pub trait ImageStore: Send + Sync + fmt::Debug {
     async fn put(&self, key: &ObjectKey, image: &StoredImage) -> Result<(), BackendError>;
     /// The bytes, or `None` if there is no such image.
     async fn get(&self, key: &ObjectKey) -> Result<Option<Bytes>, BackendError>;
+    /// The first `max` + 1 bytes at most, or `None` if there is no such image: more than `max`
+    /// says the image is larger than the caller takes, without reading the rest (an object put
+    /// under an upload key by someone else may be of any size).
+    async fn get_at_most(&self, key: &ObjectKey, max: u64) -> Result<Option<Bytes>, BackendError>;
     /// Removes the image; removing a missing image is not an error.
     async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError>;
 }

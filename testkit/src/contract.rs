@@ -1,4 +1,4 @@
-//! What every `JobStore` (and every `DefaultCallbacks`, every `LiveConnections`) must do, as one test body run against each adapter (SQLite on a real
+//! What every `JobStore` (and every `ImageStore`, `DefaultCallbacks`, `LiveConnections`) must do, as one test body run against each adapter (SQLite on a real
 //! file, DynamoDB on LocalStack) and against the in-memory double the service tests use, so none
 //! of them can drift from the others.
 
@@ -10,7 +10,9 @@ use labelq_shared::domain::{
     IdempotencyKey, ImageMeta, Job, JobId, JobStatus, Label, LabelName, NewJob, ObjectKey, OwnerId, SystemClock,
 };
 use labelq_shared::domain::{ConnectionId, LiveConnection};
-use labelq_shared::ports::{Created, DefaultCallbacks, Followed, JobStore, ListQuery, LiveConnections, UpdateError};
+use labelq_shared::ports::{
+    Created, DefaultCallbacks, Followed, ImageStore, JobStore, ListQuery, LiveConnections, StoredImage, UpdateError,
+};
 use time::OffsetDateTime;
 
 fn job(owner: &str, key: Option<&str>, created_at: OffsetDateTime) -> Job {
@@ -142,6 +144,36 @@ pub async fn job_store_contract(store: &dyn JobStore) {
     assert_eq!(store.get(&first.id).await.expect("get"), None);
     let reuse = job(&owner, Some("key-1"), now);
     assert!(matches!(store.create(&reuse).await.expect("create"), Created::Created), "the key is free again");
+}
+
+/// What every `ImageStore` must do, under both kinds of key; panics on the first violation.
+pub async fn image_store_contract(store: &dyn ImageStore) {
+    let id = JobId::new();
+    let stored = |bytes: Vec<u8>| StoredImage {
+        bytes: bytes.into(),
+        content_type: ContentType::Png,
+        owner: OwnerId::parse("alice").expect("owner"),
+        sha256: "ab".repeat(32),
+    };
+    let bytes: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    for key in [ObjectKey::for_image(&id), ObjectKey::for_upload(&id)] {
+        assert_eq!(store.get(&key).await.expect("get"), None, "{key} before it was put");
+        assert_eq!(store.get_at_most(&key, 10).await.expect("get"), None, "{key} before it was put");
+        store.put(&key, &stored(bytes.clone())).await.expect("put");
+        assert_eq!(store.get(&key).await.expect("get").as_deref(), Some(&bytes[..]), "{key}");
+        // At most one byte more than asked for: enough to tell the object is larger.
+        for (max, expected) in [(0, 1), (10, 11), (999, 1000), (1000, 1000), (u64::MAX, 1000)] {
+            let read = store.get_at_most(&key, max).await.expect("get").expect("there");
+            assert_eq!(&read[..], &bytes[..expected], "{key}, at most {max}");
+        }
+        store.delete(&key).await.expect("delete");
+        assert_eq!(store.get(&key).await.expect("get"), None, "{key} after it was deleted");
+        store.delete(&key).await.expect("deleting a missing image is no error");
+    }
+    let empty = ObjectKey::for_upload(&JobId::new());
+    store.put(&empty, &stored(vec![])).await.expect("put");
+    assert_eq!(store.get_at_most(&empty, 10).await.expect("get").as_deref(), Some(&[][..]), "an empty object");
+    store.delete(&empty).await.expect("delete");
 }
 
 /// What every `DefaultCallbacks` must do; panics on the first violation.

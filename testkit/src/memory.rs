@@ -57,6 +57,11 @@ impl ImageStore for MemoryImages {
         Ok(lock(&self.images).get(key.as_str()).cloned())
     }
 
+    async fn get_at_most(&self, key: &ObjectKey, max: u64) -> Result<Option<Bytes>, BackendError> {
+        let cap = usize::try_from(max.saturating_add(1)).unwrap_or(usize::MAX);
+        Ok(lock(&self.images).get(key.as_str()).map(|bytes| bytes.slice(..bytes.len().min(cap))))
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError> {
         lock(&self.images).remove(key.as_str());
         Ok(())

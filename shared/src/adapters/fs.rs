@@ -178,14 +178,7 @@ impl DroppedObjects for FsDroppedObjects {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e),
             }
-            let file = match File::open(&path) {
-                Ok(file) => file,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            let mut bytes = Vec::new();
-            io::Read::read_to_end(&mut io::Read::take(file, max.saturating_add(1)), &mut bytes)?;
-            Ok(Some(Bytes::from(bytes)))
+            read_at_most(&path, max)
         })
         .await
     }
@@ -206,6 +199,18 @@ impl DropResults for FsDropResults {
     }
 }
 
+/// The first `max` + 1 bytes of the file at most, `None` if there is none.
+fn read_at_most(path: &Path, max: u64) -> io::Result<Option<Bytes>> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(file, max.saturating_add(1)), &mut bytes)?;
+    Ok(Some(Bytes::from(bytes)))
+}
+
 #[async_trait]
 impl ImageStore for FsImageStore {
     async fn put(&self, key: &ObjectKey, image: &StoredImage) -> Result<(), BackendError> {
@@ -223,6 +228,11 @@ impl ImageStore for FsImageStore {
             Err(e) => Err(e),
         })
         .await
+    }
+
+    async fn get_at_most(&self, key: &ObjectKey, max: u64) -> Result<Option<Bytes>, BackendError> {
+        let path = self.path(key);
+        blocking("read image", move || read_at_most(&path, max)).await
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError> {

@@ -322,6 +322,10 @@ impl Job {
         let mut next = self.next(JobState::Pending, now);
         next.image =
             ImageMeta { content_type: info.content_type, width: info.width, height: info.height, sha256, ..next.image };
+        // Where no target recorded when the bytes were stored (S3 does not), it is when they were seen.
+        if let Some(upload) = &mut next.upload {
+            upload.received_at.get_or_insert(now);
+        }
         Ok(next)
     }
 

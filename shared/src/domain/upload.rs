@@ -106,7 +106,8 @@ impl DeclaredUpload {
         if size > MAX_UPLOAD_BYTES {
             return Err(Failure::new(
                 FailureCode::ImageTooLarge,
-                format!("the uploaded object is {size} bytes; the limit is {MAX_UPLOAD_BYTES} bytes"),
+                // (Reading stops one byte past the limit: the size is "more than".)
+                format!("the uploaded object is over the limit of {MAX_UPLOAD_BYTES} bytes"),
             ));
         }
         if size != self.length {
@@ -145,7 +146,7 @@ pub struct UploadTarget {
     #[schema(format = "uri")]
     pub url: String,
     /// Headers the request must carry, exactly these values (`Content-Type`, `Content-Length`,
-    /// and `x-amz-checksum-sha256` when a digest was declared); any other signed header is refused.
+    /// `x-amz-checksum-sha256` when a digest was declared, and on S3 `if-none-match: *`).
     pub headers: BTreeMap<String, String>,
     /// After this the target is refused and the job fails with `upload_expired`.
     #[serde(with = "crate::domain::timestamp")]

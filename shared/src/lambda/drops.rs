@@ -1,12 +1,14 @@
-//! The worker's records on AWS with bucket drops: the job topic carries both labelq's own
-//! messages and the bucket's S3 event notifications (objects created under the drop prefix), so
-//! one queue and one worker take both. [`WorkerRecords`] sorts them: labelq's messages go to the
-//! [`WorkerService`], each created object to the [`DropIntake`], which submits it as a job (whose
+//! The worker's records on AWS, where the job topic carries both labelq's own messages and the
+//! bucket's S3 event notifications: objects created under the drop prefix, and the bytes of
+//! direct uploads arriving under `uploads/`. One queue and one worker take all of them.
+//! [`WorkerRecords`] sorts them: labelq's messages go to the [`WorkerService`]; an upload's
+//! creation too, as its job's message (the job goes on at once instead of when its own message
+//! comes back); each dropped object to the [`DropIntake`], which submits it as a job (whose
 //! message comes back through the topic like any other). S3's test event is acknowledged.
 //!
-//! A notification names its bucket: one for another bucket, or for a key outside the drop prefix
-//! (the bucket's notification filter should make both impossible), is acknowledged and logged,
-//! never taken.
+//! A notification names its bucket: one for another bucket, or for a key that is neither an
+//! upload nor a drop (the bucket's notification filters should make both impossible), is
+//! acknowledged and logged, never taken.
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::sqs_batch::RecordHandler;
 use crate::adapters::aws::{CreatedObject, S3DroppedObjects, S3Notification, parse_s3_notification};
+use crate::domain::ObjectKey;
 use crate::ports::Delivery;
 use crate::service::{ClaimSlot, Disposition, DropIntake, Dropped, WorkerService};
 
@@ -25,27 +28,24 @@ pub struct BucketDrops {
     pub objects: S3DroppedObjects,
 }
 
-/// The worker function's record handler: the worker, and the bucket's drops where configured.
+/// The worker function's record handler: the worker (with the uploads to its bucket), and the
+/// bucket's drops where configured.
 #[derive(Debug, Clone)]
 pub struct WorkerRecords {
     worker: Arc<WorkerService>,
+    /// The bucket whose notifications are taken.
+    bucket: String,
     drops: Option<BucketDrops>,
 }
 
 impl WorkerRecords {
-    pub fn new(worker: Arc<WorkerService>, drops: Option<BucketDrops>) -> Self {
-        Self { worker, drops }
+    pub fn new(worker: Arc<WorkerService>, bucket: impl Into<String>, drops: Option<BucketDrops>) -> Self {
+        Self { worker, bucket: bucket.into(), drops }
     }
 
-    async fn take_all(&self, objects: Vec<CreatedObject>, delivery: &Delivery) -> Disposition {
-        let Some(drops) = &self.drops else {
-            // Kept for a worker that takes them (a redrive from the dead-letter queue), not lost.
-            warn!(records = objects.len(), "an S3 notification, but this worker takes no drops; dead-lettering it");
-            return Disposition::DeadLetter;
-        };
+    async fn take_all(&self, objects: Vec<CreatedObject>, delivery: &Delivery, slot: &ClaimSlot) -> Disposition {
         for object in objects {
-            let span = info_span!("drop", key = %object.key, version = %object.version);
-            let disposition = self.take_one(drops, object, delivery).instrument(span).await;
+            let disposition = self.take_one(object, delivery, slot).await;
             if disposition != Disposition::Ack {
                 // The whole notification comes back; the objects already taken answer their jobs.
                 return disposition;
@@ -54,11 +54,30 @@ impl WorkerRecords {
         Disposition::Ack
     }
 
-    async fn take_one(&self, drops: &BucketDrops, object: CreatedObject, delivery: &Delivery) -> Disposition {
-        if object.bucket != drops.objects.bucket() {
-            warn!(bucket = %object.bucket, "an S3 notification from another bucket; not taken");
+    async fn take_one(&self, object: CreatedObject, delivery: &Delivery, slot: &ClaimSlot) -> Disposition {
+        if object.bucket != self.bucket {
+            warn!(bucket = %object.bucket, key = %object.key, "an S3 notification from another bucket; not taken");
             return Disposition::Ack;
         }
+        if object.key.starts_with(ObjectKey::UPLOAD_PREFIX) {
+            return match ObjectKey::parse(&object.key).ok().and_then(|key| key.upload_job()) {
+                Some(job_id) => self.worker.handle_upload(job_id, delivery, slot).await,
+                None => {
+                    warn!(key = %object.key, "an S3 notification for a key that is no job's upload; not taken");
+                    Disposition::Ack
+                }
+            };
+        }
+        let Some(drops) = &self.drops else {
+            // Kept for a worker that takes them (a redrive from the dead-letter queue), not lost.
+            warn!(key = %object.key, "an S3 notification of a drop, but this worker takes no drops; dead-lettering it");
+            return Disposition::DeadLetter;
+        };
+        let span = info_span!("drop", key = %object.key, version = %object.version);
+        self.take_drop(drops, object, delivery).instrument(span).await
+    }
+
+    async fn take_drop(&self, drops: &BucketDrops, object: CreatedObject, delivery: &Delivery) -> Disposition {
         let Some(key) = drops.objects.drop_key(&object.key) else {
             warn!("an S3 notification for a key that is not a drop; not taken");
             return Disposition::Ack;
@@ -92,7 +111,7 @@ impl RecordHandler for WorkerRecords {
                 info!("the bucket's test notification; nothing to do");
                 Disposition::Ack
             }
-            Some(Ok(S3Notification::Created(objects))) => self.take_all(objects, delivery).await,
+            Some(Ok(S3Notification::Created(objects))) => self.take_all(objects, delivery, slot).await,
             Some(Err(e)) => {
                 warn!(error = %e, message_id = %delivery.message_id, "an unreadable S3 notification; dead-lettering it");
                 Disposition::DeadLetter

@@ -15,8 +15,8 @@ use super::auth::ApiGatewayJwt;
 use super::drops::{BucketDrops, WorkerRecords};
 use super::sqs_batch::handle_sqs_batch;
 use crate::adapters::aws::{
-    AwsStores, DROP_PREFIX, DROP_RESULTS_PREFIX, LazyClient, Resources, S3DropResults, S3DroppedObjects, SqsQueue,
-    s3_client, sns_publisher,
+    AwsStores, DROP_PREFIX, DROP_RESULTS_PREFIX, LazyClient, Resources, S3DropResults, S3DroppedObjects,
+    S3UploadTargets, SqsQueue, s3_client, sns_publisher,
 };
 use crate::config::{
     self, Concurrency, ConfigError, JobTtl, MaxImageBytes, MaxLabels, MaxReceives, MinConfidence, Setting,
@@ -66,13 +66,19 @@ impl RequestHandlerConfig {
     }
 }
 
-/// The request-handler's router: the upload route and, where callbacks are delivered, the
+/// The request-handler's router: the submission routes (`POST /v1/images`, `POST /v1/uploads`
+/// with presigned S3 targets) and, where callbacks are delivered, the
 /// default callback's routes (and the reads, which API Gateway routes to the status-api instead).
 pub fn request_handler_app(sdk: &SdkConfig, config: &RequestHandlerConfig) -> axum::Router {
     let aws = AwsStores::new(sdk, &config.resources);
-    let uploads =
-        Uploads { publisher: sns_publisher(sdk, &config.topic_arn), config: config.submit.clone(), targets: None };
     let clock = Arc::new(SystemClock);
+    // Direct uploads go to S3 itself, presigned with this function's credentials.
+    let targets = S3UploadTargets::new(sdk, &config.resources.bucket, clock.clone());
+    let uploads = Uploads {
+        publisher: sns_publisher(sdk, &config.topic_arn),
+        config: config.submit.clone(),
+        targets: Some(Arc::new(targets)),
+    };
     let mut state = ApiState::new(aws.stores(), Some(uploads), clock.clone(), Arc::new(ApiGatewayJwt));
     // Where callbacks are delivered, owners may set a default one (`/v1/callback`).
     if let Some(policy) = config.submit.callbacks {
@@ -230,7 +236,7 @@ impl WorkerFunction {
             BucketDrops { intake, objects }
         });
         let worker = Arc::new(worker);
-        let records = WorkerRecords::new(worker.clone(), drops);
+        let records = WorkerRecords::new(worker.clone(), &config.resources.bucket, drops);
         let queue = SqsQueue::new(LazyClient::from_config(sdk, aws_sdk_sqs::Client::new), &config.queue_url);
         Self { worker, records, queue: Arc::new(queue), concurrency: config.concurrency.get() }
     }

@@ -33,6 +33,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::FutureExt;
 use rand::Rng;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -41,7 +42,7 @@ use super::Stores;
 use crate::config::MaxReceives;
 use crate::domain::{
     Clock, DetectOptions, Failure, FailureCode, ImageLimits, ImageSubmitted, InvalidMessage, Job, JobFinished, JobId,
-    JobSource, JobStatus, Label, Message, Outcome, Refused,
+    JobSource, JobStatus, Label, MAX_UPLOAD_BYTES, Message, Outcome, Refused,
 };
 use crate::ports::{
     BackendError, Delivery, DetectError, DropResults, Envelope, ImageInput, ImageStore, InputKind, JobStore,
@@ -123,8 +124,8 @@ pub enum Finish {
 
 /// What became of a job waiting for its upload.
 enum Upload {
-    /// The bytes are there and are what was declared: the job is PENDING now.
-    Arrived(Box<Job>),
+    /// The bytes are there and are what was declared: the job is PENDING now, and here are they.
+    Arrived(Box<Job>, Bytes),
     /// Nothing to label (yet, or ever): the message's disposition.
     Settled(Disposition),
 }
@@ -257,7 +258,42 @@ impl WorkerService {
             Err(invalid) => return self.poison(invalid, delivery).await,
         };
         tracing::Span::current().record("job_id", tracing::field::display(&message.job_id));
-        let outcome = AssertUnwindSafe(self.process(&message, delivery, slot)).catch_unwind().await;
+        self.run(&message, delivery, slot).await
+    }
+
+    /// Handles the announcement that the bytes of a direct upload were stored (on AWS, S3's
+    /// notification of the object's creation), as the job's own message would be handled: the
+    /// job goes on at once rather than when its message comes back after the target's expiry.
+    /// Nothing to do for a job that is gone or finished.
+    pub async fn handle_upload(&self, job_id: JobId, delivery: &Delivery, slot: &ClaimSlot) -> Disposition {
+        let span =
+            info_span!("upload", message_id = %delivery.message_id, receive_count = delivery.receive_count, %job_id);
+        async {
+            let job = match self.jobs.get(&job_id).await {
+                Ok(Some(job)) if !job.status().is_finished() => job,
+                Ok(_) => {
+                    debug!("an upload for a job that is gone or finished; nothing to do");
+                    return Disposition::Ack;
+                }
+                Err(e) => {
+                    // The job's own message still comes back for it: this only hurries it on.
+                    warn!(error = %e, cause = ?e, "could not read the uploaded job");
+                    return match self.is_last_attempt(delivery) {
+                        true => Disposition::DeadLetter,
+                        false => Disposition::Retry(self.config.backoff.delay(delivery.receive_count)),
+                    };
+                }
+            };
+            self.run(&ImageSubmitted::for_job(&job), delivery, slot).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Processes one job's message, turning a store's failure or a panic into a retry, or into
+    /// the job's failure on the last delivery.
+    async fn run(&self, message: &ImageSubmitted, delivery: &Delivery, slot: &ClaimSlot) -> Disposition {
+        let outcome = AssertUnwindSafe(self.process(message, delivery, slot)).catch_unwind().await;
         match outcome {
             Ok(Ok(disposition)) => disposition,
             Ok(Err(e)) => {
@@ -292,13 +328,14 @@ impl WorkerService {
             warn!("message does not match its job; ignoring it");
             return Ok(Disposition::Ack);
         }
-        let job = if job.status() == JobStatus::AwaitingUpload {
+        // An upload's bytes were read to check them: the detector takes them from there.
+        let (job, read) = if job.status() == JobStatus::AwaitingUpload {
             match self.take_upload(job, delivery).await? {
-                Upload::Arrived(job) => *job,
+                Upload::Arrived(job, bytes) => (*job, Some(bytes)),
                 Upload::Settled(disposition) => return Ok(disposition),
             }
         } else {
-            job
+            (job, None)
         };
         let now = self.clock.now();
         let claimed = match job.claim(now, self.config.lease) {
@@ -330,7 +367,7 @@ impl WorkerService {
         }
 
         let retry = Disposition::Retry(self.config.backoff.delay(delivery.receive_count));
-        let disposition = match self.detect(&claimed).await {
+        let disposition = match self.detect(&claimed, read).await {
             Ok(labels) => self.conclude(&claimed, Outcome::Succeeded { labels }, Disposition::Ack, retry).await?,
             Err(DetectError::Permanent { code, message: reason, source }) => {
                 debug!(%code, %reason, cause = ?source, "the image cannot be labelled");
@@ -363,7 +400,8 @@ impl WorkerService {
             return self.settle_upload(&job, error, delivery).await;
         };
         let deadline = upload.expires_at + self.config.upload_grace;
-        let Some(bytes) = self.images.get(&job.image.object_key).await? else {
+        // Whatever was put there, no more than an upload may be is read.
+        let Some(bytes) = self.images.get_at_most(&job.image.object_key, MAX_UPLOAD_BYTES).await? else {
             let now = self.clock.now();
             if now < deadline {
                 let wait: Duration = (deadline - now).try_into().unwrap_or(Duration::ZERO);
@@ -390,7 +428,7 @@ impl WorkerService {
         match self.jobs.update(&arrived).await {
             Ok(()) => {
                 info!(size = bytes.len(), "the upload arrived");
-                Ok(Upload::Arrived(Box::new(arrived)))
+                Ok(Upload::Arrived(Box::new(arrived), bytes))
             }
             // Another delivery (the arrival's, or the first message's) moved it on: look again.
             Err(UpdateError::Conflict) => Ok(Upload::Settled(Disposition::Retry(self.config.backoff.delay(1)))),
@@ -403,11 +441,13 @@ impl WorkerService {
         self.conclude(job, Outcome::Failed { error }, Disposition::Ack, retry).await.map(Upload::Settled)
     }
 
-    async fn detect(&self, job: &Job) -> Result<Vec<Label>, DetectError> {
+    /// Labels the job's image: `read` if its bytes were read already, else from the store.
+    async fn detect(&self, job: &Job, read: Option<Bytes>) -> Result<Vec<Label>, DetectError> {
         let content_type = job.image.content_type;
-        let input = match self.detector.input_kind() {
-            InputKind::Stored => ImageInput::Stored { key: job.image.object_key.clone(), content_type },
-            InputKind::Bytes => match self.images.get(&job.image.object_key).await {
+        let input = match (self.detector.input_kind(), read) {
+            (InputKind::Stored, _) => ImageInput::Stored { key: job.image.object_key.clone(), content_type },
+            (InputKind::Bytes, Some(bytes)) => ImageInput::Bytes { bytes, content_type },
+            (InputKind::Bytes, None) => match self.images.get(&job.image.object_key).await {
                 Ok(Some(bytes)) => ImageInput::Bytes { bytes, content_type },
                 Ok(None) => {
                     return Err(DetectError::permanent(FailureCode::ImageMissing, "the stored image no longer exists"));

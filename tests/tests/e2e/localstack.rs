@@ -29,12 +29,15 @@ use labelq_shared::lambda::{
 };
 use labelq_shared::ports::{DefaultCallbacks, JobStore};
 use labelq_shared::service::{Backoff, SubmitConfig, WorkerConfig};
-use labelq_testkit::contract::{default_callbacks_contract, job_store_contract, live_connections_contract};
+use labelq_testkit::contract::{
+    default_callbacks_contract, image_store_contract, job_store_contract, live_connections_contract,
+};
 use serde_json::Value;
 use tower::ServiceExt;
 
 mod callbacks;
 mod drops;
+mod uploads;
 
 async fn call(app: &axum::Router, request: http::Request<Body>) -> (StatusCode, http::HeaderMap, Value) {
     let response = app.clone().oneshot(request).await.expect("the router answers");
@@ -99,6 +102,41 @@ fn event(messages: Vec<aws_sdk_sqs::types::Message>) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = messages.into_iter().map(record_from_sdk).collect();
     event
+}
+
+/// What the worker was handed, by kind.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The S3 notifications' bodies.
+    notifications: Vec<String>,
+    jobs: usize,
+}
+
+/// Hands everything on the job queue to the worker, as the event source mapping would, until
+/// `done` holds (or fails after 60 s); deletes what the worker acknowledged.
+async fn work_until(stack: &Stack, worker: &WorkerFunction, seen: &mut Seen, done: impl AsyncFn() -> bool) {
+    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&stack.sdk), stack.output("QueueUrl"));
+    let started = Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < Duration::from_secs(60), "not done after 60 s; seen {seen:?}");
+        let messages =
+            queue.receive_messages(10, Duration::from_secs(30), Duration::from_secs(1)).await.expect("receive");
+        if messages.is_empty() {
+            continue;
+        }
+        for m in &messages {
+            match parse_s3_notification(m.body().unwrap_or_default()) {
+                Some(Ok(S3Notification::Test)) => {}
+                Some(_) => seen.notifications.push(m.body().unwrap_or_default().to_owned()),
+                None => seen.jobs += 1,
+            }
+        }
+        let response = worker.handle(event(messages.clone()), None).await;
+        let retried = failed(&response);
+        for m in messages.iter().filter(|m| !retried.contains(&m.message_id().unwrap_or_default().to_owned())) {
+            queue.delete(m.receipt_handle().expect("a receipt")).await.expect("delete");
+        }
+    }
 }
 
 fn job_of(message: &aws_sdk_sqs::types::Message) -> JobId {
@@ -238,7 +276,13 @@ async fn a_message_that_fails_transiently_every_time_lands_in_the_dead_letter_qu
         concurrency: 2,
         visibility: Duration::from_secs(2),
     };
-    let mut pollers = labelq::event_source::spawn(queue, function.worker().clone(), config, stop.clone());
+    let mut pollers = labelq::event_source::spawn(
+        queue,
+        function.worker().clone(),
+        &stack.output("BucketName"),
+        config,
+        stop.clone(),
+    );
 
     let dlq = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), stack.output("DeadLetterQueueUrl"));
     let started = Instant::now();
@@ -369,7 +413,7 @@ async fn results_too_large_for_an_item_are_kept_in_s3_behind_a_pointer() {
 }
 
 #[tokio::test]
-async fn the_dynamodb_stores_keep_their_contracts() {
+async fn the_dynamodb_and_s3_stores_keep_their_contracts() {
     let stack = Stack::deploy(&[]).await;
     let adapters = AwsStores::new(&stack.sdk, &stack.resources());
     // A default callback item in the table while the job store is checked: it must not show up
@@ -380,6 +424,7 @@ async fn the_dynamodb_stores_keep_their_contracts() {
     adapters.defaults.put(&owner, &callback).await.expect("put");
     job_store_contract(&*adapters.jobs).await;
     default_callbacks_contract(&*adapters.defaults).await;
+    image_store_contract(&*adapters.images).await;
     // The WebSocket API's connections, in their own table (found by owner through its index).
     let connections =
         DynamoLiveConnections::new(aws_sdk_dynamodb::Client::new(&stack.sdk), stack.output("ConnectionsTableName"));
@@ -388,7 +433,7 @@ async fn the_dynamodb_stores_keep_their_contracts() {
 }
 
 #[tokio::test]
-async fn labelq_serve_with_the_aws_backend_labels_an_image_through_localstack_and_calls_the_default_callback() {
+async fn labelq_serve_with_the_aws_backend_labels_posted_and_uploaded_images_and_calls_the_default_callback() {
     let stack = Stack::deploy(&[]).await;
     let receiver = labelq_e2e::receiver::Receiver::start([200u16]).await;
     let serve = ServeProcess::start(
@@ -436,7 +481,29 @@ async fn labelq_serve_with_the_aws_backend_labels_an_image_through_localstack_an
     };
     // The completion topic, the callback queue and the stack's secret, as on Lambda.
     let calls = receiver.wait_for(1, Duration::from_secs(30)).await;
+
+    // A photo over the inline limit: `labelq submit` PUTs it to the presigned S3 URL the server
+    // answers with, and the server's worker takes S3's notification of it.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("bus-large.png");
+    let large = labelq_e2e::large_photo("bus.jpg", 2600);
+    std::fs::write(&path, &large).expect("write the photo");
+    let submit = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_labelq-under-test"))
+            .args(["submit", "--url", &base, "--wait"])
+            .arg(&path)
+            .env("LABELQ_LOG", "warn")
+            .env_remove("LABELQ_TOKENS")
+            .output()
+            .expect("running labelq submit")
+    })
+    .await
+    .expect("labelq submit ran");
     drop(serve);
+    assert!(submit.status.success(), "{}", String::from_utf8_lossy(&submit.stderr));
+    let uploaded: Value = serde_json::from_slice(&submit.stdout).expect("one JSON document");
+    assert_eq!(uploaded["job"]["status"], "SUCCEEDED", "{uploaded}");
+    assert_eq!(uploaded["job"]["upload"]["length"], large.len(), "not by direct upload: {uploaded}");
 
     assert_eq!(job["status"], "SUCCEEDED", "{job}");
     assert!(job["labels"].as_array().expect("labels").iter().any(|l| l["name"] == "Cat"), "{job}");

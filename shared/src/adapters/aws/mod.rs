@@ -1,5 +1,5 @@
 //! AWS adapters: [`S3ImageStore`], [`DynamoJobStore`], [`SnsPublisher`], [`SqsQueue`] and
-//! [`RekognitionDetector`], the WebSocket API's connections ([`DynamoLiveConnections`]) and
+//! [`RekognitionDetector`], direct uploads' presigned PUTs ([`S3UploadTargets`]), the WebSocket API's connections ([`DynamoLiveConnections`]) and
 //! messages (`ApiGatewayLiveSender`, feature `live-api`), the callbacks' signing secrets from Secrets Manager
 //! ([`webhook_secrets`]), plus the SDK configuration they share.
 //!
@@ -34,6 +34,7 @@ mod rekognition;
 mod s3;
 mod s3_drops;
 mod s3_events;
+mod s3_uploads;
 mod secretsmanager;
 mod sns;
 mod sqs;
@@ -48,6 +49,7 @@ pub use rekognition::RekognitionDetector;
 pub use s3::S3ImageStore;
 pub use s3_drops::{DROP_PREFIX, DROP_RESULTS_PREFIX, S3DropResults, S3DroppedObjects};
 pub use s3_events::{CreatedObject, InvalidNotification, S3Notification, decode_key, parse_s3_notification};
+pub use s3_uploads::S3UploadTargets;
 pub use secretsmanager::{SecretError, webhook_secrets};
 pub use sns::{CORRELATION_ID, MESSAGE_TYPE, SnsPublisher};
 pub use sqs::{SqsQueue, delivery_from_sqs, unwrap_sns_envelope};

@@ -57,6 +57,20 @@ impl ImageStore for S3ImageStore {
         }
     }
 
+    async fn get_at_most(&self, key: &ObjectKey, max: u64) -> Result<Option<Bytes>, BackendError> {
+        let range = format!("bytes=0-{max}");
+        match self.client.get_object().bucket(&self.bucket).key(key.as_str()).range(range).send().await {
+            Ok(output) => {
+                let data = output.body.collect().await.map_err(|e| BackendError::transient("S3 GetObject body", e))?;
+                Ok(Some(data.into_bytes()))
+            }
+            Err(e) if matches!(service_code(&e), Some("NoSuchKey" | "NotFound")) => Ok(None),
+            // A range of an empty object is unsatisfiable: the object is there, and empty.
+            Err(e) if service_code(&e) == Some("InvalidRange") => Ok(Some(Bytes::new())),
+            Err(e) => Err(classify("S3 GetObject", e)),
+        }
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError> {
         // S3 answers 204 for a missing key too: deleting is idempotent.
         self.client

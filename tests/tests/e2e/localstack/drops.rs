@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use labelq_e2e::aws::{Stack, api_request};
 use labelq_e2e::{StubDetector, png};
-use labelq_shared::adapters::aws::{S3Notification, SqsQueue, parse_s3_notification, s3_client};
+use labelq_shared::adapters::aws::{S3Notification, parse_s3_notification, s3_client};
 use labelq_shared::domain::DropOwner;
 use labelq_shared::lambda::{WorkerDrops, WorkerFunction, status_api_app};
 use serde_json::Value;
 
-use super::{call, event, failed, worker_config};
+use super::{Seen, call, work_until, worker_config};
 
 /// The worker as deployed with drops owned by their first key segment.
 fn worker(stack: &Stack, detector: Arc<StubDetector>) -> WorkerFunction {
@@ -49,41 +49,6 @@ async fn drop_result(stack: &Stack, key: &str) -> Option<Value> {
         .ok()?;
     let bytes = object.body.collect().await.expect("the result's body").into_bytes();
     Some(serde_json::from_slice(&bytes).expect("a result is JSON"))
-}
-
-/// What the worker was handed, by kind.
-#[derive(Debug, Default)]
-struct Seen {
-    /// The S3 notifications' bodies.
-    notifications: Vec<String>,
-    jobs: usize,
-}
-
-/// Hands everything on the job queue to the worker, as the event source mapping would, until
-/// `done` holds (or fails after 60 s); deletes what the worker acknowledged.
-async fn work_until(stack: &Stack, worker: &WorkerFunction, seen: &mut Seen, done: impl AsyncFn() -> bool) {
-    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&stack.sdk), stack.output("QueueUrl"));
-    let started = Instant::now();
-    while !done().await {
-        assert!(started.elapsed() < Duration::from_secs(60), "not done after 60 s; seen {seen:?}");
-        let messages =
-            queue.receive_messages(10, Duration::from_secs(30), Duration::from_secs(1)).await.expect("receive");
-        if messages.is_empty() {
-            continue;
-        }
-        for m in &messages {
-            match parse_s3_notification(m.body().unwrap_or_default()) {
-                Some(Ok(S3Notification::Test)) => {}
-                Some(_) => seen.notifications.push(m.body().unwrap_or_default().to_owned()),
-                None => seen.jobs += 1,
-            }
-        }
-        let response = worker.handle(event(messages.clone()), None).await;
-        let retried = failed(&response);
-        for m in messages.iter().filter(|m| !retried.contains(&m.message_id().unwrap_or_default().to_owned())) {
-            queue.delete(m.receipt_handle().expect("a receipt")).await.expect("delete");
-        }
-    }
 }
 
 async fn jobs_of(stack: &Stack, owner: &str) -> Vec<Value> {
