@@ -748,8 +748,8 @@ def check_drops_reach_the_worker_and_nothing_it_writes_does(ts: dict[str, Templa
 
 
 def check_direct_uploads(ts: dict[str, Template]) -> list[str]:
-    """Direct uploads: the request-handler (whose credentials sign the presigned PUTs) may put
-    objects under uploads/ and nowhere else there; the worker may read them and tell a missing
+    """Direct uploads: only the request-handler's PresignUploads grant (whose credentials sign
+    the presigned PUTs) may put objects under uploads/, and it nowhere else; the worker may read them and tell a missing
     one from a denial; they expire with the images; browsers may PUT only from the origins the
     parameter names (no CORS rule without one)."""
     template, storage, found = ts["template"], ts["storage"], []
@@ -760,19 +760,25 @@ def check_direct_uploads(ts: dict[str, Template]) -> list[str]:
             found.append(f"RequestHandlerRole.PresignUploads is {grant!r}, not PutObject on uploads/* alone")
     except LookupError:
         found.append("the request-handler cannot put the uploads its URLs name")
-    for role in ("StatusApiRole", "WorkerRole", "CallbackDelivererRole"):
-        for s in role_statements(template, role):
+    # Every other grant of PutObject, in any role, stays out of uploads/ (a whole-bucket grant too).
+    for role, r in resources(template, "AWS::IAM::Role").items():
+        for s in [] if not props(r).get("Policies") else role_statements(template, role):
             arm = s["Fn::If"][1] if "Fn::If" in s else s
-            if "s3:PutObject" in as_list(arm.get("Action", [])) and \
-                    any("/uploads/" in render(r) for r in as_list(arm.get("Resource", []))):
-                found.append(f"{role}.{arm.get('Sid')} may put objects under uploads/")
+            if (role, arm.get("Sid")) == ("RequestHandlerRole", "PresignUploads"):
+                continue
+            puts = {a for a in as_list(arm.get("Action", [])) if a in ("s3:PutObject", "s3:*", "*")}
+            for text in [render(r) for r in as_list(arm.get("Resource", []))] if puts else []:
+                if "/uploads/" in text or text.endswith("}/*") or text == "*":
+                    found.append(f"{role}.{arm.get('Sid')} may put objects under uploads/ ({text})")
     try:
         reads = [render(r) for r in as_list(statement(template, "WorkerRole", "ReadImages").get("Resource"))]
         if "${Storage.Outputs.BucketArn}/uploads/*" not in reads:
             found.append("the worker cannot read uploads")
-        listed = statement(template, "WorkerRole", "TellMissingImages").get("Condition", {})
-        if "uploads/*" not in as_list(listed.get("StringLike", {}).get("s3:prefix")):
-            found.append("the worker cannot tell an upload not yet made from a denial (ListBucket on uploads/*)")
+        listed = statement(template, "WorkerRole", "TellMissingObjects")
+        if as_list(listed.get("Action")) != ["s3:ListBucket"] or \
+                render(listed.get("Resource")) != "${Storage.Outputs.BucketArn}" or "Condition" in listed:
+            found.append("the worker cannot tell an upload not yet made from a denial "
+                         f"(ListBucket on the bucket, with no condition): {listed!r}")
     except LookupError as e:
         found.append(str(e))
     bucket = props(first(storage, "AWS::S3::Bucket"))
@@ -855,6 +861,13 @@ MUTATIONS: list[tuple[str, Callable, Callable[[dict[str, Template]], None]]] = [
     ("the request-handler cannot presign uploads", check_direct_uploads,
      lambda ts: role_statements(ts["template"], "RequestHandlerRole").remove(
          statement(ts["template"], "RequestHandlerRole", "PresignUploads"))),
+    ("the request-handler stores images anywhere", check_direct_uploads,
+     lambda ts: statement(ts["template"], "RequestHandlerRole", "StoreImages")["Resource"]["Fn::Sub"]
+     .__setitem__(0, "${BucketArn}/*")),
+    ("a live role writes uploads", check_direct_uploads,
+     lambda ts: role_statements(ts["template"], "LivePushRole").append(
+         {"Sid": "Sneaky", "Effect": "Allow", "Action": "s3:PutObject",
+          "Resource": {"Fn::Sub": ["${BucketArn}/uploads/*", {"BucketArn": "x"}]}})),
     ("the worker writes uploads", check_direct_uploads,
      lambda ts: statement(ts["template"], "WorkerRole", "SubmitDrops")["Resource"]["Fn::Sub"].__setitem__(
          0, "${BucketArn}/uploads/*")),
@@ -862,8 +875,8 @@ MUTATIONS: list[tuple[str, Callable, Callable[[dict[str, Template]], None]]] = [
      lambda ts: statement(ts["template"], "WorkerRole", "ReadImages").__setitem__(
          "Resource", statement(ts["template"], "WorkerRole", "ReadImages")["Resource"][:1])),
     ("a missing upload reads as a denial", check_direct_uploads,
-     lambda ts: statement(ts["template"], "WorkerRole", "TellMissingImages")["Condition"]["StringLike"]
-     .__setitem__("s3:prefix", "images/*")),
+     lambda ts: statement(ts["template"], "WorkerRole", "TellMissingObjects")
+     .__setitem__("Condition", {"StringLike": {"s3:prefix": ["images/*", "uploads/*"]}})),
     ("uploads never expire", check_direct_uploads,
      lambda ts: props(first(ts["storage"], "AWS::S3::Bucket"))["LifecycleConfiguration"].__setitem__(
          "Rules", [r for r in props(first(ts["storage"], "AWS::S3::Bucket"))["LifecycleConfiguration"]["Rules"]

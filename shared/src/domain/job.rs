@@ -193,6 +193,12 @@ pub struct Job {
     pub upload: Option<DeclaredUpload>,
     #[serde(flatten)]
     pub state: JobState,
+    /// The queue message whose handling made the job final: only a redelivery of that message
+    /// announces it again (its handler may have died between the write and the announcement),
+    /// not every other message naming the job (a direct upload's has two). None before final,
+    /// and for jobs made final before this was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_by: Option<String>,
     /// How many times a worker claimed the job.
     pub attempts: u32,
     /// Incremented by every transition; stores write a transition only if the stored version is
@@ -245,6 +251,7 @@ impl Job {
             source: new.source,
             upload: None,
             state: JobState::Pending,
+            finished_by: None,
             attempts: 0,
             version: 1,
             created_at: new.now,

@@ -191,14 +191,15 @@ impl WorkerService {
     }
 
     /// Announces the jobs that finish (`which` of them) on `publisher`, as [`JobFinished`]
-    /// messages. At least once: a redelivery of a finished job's message announces it again.
+    /// messages. At least once: a redelivery of the message that made a job final announces it
+    /// again.
     pub fn with_completions(self, publisher: Arc<dyn MessagePublisher>, which: Announce) -> Self {
         Self { completions: Some((publisher, which)), ..self }
     }
 
     /// Writes the result of each finished job that was dropped in beside its drop, as
     /// [`views::drop_result`](crate::http::views::drop_result). At least once, like the
-    /// announcements: a redelivery of a finished job's message writes it again.
+    /// announcements: a redelivery of the message that made the job final writes it again.
     pub fn with_drop_results(self, results: Arc<dyn DropResults>) -> Self {
         Self { drop_results: Some(results), ..self }
     }
@@ -217,6 +218,20 @@ impl WorkerService {
             _ => Ok(()),
         };
         written.and(published)
+    }
+
+    /// Follows up a job found final, if `delivery` is of the message that made it final (or the
+    /// job does not say which did): that message's handler may have died after the final write.
+    /// Another message naming the job (a direct upload's other one, a duplicate) leaves it be.
+    async fn announce_again(&self, job: &Job, delivery: &Delivery) -> Result<(), BackendError> {
+        if job.finished_by.as_ref().is_some_and(|by| *by != delivery.message_id) {
+            debug!("another message made the job final; its redelivery announces it if need be");
+            return Ok(());
+        }
+        match JobFinished::of(job) {
+            Some(event) => self.after_final(job, event).await,
+            None => Ok(()),
+        }
     }
 
     async fn write_drop_result(&self, job: &Job) -> Result<(), BackendError> {
@@ -328,7 +343,8 @@ impl WorkerService {
             warn!("message does not match its job; ignoring it");
             return Ok(Disposition::Ack);
         }
-        // An upload's bytes were read to check them: the detector takes them from there.
+        // An upload's bytes were read to check them: a detector that takes bytes (the built-in
+        // models) takes them from there; one that reads the store itself (Rekognition) reads it.
         let (job, read) = if job.status() == JobStatus::AwaitingUpload {
             match self.take_upload(job, delivery).await? {
                 Upload::Arrived(job, bytes) => (*job, Some(bytes)),
@@ -343,9 +359,7 @@ impl WorkerService {
             Err(Refused::Finished(status)) => {
                 debug!(%status, "duplicate delivery of a finished job");
                 // The write that finished it may have been its worker's last act: announce again.
-                if let Some(event) = JobFinished::of(&job) {
-                    self.after_final(&job, event).await?;
-                }
+                self.announce_again(&job, delivery).await?;
                 return Ok(Disposition::Ack);
             }
             Err(Refused::Leased(until)) => {
@@ -368,16 +382,18 @@ impl WorkerService {
 
         let retry = Disposition::Retry(self.config.backoff.delay(delivery.receive_count));
         let disposition = match self.detect(&claimed, read).await {
-            Ok(labels) => self.conclude(&claimed, Outcome::Succeeded { labels }, Disposition::Ack, retry).await?,
+            Ok(labels) => {
+                self.conclude(&claimed, Outcome::Succeeded { labels }, delivery, (Disposition::Ack, retry)).await?
+            }
             Err(DetectError::Permanent { code, message: reason, source }) => {
                 debug!(%code, %reason, cause = ?source, "the image cannot be labelled");
                 let error = Failure::new(code, reason);
-                self.conclude(&claimed, Outcome::Failed { error }, Disposition::Ack, retry).await?
+                self.conclude(&claimed, Outcome::Failed { error }, delivery, (Disposition::Ack, retry)).await?
             }
             Err(DetectError::Transient(e)) if self.is_last_attempt(delivery) => {
                 warn!(error = %e, cause = ?e, attempt = delivery.receive_count, "detection failed on the last attempt");
                 let error = Failure::new(FailureCode::RetriesExhausted, format!("gave up after retries: {e}"));
-                self.conclude(&claimed, Outcome::Failed { error }, Disposition::DeadLetter, retry).await?
+                self.conclude(&claimed, Outcome::Failed { error }, delivery, (Disposition::DeadLetter, retry)).await?
             }
             Err(DetectError::Transient(e)) => {
                 warn!(error = %e, cause = ?e, attempt = delivery.receive_count, "detection failed transiently");
@@ -438,7 +454,7 @@ impl WorkerService {
 
     async fn settle_upload(&self, job: &Job, error: Failure, delivery: &Delivery) -> Result<Upload, BackendError> {
         let retry = Disposition::Retry(self.config.backoff.delay(delivery.receive_count));
-        self.conclude(job, Outcome::Failed { error }, Disposition::Ack, retry).await.map(Upload::Settled)
+        self.conclude(job, Outcome::Failed { error }, delivery, (Disposition::Ack, retry)).await.map(Upload::Settled)
     }
 
     /// Labels the job's image: `read` if its bytes were read already, else from the store.
@@ -466,10 +482,10 @@ impl WorkerService {
         &self,
         claimed: &Job,
         outcome: Outcome,
-        on_win: Disposition,
-        retry: Disposition,
+        delivery: &Delivery,
+        (on_win, retry): (Disposition, Disposition),
     ) -> Result<Disposition, BackendError> {
-        Ok(match self.finish(claimed, outcome).await? {
+        Ok(match self.finish(claimed, outcome, &delivery.message_id).await? {
             Finish::Won(_) => on_win,
             Finish::AlreadyFinal(_) | Finish::Gone => Disposition::Ack,
             Finish::Unfinished => retry,
@@ -477,11 +493,11 @@ impl WorkerService {
     }
 
     /// Makes the job final: the one way to SUCCEEDED or FAILED. A conditional write from `from`,
-    /// the version this worker read or claimed; the result says whether it won and, if it lost,
-    /// what the job is now.
-    pub async fn finish(&self, from: &Job, outcome: Outcome) -> Result<Finish, BackendError> {
+    /// the version this worker read or claimed, recording `by`, the id of the message being
+    /// handled; the result says whether it won and, if it lost, what the job is now.
+    pub async fn finish(&self, from: &Job, outcome: Outcome, by: &str) -> Result<Finish, BackendError> {
         let (next, event) = match from.finish(outcome, self.clock.now()) {
-            Ok(finished) => finished,
+            Ok((next, event)) => (Job { finished_by: Some(by.to_owned()), ..next }, event),
             Err(Refused::Finished(status)) => return Ok(Finish::AlreadyFinal(status)),
             Err(refused) => {
                 warn!(job_id = %from.id, %refused, "the job cannot be finished from its state");
@@ -537,27 +553,24 @@ impl WorkerService {
             self.release(slot).await;
             return Disposition::Retry(self.config.backoff.delay(delivery.receive_count));
         }
-        match self.fail_job(job_id, slot, failure).await {
+        match self.fail_job(job_id, slot, failure, delivery).await {
             Ok(Finish::Unfinished) => warn!("another worker holds the job; its outcome will stand"),
             Ok(Finish::Won(_) | Finish::Gone) => {}
             // Final already, perhaps by this message's own earlier write whose announcement
             // failed: this is the message's last chance to announce it.
-            Ok(Finish::AlreadyFinal(_)) => self.announce_final(job_id).await,
+            Ok(Finish::AlreadyFinal(_)) => self.announce_final(job_id, delivery).await,
             Err(e) => {
                 error!(error = %e, cause = ?e, "could not record the failure of a dead-lettered job");
-                self.announce_final(job_id).await;
+                self.announce_final(job_id, delivery).await;
             }
         }
         Disposition::DeadLetter
     }
 
     /// Announces the job if it is final, before its message goes to the dead-letter queue.
-    async fn announce_final(&self, job_id: JobId) {
+    async fn announce_final(&self, job_id: JobId, delivery: &Delivery) {
         let announced = match self.jobs.get(&job_id).await {
-            Ok(Some(job)) => match JobFinished::of(&job) {
-                Some(event) => self.after_final(&job, event).await,
-                None => Ok(()),
-            },
+            Ok(Some(job)) => self.announce_again(&job, delivery).await,
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
@@ -575,7 +588,7 @@ impl WorkerService {
         };
         let failure = Failure::new(FailureCode::InvalidMessage, invalid.reason);
         let last = self.is_last_attempt(delivery);
-        match self.fail_job(job_id, &ClaimSlot::default(), failure).await {
+        match self.fail_job(job_id, &ClaimSlot::default(), failure, delivery).await {
             Ok(Finish::Unfinished) if !last => {
                 // Another worker holds the job; by the next delivery it has settled it.
                 Disposition::Retry(self.config.backoff.delay(delivery.receive_count))
@@ -595,7 +608,13 @@ impl WorkerService {
 
     /// Fails the job from the claim in `slot`, or, without one, from its current state, unless
     /// another worker's lease on it is running (that worker's outcome will stand).
-    async fn fail_job(&self, job_id: JobId, slot: &ClaimSlot, failure: Failure) -> Result<Finish, BackendError> {
+    async fn fail_job(
+        &self,
+        job_id: JobId,
+        slot: &ClaimSlot,
+        failure: Failure,
+        delivery: &Delivery,
+    ) -> Result<Finish, BackendError> {
         let from = match slot.take() {
             Some(claim) => claim,
             None => match self.jobs.get(&job_id).await? {
@@ -604,7 +623,7 @@ impl WorkerService {
                 Some(job) => job,
             },
         };
-        self.finish(&from, Outcome::Failed { error: failure }).await
+        self.finish(&from, Outcome::Failed { error: failure }, &delivery.message_id).await
     }
 
     /// Gives back the claim `slot` holds, after its consumer abandoned the handling (shutdown, a

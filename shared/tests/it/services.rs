@@ -102,16 +102,20 @@ async fn finish_says_whether_its_write_won_and_the_winner_carries_the_event() {
     let claimed = job.claim(f.clock.now(), LEASE).unwrap();
     f.jobs.update(&claimed).await.unwrap();
 
-    let won = f.worker.finish(&claimed, Outcome::Succeeded { labels: vec![label("Cat")] }).await.unwrap();
+    let won = f.worker.finish(&claimed, Outcome::Succeeded { labels: vec![label("Cat")] }, "m-1").await.unwrap();
     let Finish::Won(event) = won else { panic!("the first final write wins: {won:?}") };
     assert_eq!((event.job_id, &event.owner, &event.correlation_id), (job.id, &job.owner, &job.correlation_id));
     assert_eq!(event.outcome, Outcome::Succeeded { labels: vec![label("Cat")] });
     assert_eq!((event.attempts, event.created_at), (1, job.created_at));
+    assert_eq!(f.jobs.snapshot(&job.id).unwrap().finished_by.as_deref(), Some("m-1"));
 
     let again = Outcome::Failed { error: Failure::new(FailureCode::Internal, "late") };
-    assert_eq!(f.worker.finish(&claimed, again.clone()).await.unwrap(), Finish::AlreadyFinal(JobStatus::Succeeded));
+    assert_eq!(
+        f.worker.finish(&claimed, again.clone(), "m-2").await.unwrap(),
+        Finish::AlreadyFinal(JobStatus::Succeeded)
+    );
     f.jobs.delete(&job.owner, &job.id).await.unwrap();
-    assert_eq!(f.worker.finish(&claimed, again).await.unwrap(), Finish::Gone);
+    assert_eq!(f.worker.finish(&claimed, again, "m-2").await.unwrap(), Finish::Gone);
 }
 
 #[tokio::test]
@@ -419,6 +423,26 @@ async fn a_worker_that_died_between_the_final_write_and_the_announcement_is_made
     f.jobs.update(&delivered).await.unwrap();
     assert_eq!(worker.handle(&f.delivery(3)).await, Disposition::Ack);
     assert_eq!(completions.published().len(), 1);
+}
+
+#[tokio::test]
+async fn only_the_message_that_made_a_job_final_announces_it_again() {
+    let f = fixture(Behaviour::Succeed);
+    let completions = Arc::new(MemoryPublisher::default());
+    let (job, worker) = with_callback(&f, completions.clone(), Announce::Every).await;
+    assert_eq!(worker.handle(&f.delivery(1)).await, Disposition::Ack);
+    assert_eq!(completions.published().len(), 1);
+
+    // Another message naming the job (a direct upload's second one, an SNS duplicate) finds it
+    // final and leaves the announcing to the message that made it so.
+    let other = Delivery { message_id: "m-other".into(), ..f.delivery(1) };
+    assert_eq!(worker.handle(&other).await, Disposition::Ack);
+    assert_eq!(completions.published().len(), 1, "another message announced the job again");
+
+    // A redelivery of that message may follow a handler that died after the final write.
+    assert_eq!(worker.handle(&f.delivery(2)).await, Disposition::Ack);
+    assert_eq!(completions.published().len(), 2);
+    assert_eq!(f.status(&job.id), JobStatus::Succeeded);
 }
 
 #[tokio::test]

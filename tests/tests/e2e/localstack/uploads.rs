@@ -6,23 +6,31 @@
 //! bytes and labels them, or fails the job with the reason.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use http::StatusCode;
 use labelq_e2e::aws::{Stack, api_request};
 use labelq_e2e::{large_photo, onnx_detector, png};
-use labelq_shared::adapters::aws::{S3Notification, parse_s3_notification, s3_client};
+use labelq_shared::adapters::aws::{S3Notification, SqsQueue, parse_s3_notification, s3_client};
 use labelq_shared::lambda::{WorkerFunction, request_handler_app, status_api_app};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Seen, call, handler_config, work_until, worker_config};
+use super::{Seen, call, event, failed, handler_config, work_until, worker_config};
 
 const OWNER: &str = "alice";
 
+/// S3's answer to a PUT whose signed headers were changed, and to bytes that are not the
+/// checksum's.
+const SIGNATURE_REFUSED: (u16, &str) = (403, "SignatureDoesNotMatch");
+const DIGEST_REFUSED: (u16, &str) = (400, "BadDigest");
+
 /// A change to the headers a target asks for.
 type Tweak<'a> = dyn FnOnce(&mut Vec<(String, String)>) + 'a;
+
+/// What departs from the declaration, the body sent, the change to the headers, S3's answer.
+type Refusal<'a> = (&'a str, Vec<u8>, Box<Tweak<'a>>, (u16, &'a str));
 
 async fn reserve(api: &axum::Router, declaration: Value) -> Value {
     let body = serde_json::to_vec(&declaration).expect("JSON");
@@ -35,8 +43,13 @@ async fn reserve(api: &axum::Router, declaration: Value) -> Value {
     reservation
 }
 
-/// PUTs `body` to the reservation's target with its headers, `tweak`ed; S3's status.
-async fn put(reservation: &Value, body: Vec<u8>, tweak: impl FnOnce(&mut Vec<(String, String)>)) -> u16 {
+/// PUTs `body` to the reservation's target with its headers, `tweak`ed; S3's status, and the
+/// error code its body names when it refused.
+async fn put_answer(
+    reservation: &Value,
+    body: Vec<u8>,
+    tweak: impl FnOnce(&mut Vec<(String, String)>),
+) -> (u16, Option<String>) {
     let target = &reservation["upload"];
     assert_eq!(target["method"], "PUT");
     let mut headers: Vec<(String, String)> = target["headers"]
@@ -50,7 +63,42 @@ async fn put(reservation: &Value, body: Vec<u8>, tweak: impl FnOnce(&mut Vec<(St
     for (name, value) in headers {
         request = request.header(name, value);
     }
-    request.send().await.expect("the PUT reaches S3").status().as_u16()
+    let response = request.send().await.expect("the PUT reaches S3");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    let code =
+        text.split_once("<Code>").and_then(|(_, rest)| rest.split_once("</Code>")).map(|(code, _)| code.to_owned());
+    (status, code)
+}
+
+async fn put(reservation: &Value, body: Vec<u8>, tweak: impl FnOnce(&mut Vec<(String, String)>)) -> u16 {
+    put_answer(reservation, body, tweak).await.0
+}
+
+/// Hands the job's own message (and whatever S3 sent before it, its test event) to the worker,
+/// and checks that it found no bytes and went back to wait for the target's expiry.
+async fn its_own_message_waits(stack: &Stack, worker: &WorkerFunction, id: &str) {
+    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&stack.sdk), stack.output("QueueUrl"));
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(30), "the job's own message never came");
+        let messages =
+            queue.receive_messages(10, Duration::from_secs(30), Duration::from_secs(1)).await.expect("receive");
+        let own: Vec<String> = messages
+            .iter()
+            .filter(|m| parse_s3_notification(m.body().unwrap_or_default()).is_none())
+            .map(|m| m.message_id().unwrap_or_default().to_owned())
+            .collect();
+        let retried = failed(&worker.handle(event(messages.clone()), None).await);
+        for m in messages.iter().filter(|m| !retried.contains(&m.message_id().unwrap_or_default().to_owned())) {
+            queue.delete(m.receipt_handle().expect("a receipt")).await.expect("delete");
+        }
+        if !own.is_empty() {
+            assert_eq!(retried, own, "the job's own message did not wait for the upload");
+            assert_eq!(job(stack, id).await["status"], "AWAITING_UPLOAD");
+            return;
+        }
+    }
 }
 
 fn set(headers: &mut [(String, String)], name: &str, value: String) {
@@ -116,6 +164,9 @@ async fn a_real_photo_put_to_its_presigned_url_is_labelled_and_s3_refuses_every_
     )
     .await;
     let id = reservation["job"]["id"].as_str().expect("an id").to_owned();
+    // It finds no bytes and is hidden until the target expires: what carries the job on below
+    // is S3's notification of the PUT (WorkerService::handle_upload).
+    its_own_message_waits(&stack, &worker, &id).await;
 
     // A SigV4 presigned PUT of the key the server chose, binding the declaration.
     let target = &reservation["upload"];
@@ -134,28 +185,34 @@ async fn a_real_photo_put_to_its_presigned_url_is_labelled_and_s3_refuses_every_
         other
     };
     let shorter = image[..image.len() - 1].to_vec();
-    let refusals: [(&str, Vec<u8>, Box<Tweak<'_>>); 4] = [
-        ("another length", shorter.clone(), Box::new(|h| set(h, "Content-Length", (image.len() - 1).to_string()))),
-        ("another type", image.clone(), Box::new(|h| set(h, "Content-Type", "image/jpeg".into()))),
+    let refusals: [Refusal<'_>; 4] = [
+        (
+            "another length",
+            shorter.clone(),
+            Box::new(|h| set(h, "Content-Length", (image.len() - 1).to_string())),
+            SIGNATURE_REFUSED,
+        ),
+        ("another type", image.clone(), Box::new(|h| set(h, "Content-Type", "image/jpeg".into())), SIGNATURE_REFUSED),
         (
             "another checksum",
             other.clone(),
             Box::new(|h| {
                 set(h, "x-amz-checksum-sha256", base64::engine::general_purpose::STANDARD.encode(sha256(&other)))
             }),
+            SIGNATURE_REFUSED,
         ),
-        ("other bytes than the checksum's", other.clone(), Box::new(|_| {})),
+        ("other bytes than the checksum's", other.clone(), Box::new(|_| {}), DIGEST_REFUSED),
     ];
-    for (what, body, tweak) in refusals {
-        let status = put(&reservation, body, tweak).await;
-        assert!((400..500).contains(&status), "{what}: S3 answered {status}");
+    for (what, body, tweak, (status, code)) in refusals {
+        let answer = put_answer(&reservation, body, tweak).await;
+        assert_eq!(answer, (status, Some(code.to_owned())), "{what}");
         assert!(!is_stored(&stack, &id).await, "{what} was stored");
     }
     assert_eq!(job(&stack, &id).await["status"], "AWAITING_UPLOAD");
 
     assert_eq!(put(&reservation, image.clone(), |_| {}).await, 200);
     // The first upload stays: the same URL again is refused (If-None-Match: *).
-    assert_eq!(put(&reservation, image.clone(), |_| {}).await, 412);
+    assert_eq!(put_answer(&reservation, image.clone(), |_| {}).await, (412, Some("PreconditionFailed".into())));
 
     let mut seen = Seen::default();
     work_until(&stack, &worker, &mut seen, async || all_finished(&stack, &[&id]).await).await;
@@ -170,6 +227,7 @@ async fn a_real_photo_put_to_its_presigned_url_is_labelled_and_s3_refuses_every_
     assert!(done["upload"]["received_at"].is_string(), "{done}");
     // One notification: the PUT that S3 stored; none for the refused ones or the worker's writes.
     assert_eq!(upload_notifications(&seen), vec![format!("uploads/{id}")], "{seen:?}");
+    assert_eq!(seen.jobs, 0, "the job's own message came back early: {seen:?}");
     stack.delete().await;
 }
 
@@ -206,7 +264,8 @@ async fn uploads_that_are_not_images_too_large_or_never_made_fail_with_their_rea
     // after expiry is refused by S3.
     let never = reserve(&api, declare(png(100, 100).len(), 1)).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(put(&never, png(100, 100), |_| {}).await, 403, "S3 took an upload after its URL expired");
+    let late = put_answer(&never, png(100, 100), |_| {}).await;
+    assert_eq!(late, (403, Some("AccessDenied".into())), "S3 took an upload after its URL expired");
 
     let ids: Vec<String> = [&not_an_image, &too_large, &never]
         .iter()
