@@ -799,6 +799,11 @@ def check_direct_uploads(ts: dict[str, Template]) -> list[str]:
                 found.append(f"browser uploads are allowed from {rule.get('AllowedOrigins')!r}")
     if storage.get("Parameters", {}).get("UploadAllowedOrigins", {}).get("Default") != "":
         found.append("browser origins are allowed by default")
+    # A job never uploaded fails when its own message comes back: it must be allowed to.
+    for name, t in (("template", template), ("storage", storage)):
+        least = t.get("Parameters", {}).get("MaxReceiveCount", {}).get("MinValue")
+        if not isinstance(least, int) or least < 2:
+            found.append(f"{name}'s MaxReceiveCount may be {least!r}: an upload's message could never come back")
     return found
 
 
@@ -877,6 +882,8 @@ MUTATIONS: list[tuple[str, Callable, Callable[[dict[str, Template]], None]]] = [
     ("a missing upload reads as a denial", check_direct_uploads,
      lambda ts: statement(ts["template"], "WorkerRole", "TellMissingObjects")
      .__setitem__("Condition", {"StringLike": {"s3:prefix": ["images/*", "uploads/*"]}})),
+    ("one delivery per job message", check_direct_uploads,
+     lambda ts: ts["template"]["Parameters"]["MaxReceiveCount"].__setitem__("MinValue", 1)),
     ("uploads never expire", check_direct_uploads,
      lambda ts: props(first(ts["storage"], "AWS::S3::Bucket"))["LifecycleConfiguration"].__setitem__(
          "Rules", [r for r in props(first(ts["storage"], "AWS::S3::Bucket"))["LifecycleConfiguration"]["Rules"]

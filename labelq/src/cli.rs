@@ -192,7 +192,8 @@ struct ServeArgs {
     /// How long jobs and images are kept (1m..=365d).
     #[arg(long, default_value = "24h", env = JobTtl::VARIABLE)]
     ttl: JobTtl,
-    /// Deliveries of one message before it is dead-lettered (1..=1000).
+    /// Deliveries of one message before it is dead-lettered (2..=1000: a direct upload's message
+    /// comes back once its target expired).
     #[arg(long, default_value_t = MaxReceives::DEFAULT, env = MaxReceives::VARIABLE)]
     max_receives: MaxReceives,
     /// How long a delivered message stays hidden, and its job leased, before it is redelivered

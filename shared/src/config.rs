@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | [`MaxLabels`] | `LABELQ_MAX_LABELS` | a whole number within 1..=1000 |
 //! | [`MinConfidence`] | `LABELQ_MIN_CONFIDENCE` | a percentage within 0..=100 |
-//! | [`MaxReceives`] | `LABELQ_MAX_RECEIVE_COUNT` | 1..=1000 deliveries (SQS's `maxReceiveCount` range) |
+//! | [`MaxReceives`] | `LABELQ_MAX_RECEIVE_COUNT` | 2..=1000 deliveries (within SQS's `maxReceiveCount` range) |
 //! | [`VisibilityTimeout`] | `LABELQ_VISIBILITY_TIMEOUT` | a duration within 1s..=12h (SQS's range) |
 //! | [`JobTtl`] | `LABELQ_JOB_TTL` | a duration within 1m..=365d |
 //! | [`Concurrency`] | `LABELQ_WORKER_CONCURRENCY` | jobs at once, 1..=256 |
@@ -175,7 +175,10 @@ impl Setting for MinConfidence {
 }
 
 /// Deliveries of one message before it is dead-lettered: the queue's `maxReceiveCount`. The worker
-/// fails a job on its last delivery, so both must agree.
+/// fails a job on its last delivery, so both must agree. At least 2: a direct upload's own message
+/// is delivered once to find no bytes yet and must come back when the upload target expires, to
+/// fail the job (`upload_expired`) if they never came; with 1 it would be dead-lettered instead,
+/// and the job would wait for its TTL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MaxReceives(u32);
 
@@ -192,7 +195,7 @@ impl MaxReceives {
 impl FromStr for MaxReceives {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        whole_number_within(s, 1, 1000).map(Self)
+        whole_number_within(s, 2, 1000).map(Self)
     }
 }
 
@@ -328,6 +331,8 @@ mod tests {
         assert_eq!("1001".parse::<MaxLabels>().map(MaxLabels::get).ok(), None);
         assert_eq!(" 7 ".parse::<MaxLabels>().map(MaxLabels::get), Ok(7));
         assert!("0".parse::<MaxReceives>().is_err());
+        assert_eq!("1".parse::<MaxReceives>(), Err("must be a whole number within 2..=1000".into()));
+        assert_eq!("2".parse::<MaxReceives>().map(MaxReceives::get), Ok(2));
         assert!("-1".parse::<MaxReceives>().is_err());
         assert!("0".parse::<Concurrency>().is_err());
         assert!("257".parse::<Concurrency>().is_err());
