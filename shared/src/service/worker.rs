@@ -279,15 +279,16 @@ impl WorkerService {
     /// Handles the announcement that the bytes of a direct upload were stored (on AWS, S3's
     /// notification of the object's creation), as the job's own message would be handled: the
     /// job goes on at once rather than when its message comes back after the target's expiry.
-    /// Nothing to do for a job that is gone or finished.
+    /// Nothing to do for a job that is gone; one found final is announced again if this
+    /// message made it so (its earlier delivery may have died before announcing it).
     pub async fn handle_upload(&self, job_id: JobId, delivery: &Delivery, slot: &ClaimSlot) -> Disposition {
         let span =
             info_span!("upload", message_id = %delivery.message_id, receive_count = delivery.receive_count, %job_id);
         async {
             let job = match self.jobs.get(&job_id).await {
-                Ok(Some(job)) if !job.status().is_finished() => job,
-                Ok(_) => {
-                    debug!("an upload for a job that is gone or finished; nothing to do");
+                Ok(Some(job)) => job,
+                Ok(None) => {
+                    debug!("an upload for a job that is gone; nothing to do");
                     return Disposition::Ack;
                 }
                 Err(e) => {

@@ -446,6 +446,28 @@ async fn only_the_message_that_made_a_job_final_announces_it_again() {
 }
 
 #[tokio::test]
+async fn an_upload_notification_that_made_its_job_final_announces_it_on_its_redelivery() {
+    let f = fixture(Behaviour::Succeed);
+    let completions = Arc::new(MemoryPublisher::default());
+    let (job, worker) = with_callback(&f, completions.clone(), Announce::Every).await;
+    let notification = Delivery { message_id: "m-upload".into(), ..f.delivery(1) };
+
+    // The notification's handling makes the job final, but the announcement fails.
+    completions.fail.store(true, Ordering::SeqCst);
+    let slot = ClaimSlot::default();
+    assert!(matches!(worker.handle_upload(job.id, &notification, &slot).await, Disposition::Retry(_)));
+    assert_eq!(f.status(&job.id), JobStatus::Succeeded);
+
+    // Its redelivery announces it; the job's own message, coming back later, does not again.
+    completions.fail.store(false, Ordering::SeqCst);
+    let again = Delivery { receive_count: 2, ..notification };
+    assert_eq!(worker.handle_upload(job.id, &again, &slot).await, Disposition::Ack);
+    assert_eq!(completions.published().len(), 1);
+    assert_eq!(worker.handle(&f.delivery(1)).await, Disposition::Ack);
+    assert_eq!(completions.published().len(), 1);
+}
+
+#[tokio::test]
 async fn a_callback_is_refused_before_anything_is_written_where_callbacks_are_not_delivered() {
     let f = fixture(Behaviour::Succeed);
     let callback = Some(CallbackUrl::parse("https://example.com/hook").unwrap());
