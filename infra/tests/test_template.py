@@ -749,9 +749,10 @@ def check_drops_reach_the_worker_and_nothing_it_writes_does(ts: dict[str, Templa
 
 def check_direct_uploads(ts: dict[str, Template]) -> list[str]:
     """Direct uploads: only the request-handler's PresignUploads grant (whose credentials sign
-    the presigned PUTs) may put objects under uploads/, and it nowhere else; the worker may read them and tell a missing
-    one from a denial; they expire with the images; browsers may PUT only from the origins the
-    parameter names (no CORS rule without one)."""
+    the presigned PUTs) may put objects under uploads/, and it nowhere else; the worker may read
+    them and tell a missing one from a denial; they expire with the images; browsers may PUT only
+    from the origins the parameter names (no CORS rule without one); a job message comes back at
+    least once."""
     template, storage, found = ts["template"], ts["storage"], []
     try:
         grant = statement(template, "RequestHandlerRole", "PresignUploads")

@@ -131,12 +131,18 @@ async fn work_until(stack: &Stack, worker: &WorkerFunction, seen: &mut Seen, don
                 None => seen.jobs += 1,
             }
         }
-        let response = worker.handle(event(messages.clone()), None).await;
-        let retried = failed(&response);
-        for m in messages.iter().filter(|m| !retried.contains(&m.message_id().unwrap_or_default().to_owned())) {
-            queue.delete(m.receipt_handle().expect("a receipt")).await.expect("delete");
-        }
+        hand_over(&queue, worker, &messages).await;
     }
+}
+
+/// Hands one batch to the worker as the event source mapping would, deletes what it
+/// acknowledged, and returns the ids of the messages it retried.
+async fn hand_over(queue: &SqsQueue, worker: &WorkerFunction, messages: &[aws_sdk_sqs::types::Message]) -> Vec<String> {
+    let retried = failed(&worker.handle(event(messages.to_vec()), None).await);
+    for m in messages.iter().filter(|m| !retried.contains(&m.message_id().unwrap_or_default().to_owned())) {
+        queue.delete(m.receipt_handle().expect("a receipt")).await.expect("delete");
+    }
+    retried
 }
 
 fn job_of(message: &aws_sdk_sqs::types::Message) -> JobId {

@@ -17,7 +17,7 @@ use labelq_shared::lambda::{WorkerFunction, request_handler_app, status_api_app}
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Seen, call, event, failed, handler_config, work_until, worker_config};
+use super::{Seen, call, hand_over, handler_config, work_until, worker_config};
 
 const OWNER: &str = "alice";
 
@@ -89,10 +89,7 @@ async fn its_own_message_waits(stack: &Stack, worker: &WorkerFunction, id: &str)
             .filter(|m| parse_s3_notification(m.body().unwrap_or_default()).is_none())
             .map(|m| m.message_id().unwrap_or_default().to_owned())
             .collect();
-        let retried = failed(&worker.handle(event(messages.clone()), None).await);
-        for m in messages.iter().filter(|m| !retried.contains(&m.message_id().unwrap_or_default().to_owned())) {
-            queue.delete(m.receipt_handle().expect("a receipt")).await.expect("delete");
-        }
+        let retried = hand_over(&queue, worker, &messages).await;
         if !own.is_empty() {
             assert_eq!(retried, own, "the job's own message did not wait for the upload");
             assert_eq!(job(stack, id).await["status"], "AWAITING_UPLOAD");
