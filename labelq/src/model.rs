@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use labelq_shared::adapters::onnx::{MODEL_FILE, RUNTIME_FILE};
+use labelq_shared::adapters::onnx::MODEL_FILES;
 use tracing::info;
 
 const PREPARE_SCRIPT: &str = include_str!("../../model/prepare.py");
@@ -48,7 +48,7 @@ pub fn resolve_dir(flag: Option<PathBuf>) -> PathBuf {
 }
 
 fn is_prepared(dir: &std::path::Path) -> Option<&'static str> {
-    [MODEL_FILE, RUNTIME_FILE].into_iter().find(|f| !dir.join(f).is_file())
+    MODEL_FILES.into_iter().find(|f| !dir.join(f).is_file())
 }
 
 /// Returns the model directory, running the set-up script first if the model is not there.

@@ -53,12 +53,64 @@ impl Setting for DetectorKind {
     const VARIABLE: &'static str = "LABEL_DETECTOR";
 }
 
+/// Which of the built-in models run (`LABELQ_FEATURES`, `labelq serve --features`), as
+/// DetectLabels' `Features` chooses what Rekognition computes: `labels` (the classifier, which
+/// names the scene) and `objects` (the detector: people and objects with their boxes). A
+/// comma-separated list of at least one; both by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelFeatures {
+    pub labels: bool,
+    pub objects: bool,
+}
+
+impl ModelFeatures {
+    pub const ALL: Self = Self { labels: true, objects: true };
+    const NAMES: [&'static str; 2] = ["labels", "objects"];
+}
+
+impl Default for ModelFeatures {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl fmt::Display for ModelFeatures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on = [self.labels, self.objects];
+        let names: Vec<&str> = Self::NAMES.iter().zip(on).filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl FromStr for ModelFeatures {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut features = Self { labels: false, objects: false };
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name.to_ascii_lowercase().as_str() {
+                "labels" => features.labels = true,
+                "objects" => features.objects = true,
+                _ => return Err(format!("{name:?} is not a feature: name some of {}", Self::NAMES.join(", "))),
+            }
+        }
+        if features.labels || features.objects {
+            Ok(features)
+        } else {
+            Err(format!("name at least one of {}", Self::NAMES.join(", ")))
+        }
+    }
+}
+
+impl Setting for ModelFeatures {
+    const VARIABLE: &'static str = "LABELQ_FEATURES";
+}
+
 /// What building a detector takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DetectorConfig {
-    /// The built-in model from a prepared model directory, with one inference session per job
-    /// run at once.
-    Onnx { model_dir: PathBuf, sessions: usize },
+    /// The built-in models from a prepared model directory, with one set of inference sessions
+    /// per job run at once.
+    Onnx { model_dir: PathBuf, sessions: usize, features: ModelFeatures },
     /// Rekognition on the images in `bucket` (in Rekognition's region).
     Rekognition { bucket: String },
 }
@@ -108,7 +160,7 @@ impl DetectorBuilder {
 
     pub async fn build(self) -> Result<Arc<dyn LabelDetector>, BuildError> {
         match self.config {
-            DetectorConfig::Onnx { model_dir, sessions } => onnx(model_dir, sessions).await,
+            DetectorConfig::Onnx { model_dir, sessions, features } => onnx(model_dir, sessions, features).await,
             DetectorConfig::Rekognition { bucket } => {
                 #[cfg(feature = "aws")]
                 {
@@ -127,14 +179,23 @@ impl DetectorBuilder {
 }
 
 #[cfg(feature = "onnx")]
-async fn onnx(model_dir: PathBuf, sessions: usize) -> Result<Arc<dyn LabelDetector>, BuildError> {
+async fn onnx(
+    model_dir: PathBuf,
+    sessions: usize,
+    features: ModelFeatures,
+) -> Result<Arc<dyn LabelDetector>, BuildError> {
     use crate::adapters::onnx::{OnnxConfig, OnnxDetector};
     // Reading the model and the runtime library is blocking work: off the async threads.
     let loaded = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
-        let detector = OnnxDetector::load(&OnnxConfig::new(&model_dir, sessions))?;
+        let config = OnnxConfig {
+            classifier: features.labels,
+            objects: features.objects,
+            ..OnnxConfig::new(&model_dir, sessions)
+        };
+        let detector = OnnxDetector::load(&config)?;
         let load_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(dir = %model_dir.display(), load_ms, sessions, "label model loaded");
+        tracing::info!(dir = %model_dir.display(), load_ms, sessions, %features, "label model loaded");
         Ok::<_, crate::adapters::onnx::ModelError>(detector)
     })
     .await
@@ -144,7 +205,7 @@ async fn onnx(model_dir: PathBuf, sessions: usize) -> Result<Arc<dyn LabelDetect
 }
 
 #[cfg(not(feature = "onnx"))]
-async fn onnx(_: PathBuf, _: usize) -> Result<Arc<dyn LabelDetector>, BuildError> {
+async fn onnx(_: PathBuf, _: usize, _: ModelFeatures) -> Result<Arc<dyn LabelDetector>, BuildError> {
     Err(BuildError::NotBuiltIn { kind: DetectorKind::Onnx, feature: "onnx" })
 }
 
@@ -157,6 +218,20 @@ mod tests {
         assert_eq!("onnx".parse(), Ok(DetectorKind::Onnx));
         assert_eq!("Rekognition".parse(), Ok(DetectorKind::Rekognition));
         assert_eq!("yolo".parse::<DetectorKind>(), Err("must be one of onnx, rekognition".to_owned()));
+    }
+
+    #[test]
+    fn features_parse_as_a_list_of_at_least_one_known_name() {
+        assert_eq!("labels,objects".parse(), Ok(ModelFeatures::ALL));
+        assert_eq!(" Objects ".parse(), Ok(ModelFeatures { labels: false, objects: true }));
+        assert_eq!("labels,,labels".parse(), Ok(ModelFeatures { labels: true, objects: false }));
+        assert_eq!(ModelFeatures::ALL.to_string(), "labels,objects");
+        assert_eq!(
+            ModelFeatures { labels: false, objects: true }.to_string().parse(),
+            Ok(ModelFeatures { labels: false, objects: true })
+        );
+        assert!("".parse::<ModelFeatures>().unwrap_err().contains("at least one"));
+        assert!("labels,faces".parse::<ModelFeatures>().unwrap_err().contains("\"faces\" is not a feature"));
     }
 
     /// The template's `LabelDetector` parameter offers exactly the detectors this code builds.

@@ -1,10 +1,12 @@
 //! Benchmark: labelq's built-in detector against ONNX Runtime in Python, side by side, in one run,
-//! on the same graph and the same real photos.
+//! on the same graphs and the same real photos.
 //!
-//! Prints ms/image (median) for: Python (`model/reference.py --bench`, 1 thread), labelq on one
-//! thread (one session with one intra-op thread), and labelq with all cores (one single-threaded
-//! session per core, images in parallel, as `labelq serve` runs them); plus the model load time
-//! and the peak RSS of this process.
+//! Prints ms/image (median) for the classifier: Python (`model/reference.py --bench`, 1 thread),
+//! labelq on one thread (one session with one intra-op thread), and labelq with all cores (one
+//! single-threaded session per core, images in parallel, as `labelq serve` runs them); the same
+//! for the object detector against `reference.py --objects --bench`; then the default set (decode,
+//! both models, labels) per image on one thread; plus model load times and the peak RSS of this
+//! process.
 //!
 //! Run: `cargo bench -p labelq-e2e --bench detector` (prints its figures; asserts nothing).
 
@@ -37,11 +39,16 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn python_reference(paths: &[PathBuf], threads: usize) -> Value {
+    python_bench(paths, threads, &[])
+}
+
+fn python_bench(paths: &[PathBuf], threads: usize, extra: &[&str]) -> Value {
     let output = Command::new("python3")
         .arg(repo_root().join("model/reference.py"))
         .arg("--model-dir")
         .arg(model_dir())
         .args(["--threads", &threads.to_string(), "--bench", &ROUNDS.to_string()])
+        .args(extra)
         .args(paths)
         .output()
         .expect("running model/reference.py");
@@ -138,6 +145,61 @@ fn main() {
     println!("labelq model load (1 session)       : {load_ms:.1} ms");
     println!(
         "labelq peak RSS (this process)      : {rss_single:.1} MB after the 1-thread run, {:.1} MB after the {cores}-session run",
+        peak_rss_mb()
+    );
+    drop(parallel);
+
+    objects_and_default_set(&paths, &images);
+}
+
+/// The object detector against Python, then the default set (both models) on one thread.
+fn objects_and_default_set(paths: &[PathBuf], images: &[(Vec<u8>, ContentType)]) {
+    let python = python_bench(paths, 1, &["--objects"]);
+    let load_started = Instant::now();
+    let objects_only = OnnxDetector::load(&OnnxConfig { classifier: false, ..OnnxConfig::new(model_dir(), 1) })
+        .expect("the object detector");
+    let load_ms = load_started.elapsed().as_secs_f64() * 1e3;
+    let (mut prep, mut infer) = (Vec::new(), Vec::new());
+    let mut total = Vec::new();
+    for (bytes, ct) in images {
+        objects_only.analyse_blocking(bytes, *ct).expect("objects");
+        for _ in 0..ROUNDS {
+            let t = objects_only.analyse_blocking(bytes, *ct).expect("objects").detect_objects;
+            prep.push(t.preprocess);
+            infer.push(t.inference);
+            total.push(t.preprocess + t.inference);
+        }
+    }
+    drop(objects_only);
+    let py = |k: &str| python[k].as_f64().unwrap_or(f64::NAN);
+    let (ours, theirs) = (median(total), py("preprocess_plus_inference_ms"));
+    println!(
+        "objects, onnxruntime (Python), 1 thread: preprocess {:.2} + inference {:.2} = {theirs:.2}",
+        py("preprocess_ms"),
+        py("inference_ms")
+    );
+    println!(
+        "objects, labelq, 1 thread              : preprocess {:.2} + inference {:.2} = {ours:.2}; ratio to Python {:.2}x; load {load_ms:.1} ms",
+        median(prep),
+        median(infer),
+        ours / theirs
+    );
+
+    // The default set as a job meets it: decode, classifier, detector, merged labels.
+    let both = OnnxDetector::load(&OnnxConfig::new(model_dir(), 1)).expect("the default set");
+    let options = labelq_shared::domain::DetectOptions::default();
+    let mut per_image = Vec::new();
+    for (bytes, ct) in images {
+        both.labels_blocking(bytes, *ct, &options).expect("labels");
+        for _ in 0..ROUNDS {
+            let started = Instant::now();
+            both.labels_blocking(bytes, *ct, &options).expect("labels");
+            per_image.push(started.elapsed());
+        }
+    }
+    println!(
+        "default set (labels + objects), 1 thread: {:.2} ms/image incl. decode (median); peak RSS so far {:.1} MB",
+        median(per_image),
         peak_rss_mb()
     );
 }

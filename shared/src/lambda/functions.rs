@@ -22,7 +22,7 @@ use crate::config::{
     self, Concurrency, ConfigError, JobTtl, MaxImageBytes, MaxLabels, MaxReceives, MinConfidence, Setting,
     VisibilityTimeout,
 };
-use crate::detectors::{DetectorConfig, DetectorKind};
+use crate::detectors::{DetectorConfig, DetectorKind, ModelFeatures};
 use crate::domain::{DetectOptions, DropOwner, ImageLimits, MAX_DROP_BYTES, OwnerId, SystemClock};
 use crate::http::{ApiState, Uploads, router};
 use crate::ports::LabelDetector;
@@ -159,6 +159,7 @@ impl WorkerFunctionConfig {
             DetectorKind::Onnx => DetectorConfig::Onnx {
                 model_dir: config::optional("LABELQ_MODEL_DIR")?.unwrap_or_else(|| "/opt/labelq-model".into()),
                 sessions: concurrency.get(),
+                features: config::read::<ModelFeatures>()?.unwrap_or_default(),
             },
             DetectorKind::Rekognition => DetectorConfig::Rekognition { bucket: resources.bucket.clone() },
         };

@@ -72,6 +72,35 @@ fn labelq_label_into_head_ends_without_a_panic() {
 }
 
 #[tokio::test]
+async fn labelq_label_features_choose_which_models_run() {
+    let labels_of = |output: &Output| -> Vec<serde_json::Value> {
+        let document: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+        document["labels"].as_array().cloned().unwrap_or_default()
+    };
+    let bus = photo_path("bus.jpg");
+    let both = run(owned(&["label", &bus])).await;
+    let objects = run(owned(&["label", "--features", "objects", &bus])).await;
+    let scene = run(owned(&["label", "--features", "labels", "--min-confidence", "5", &bus])).await;
+    for output in [&both, &objects, &scene] {
+        assert_eq!(status(output), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let has_boxes =
+        |labels: &[serde_json::Value]| labels.iter().any(|l| l["instances"].as_array().is_some_and(|i| !i.is_empty()));
+    let names = |labels: &[serde_json::Value]| {
+        labels.iter().filter_map(|l| l["name"].as_str().map(str::to_owned)).collect::<Vec<_>>()
+    };
+    assert!(names(&labels_of(&both)).contains(&"Person".to_owned()), "{:?}", names(&labels_of(&both)));
+    assert!(has_boxes(&labels_of(&objects)), "{:?}", names(&labels_of(&objects)));
+    // The classifier alone names the scene (a bus) but has no boxes and no people.
+    let scene = labels_of(&scene);
+    assert!(
+        !scene.is_empty() && !has_boxes(&scene) && !names(&scene).contains(&"Person".to_owned()),
+        "{:?}",
+        names(&scene)
+    );
+}
+
+#[tokio::test]
 async fn labelq_label_exits_1_for_a_file_it_cannot_read_or_that_is_not_an_image() {
     let dir = tempfile::tempdir().unwrap();
     let text = file_with(&dir, "notes.txt", b"not an image");

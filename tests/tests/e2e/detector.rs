@@ -1,11 +1,13 @@
 //! The built-in detector on real photos (fetched from registry packages at test time): sensible
-//! Rekognition-shaped labels, parity with ONNX Runtime in Python, and clear permanent errors for
-//! broken input.
+//! Rekognition-shaped labels, people and objects with boxes where they are, parity with ONNX
+//! Runtime in Python, and clear permanent errors for broken input.
 
 use std::process::Command;
 
 use labelq_e2e::{model_dir, onnx_detector, photo, photos_dir, repo_root};
-use labelq_shared::domain::{Confidence, ContentType, DetectOptions, FailureCode, Label};
+use labelq_shared::adapters::onnx::objects::iou;
+use labelq_shared::adapters::onnx::{OnnxConfig, OnnxDetector};
+use labelq_shared::domain::{BoundingBox, Confidence, ContentType, DetectOptions, FailureCode, Label};
 use labelq_shared::ports::{DetectError, ImageInput, LabelDetector};
 use serde_json::Value;
 
@@ -58,6 +60,69 @@ fn a_bus_photo_gets_a_bus_family_label_with_a_vehicle_parent() {
         .find(|l| bus_family.contains(&l.name.as_str()))
         .unwrap_or_else(|| panic!("{}", describe(&labels)));
     assert!(has_parent(bus, "Vehicle"), "{bus:?}");
+}
+
+/// Boxes measured by eye once on bus.jpg (810 x 1080), as ratios: where the bus and the people are.
+fn bbox(left: f32, top: f32, width: f32, height: f32) -> BoundingBox {
+    BoundingBox { left, top, width, height }
+}
+
+fn best_overlap(label: &Label, expected: &BoundingBox) -> f32 {
+    label.instances.iter().map(|i| iou(&i.bounding_box, expected)).fold(0.0, f32::max)
+}
+
+#[test]
+fn a_street_scene_gets_person_instances_and_the_bus_with_boxes_where_they_are() {
+    let labels = labels_of("bus.jpg", &DetectOptions::default());
+    let named = |name: &str| labels.iter().find(|l| l.name == name).unwrap_or_else(|| panic!("{}", describe(&labels)));
+
+    let person = named("Person");
+    assert!(person.categories.iter().any(|c| c.name == "Person Description"));
+    let people = [
+        ("the man in the beige coat", bbox(0.064, 0.368, 0.236, 0.466)),
+        ("the man in black", bbox(0.274, 0.375, 0.152, 0.419)),
+        ("the person at the right edge", bbox(0.827, 0.375, 0.173, 0.438)),
+        ("the person at the left edge", bbox(0.0, 0.514, 0.093, 0.292)),
+    ];
+    for (who, expected) in &people {
+        let overlap = best_overlap(person, expected);
+        assert!(overlap >= 0.5, "{who}: best IoU {overlap:.2} among {:?}", person.instances);
+    }
+    assert!(person.instances.len() <= 6, "no crowd of duplicates: {:?}", person.instances);
+
+    let bus = named("Bus");
+    assert!(has_parent(bus, "Vehicle"), "{bus:?}");
+    let overlap = best_overlap(bus, &bbox(0.019, 0.211, 0.967, 0.469));
+    assert!(overlap >= 0.5, "the bus: best IoU {overlap:.2} among {:?}", bus.instances);
+    for instance in person.instances.iter().chain(&bus.instances) {
+        let b = instance.bounding_box;
+        assert!(b.left >= 0.0 && b.top >= 0.0 && b.left + b.width <= 1.0 + 1e-6 && b.top + b.height <= 1.0 + 1e-6);
+        assert!(instance.confidence.percent() >= 55.0, "shown at the default MinConfidence: {instance:?}");
+    }
+}
+
+#[test]
+fn people_in_a_close_up_are_found_and_a_photo_without_objects_still_gets_general_labels() {
+    let zidane = labels_of("zidane.jpg", &DetectOptions::default());
+    let person = zidane.iter().find(|l| l.name == "Person").unwrap_or_else(|| panic!("{}", describe(&zidane)));
+    assert!(person.instances.len() >= 2, "two men: {:?}", person.instances);
+
+    // A rocket launch: nothing of COCO's 80 classes, but the classifier still names the scene.
+    let detector = onnx_detector();
+    let bytes = photo("rocket.jpg");
+    let analysis = detector.analyse_blocking(&bytes, content_type(&bytes)).unwrap();
+    assert!(analysis.objects.is_empty(), "{:?}", analysis.objects);
+    let labels = labels_of("rocket.jpg", &options(5, 10.0));
+    assert!(!labels.is_empty() && labels.iter().all(|l| l.instances.is_empty()), "{}", describe(&labels));
+}
+
+#[test]
+fn the_object_detector_can_be_turned_off() {
+    let detector =
+        OnnxDetector::load(&OnnxConfig { objects: false, ..OnnxConfig::new(model_dir(), 1) }).expect("the model");
+    let bytes = photo("bus.jpg");
+    let labels = detector.labels_blocking(&bytes, content_type(&bytes), &DetectOptions::default()).unwrap();
+    assert!(labels.iter().all(|l| l.instances.is_empty() && l.name != "Person"), "{}", describe(&labels));
 }
 
 #[test]
@@ -141,6 +206,46 @@ fn top_5_matches_onnx_runtime_in_python_to_1e_3() {
             assert!((ours[index] - p).abs() < 1e-3, "{name}: class {index}: ours {} vs {p}", ours[index]);
         }
     }
+}
+
+#[test]
+fn objects_match_onnx_runtime_in_python() {
+    // PNGs decode identically in both; the street scene is a JPEG, whose decoders differ by a level.
+    let names = ["chelsea.png", "coffee.png", "astronaut.png", "motorcycle_left.png", "bus.jpg"];
+    let paths: Vec<_> = names.iter().map(|n| photos_dir().join(n)).collect();
+    let output = Command::new("python3")
+        .arg(repo_root().join("model/reference.py"))
+        .arg("--model-dir")
+        .arg(model_dir())
+        .arg("--objects")
+        .args(&paths)
+        .output()
+        .expect("running model/reference.py");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), names.len());
+
+    let detector = onnx_detector();
+    let mut compared = 0;
+    for (name, reference) in names.iter().zip(&lines) {
+        let bytes = photo(name);
+        let ours = detector.analyse_blocking(&bytes, content_type(&bytes)).unwrap().objects;
+        let theirs = reference["objects"].as_array().unwrap();
+        let tolerance = if name.ends_with(".png") { 1e-3 } else { 2e-2 };
+        assert_eq!(ours.len(), theirs.len(), "{name}: ours {ours:?} vs {theirs:?}");
+        for (o, t) in ours.iter().zip(theirs) {
+            assert_eq!(o.class as u64, t["class"].as_u64().unwrap(), "{name}");
+            assert!((o.score - t["score"].as_f64().unwrap() as f32).abs() < tolerance, "{name}: {o:?} vs {t}");
+            let b = o.bounding_box;
+            let tb: Vec<f32> = t["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            for (ours, theirs) in [b.left, b.top, b.width, b.height].into_iter().zip(tb) {
+                assert!((ours - theirs).abs() < tolerance, "{name}: {o:?} vs {t}");
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared >= 8, "enough objects compared: {compared}");
 }
 
 async fn detect_error(bytes: Vec<u8>, content_type: ContentType) -> (FailureCode, String) {

@@ -20,7 +20,7 @@ use labelq_shared::adapters::aws::{
     sns_publisher,
 };
 use labelq_shared::config::{Concurrency, MaxReceives};
-use labelq_shared::detectors::DetectorConfig;
+use labelq_shared::detectors::{DetectorConfig, ModelFeatures};
 use labelq_shared::domain::{Confidence, DetectOptions, JobId, JobStatus, Label, LabelName, Message, SystemClock};
 use labelq_shared::http::{ApiState, Uploads, router};
 use labelq_shared::lambda::{
@@ -59,7 +59,7 @@ fn worker_config(stack: &Stack, max_receives: u32) -> WorkerFunctionConfig {
         resources: stack.resources(),
         queue_url: stack.output("QueueUrl"),
         completion_topic_arn: None,
-        detector: DetectorConfig::Onnx { model_dir: model_dir(), sessions: 4 },
+        detector: DetectorConfig::Onnx { model_dir: model_dir(), sessions: 4, features: ModelFeatures::ALL },
         concurrency: "4".parse::<Concurrency>().expect("4"),
         worker: WorkerConfig {
             max_receives: max_receives.to_string().parse::<MaxReceives>().expect("a valid count"),

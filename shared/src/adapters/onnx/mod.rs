@@ -1,20 +1,24 @@
-//! [`OnnxDetector`]: the built-in offline label detector. EfficientNet-Lite0 (ImageNet-1k) run on
-//! the CPU by ONNX Runtime, loaded at run time from the shared library of the PyPI `onnxruntime`
-//! wheel (`ort` with `load-dynamic`), so it builds from the registries alone.
+//! [`OnnxDetector`]: the built-in offline label detector. Two models run on the CPU by ONNX
+//! Runtime, loaded at run time from the shared library of the PyPI `onnxruntime` wheel (`ort`
+//! with `load-dynamic`), so it builds from the registries alone: EfficientNet-Lite0 (ImageNet-1k)
+//! names the scene, and NanoDet (COCO-80, [`objects`]) finds people and objects with their boxes.
+//! Both see the same decoded image; [`Taxonomy`] merges what they found into one set of labels.
 //!
-//! The model file is read once per process. Each of N sessions built from it runs one image at a
-//! time on one thread; a semaphore with N permits bounds decode + inference, which run on the
-//! blocking pool, so N workers use N cores and memory stays flat under any backlog.
+//! The model files are read once per process. Each of N session sets built from them runs one
+//! image at a time on one thread; a semaphore with N permits bounds decode + inference, which run
+//! on the blocking pool, so N workers use N cores and memory stays flat under any backlog.
 //!
 //! The model directory (see `model/prepare.py`, which creates it) holds:
 //! `efficientnet-lite0.onnx` (input `input` `[batch, 3, 224, 224]`, output `probabilities`
-//! `[batch, 1000]`) and `libonnxruntime.so`.
+//! `[batch, 1000]`), `nanodet.onnx` (see [`objects`]) and `libonnxruntime.so`.
 
 mod decode;
+pub mod objects;
 mod preprocess;
 mod taxonomy;
 
 pub use decode::{MAX_PIXELS, decode_rgb};
+pub use objects::Detection;
 pub use preprocess::to_input;
 pub use taxonomy::{Taxonomy, TaxonomyError};
 
@@ -33,9 +37,14 @@ use crate::domain::{ContentType, DetectOptions, FailureCode, ImageLimits, Label}
 use crate::ports::{DetectError, ImageInput, InputKind, LabelDetector};
 
 pub const MODEL_FILE: &str = "efficientnet-lite0.onnx";
+pub const OBJECTS_FILE: &str = "nanodet.onnx";
 pub const RUNTIME_FILE: &str = "libonnxruntime.so";
+/// Every file a prepared model directory holds that the detector loads.
+pub const MODEL_FILES: [&str; 3] = [MODEL_FILE, OBJECTS_FILE, RUNTIME_FILE];
 const INPUT: &str = "input";
 const OUTPUT: &str = "probabilities";
+const OBJECT_SCORES: &str = "scores";
+const OBJECT_DISTANCES: &str = "distances";
 
 /// Why the model could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +81,12 @@ pub struct OnnxConfig {
     /// Threads each session uses for one image.
     pub threads_per_session: usize,
     pub limits: ImageLimits,
+    /// Whether the classifier runs.
+    pub classifier: bool,
+    /// Whether the object detector runs. At least one of the two must.
+    pub objects: bool,
+    /// The detector score at which an object counts (see [`objects::confidence`]).
+    pub object_threshold: f32,
 }
 
 impl OnnxConfig {
@@ -81,6 +96,9 @@ impl OnnxConfig {
             sessions: sessions.max(1),
             threads_per_session: 1,
             limits: ImageLimits::default(),
+            classifier: true,
+            objects: true,
+            object_threshold: objects::DEFAULT_THRESHOLD,
         }
     }
 }
@@ -93,6 +111,19 @@ pub struct Timings {
     pub inference: Duration,
 }
 
+/// What both models found in one image.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    /// The classifier's 1000 class probabilities (none if the classifier is off).
+    pub probabilities: Vec<f32>,
+    /// The objects found, with their raw scores, most confident first (none if objects are off).
+    pub objects: Vec<Detection>,
+    /// Decode, then classifier preprocessing and inference.
+    pub classify: Timings,
+    /// The object detector's preprocessing and inference (zero if off).
+    pub detect_objects: Timings,
+}
+
 #[derive(Debug, Clone)]
 pub struct OnnxDetector {
     inner: Arc<Inner>,
@@ -100,10 +131,18 @@ pub struct OnnxDetector {
 
 #[derive(Debug)]
 struct Inner {
-    sessions: Mutex<Vec<Session>>,
+    sessions: Mutex<Vec<Sessions>>,
     permits: Arc<Semaphore>,
     taxonomy: Taxonomy,
     limits: ImageLimits,
+    object_threshold: f32,
+}
+
+/// One image's worth of models: what a permit checks out.
+#[derive(Debug)]
+struct Sessions {
+    classifier: Option<Session>,
+    objects: Option<Session>,
 }
 
 /// ONNX Runtime's environment is process-wide and its library can be loaded only once.
@@ -131,14 +170,32 @@ impl OnnxDetector {
             let path = dir.join(file);
             if path.is_file() { Ok(path) } else { Err(ModelError::Missing { dir: dir.clone(), file }) }
         };
-        let model_path = require(MODEL_FILE)?;
+        if !config.classifier && !config.objects {
+            return Err(ModelError::Graph("neither the classifier nor the object detector is turned on".into()));
+        }
+        let read = |path: PathBuf| std::fs::read(&path).map_err(|source| ModelError::Io { path, source });
+        let classifier = if config.classifier { Some(read(require(MODEL_FILE)?)?) } else { None };
+        let objects = if config.objects { Some(read(require(OBJECTS_FILE)?)?) } else { None };
         let library = require(RUNTIME_FILE)?;
         let env = environment(&library)?;
-        let model = std::fs::read(&model_path).map_err(|source| ModelError::Io { path: model_path.clone(), source })?;
 
+        let session = |model: &Option<Vec<u8>>, outputs: &[&str]| {
+            model
+                .as_deref()
+                .map(|bytes| {
+                    let session = build_session(&env, bytes, config.threads_per_session)?;
+                    check_graph(&session, &[INPUT], outputs)?;
+                    Ok::<_, ModelError>(session)
+                })
+                .transpose()
+        };
         let sessions = (0..config.sessions.max(1))
-            .map(|_| build_session(&env, &model, config.threads_per_session))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|_| {
+                let classifier = session(&classifier, &[OUTPUT])?;
+                let objects = session(&objects, &[OBJECT_SCORES, OBJECT_DISTANCES])?;
+                Ok(Sessions { classifier, objects })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
         let taxonomy = Taxonomy::builtin()?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -146,6 +203,7 @@ impl OnnxDetector {
                 sessions: Mutex::new(sessions),
                 taxonomy,
                 limits: config.limits,
+                object_threshold: config.object_threshold,
             }),
         })
     }
@@ -154,14 +212,28 @@ impl OnnxDetector {
         &self.inner.taxonomy
     }
 
-    /// Decodes, preprocesses and classifies one image on the calling thread; returns the 1000
-    /// class probabilities. Blocks: call it from a blocking context.
+    /// Decodes, preprocesses and classifies one image on the calling thread, without the object
+    /// detector; returns the 1000 class probabilities. Blocks: call it from a blocking context.
     pub fn classify_blocking(
         &self,
         bytes: &[u8],
         content_type: ContentType,
     ) -> Result<(Vec<f32>, Timings), DetectError> {
-        self.inner.classify(bytes, content_type)
+        let started = Instant::now();
+        let image = decode_rgb(bytes, content_type, &self.inner.limits)?;
+        let decode = started.elapsed();
+        let mut checkout = self.inner.checkout()?;
+        let session = checkout.sessions().classifier.as_mut().ok_or_else(|| {
+            DetectError::permanent(FailureCode::Internal, "the classifier is turned off in this detector")
+        })?;
+        let (probabilities, mut timings) = self.inner.classify(session, &image)?;
+        timings.decode = decode;
+        Ok((probabilities, timings))
+    }
+
+    /// Everything the models find in one image, on the calling thread. Blocks.
+    pub fn analyse_blocking(&self, bytes: &[u8], content_type: ContentType) -> Result<Analysis, DetectError> {
+        self.inner.analyse(bytes, content_type)
     }
 
     /// Labels for one image, on the calling thread. Blocks.
@@ -171,8 +243,8 @@ impl OnnxDetector {
         content_type: ContentType,
         options: &DetectOptions,
     ) -> Result<Vec<Label>, DetectError> {
-        let (probabilities, _) = self.inner.classify(bytes, content_type)?;
-        Ok(self.inner.taxonomy.labels(&probabilities, options))
+        let analysis = self.inner.analyse(bytes, content_type)?;
+        Ok(self.inner.labels(&analysis, options))
     }
 }
 
@@ -191,23 +263,29 @@ fn build_session(env: &Environment, model: &[u8], threads: usize) -> Result<Sess
         .map_err(configure)?
         .commit_from_memory(model)
         .map_err(|source| ModelError::Runtime { action: "load the model", source })?;
-    check_graph(&session)?;
     Ok(session)
 }
 
-fn check_graph(session: &Session) -> Result<(), ModelError> {
+fn check_graph(session: &Session, inputs: &[&str], outputs: &[&str]) -> Result<(), ModelError> {
     let has = |outlets: &[ort::value::Outlet], name: &str| outlets.iter().any(|o| o.name() == name);
-    if has(session.inputs(), INPUT) && has(session.outputs(), OUTPUT) {
+    if inputs.iter().all(|i| has(session.inputs(), i)) && outputs.iter().all(|o| has(session.outputs(), o)) {
         Ok(())
     } else {
-        Err(ModelError::Graph(format!("expected input {INPUT:?} and output {OUTPUT:?}")))
+        Err(ModelError::Graph(format!("expected inputs {inputs:?} and outputs {outputs:?}")))
     }
 }
 
-/// Returns a checked-out session to the pool when dropped, even on unwind.
+/// Returns a checked-out session set to the pool when dropped, even on unwind.
 struct Checkout<'a> {
-    pool: &'a Mutex<Vec<Session>>,
-    session: Option<Session>,
+    pool: &'a Mutex<Vec<Sessions>>,
+    session: Option<Sessions>,
+}
+
+impl Checkout<'_> {
+    fn sessions(&mut self) -> &mut Sessions {
+        // Always Some until dropped: `Inner::checkout` only hands out filled ones.
+        self.session.as_mut().unwrap_or_else(|| unreachable!("a checkout holds its sessions until dropped"))
+    }
 }
 
 impl Drop for Checkout<'_> {
@@ -219,32 +297,48 @@ impl Drop for Checkout<'_> {
 }
 
 impl Inner {
-    fn classify(&self, bytes: &[u8], content_type: ContentType) -> Result<(Vec<f32>, Timings), DetectError> {
-        let started = Instant::now();
-        let image = decode_rgb(bytes, content_type, &self.limits)?;
-        let decoded = Instant::now();
-        let input = to_input(&image);
-        drop(image);
-        let preprocessed = Instant::now();
-        let probabilities = self.infer(&input)?;
-        let timings = Timings {
-            decode: decoded - started,
-            preprocess: preprocessed - decoded,
-            inference: preprocessed.elapsed(),
-        };
-        Ok((probabilities, timings))
+    fn checkout(&self) -> Result<Checkout<'_>, DetectError> {
+        let session = self.sessions.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match session {
+            Some(session) => Ok(Checkout { pool: &self.sessions, session: Some(session) }),
+            None => Err(DetectError::Transient("no free model session (more callers than permits)".into())),
+        }
     }
 
-    fn infer(&self, input: &[f32]) -> Result<Vec<f32>, DetectError> {
-        let session = self.sessions.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut checkout = Checkout { pool: &self.sessions, session };
-        let session = checkout
-            .session
-            .as_mut()
-            .ok_or_else(|| DetectError::Transient("no free model session (more callers than permits)".into()))?;
+    fn analyse(&self, bytes: &[u8], content_type: ContentType) -> Result<Analysis, DetectError> {
+        let started = Instant::now();
+        let image = decode_rgb(bytes, content_type, &self.limits)?;
+        let decode = started.elapsed();
+        let mut checkout = self.checkout()?;
+        let sessions = checkout.sessions();
+        let (probabilities, mut classify) = match sessions.classifier.as_mut() {
+            Some(session) => self.classify(session, &image)?,
+            None => (Vec::new(), Timings::default()),
+        };
+        classify.decode = decode;
+        let (objects, detect_objects) = match sessions.objects.as_mut() {
+            Some(session) => self.detect_objects(session, &image)?,
+            None => (Vec::new(), Timings::default()),
+        };
+        Ok(Analysis { probabilities, objects, classify, detect_objects })
+    }
+
+    fn labels(&self, analysis: &Analysis, options: &DetectOptions) -> Vec<Label> {
+        let calibrated: Vec<Detection> = analysis
+            .objects
+            .iter()
+            .map(|d| Detection { score: objects::confidence(d.score, self.object_threshold), ..*d })
+            .collect();
+        self.taxonomy.labels(&analysis.probabilities, &calibrated, options)
+    }
+
+    fn classify(&self, session: &mut Session, image: &image::RgbImage) -> Result<(Vec<f32>, Timings), DetectError> {
+        let started = Instant::now();
+        let input = to_input(image);
+        let preprocessed = Instant::now();
         let transient = |e: ort::Error| DetectError::Transient(Box::new(e));
-        let tensor =
-            TensorRef::from_array_view(([1usize, 3, preprocess::SIDE, preprocess::SIDE], input)).map_err(transient)?;
+        let tensor = TensorRef::from_array_view(([1usize, 3, preprocess::SIDE, preprocess::SIDE], &input[..]))
+            .map_err(transient)?;
         let outputs = session.run(ort::inputs![INPUT => tensor]).map_err(transient)?;
         let (_, probabilities) = outputs[OUTPUT].try_extract_tensor::<f32>().map_err(transient)?;
         if probabilities.len() != self.taxonomy.class_count() {
@@ -257,7 +351,31 @@ impl Inner {
                 ),
             ));
         }
-        Ok(probabilities.to_vec())
+        let timings =
+            Timings { decode: Duration::ZERO, preprocess: preprocessed - started, inference: preprocessed.elapsed() };
+        Ok((probabilities.to_vec(), timings))
+    }
+
+    fn detect_objects(
+        &self,
+        session: &mut Session,
+        image: &image::RgbImage,
+    ) -> Result<(Vec<Detection>, Timings), DetectError> {
+        let started = Instant::now();
+        let input = objects::to_input(image);
+        let preprocessed = Instant::now();
+        let transient = |e: ort::Error| DetectError::Transient(Box::new(e));
+        let tensor =
+            TensorRef::from_array_view(([1usize, 3, objects::SIDE, objects::SIDE], &input[..])).map_err(transient)?;
+        let outputs = session.run(ort::inputs![INPUT => tensor]).map_err(transient)?;
+        let (_, scores) = outputs[OBJECT_SCORES].try_extract_tensor::<f32>().map_err(transient)?;
+        let (_, distances) = outputs[OBJECT_DISTANCES].try_extract_tensor::<f32>().map_err(transient)?;
+        let found = objects::decode(scores, distances, self.object_threshold).ok_or_else(|| {
+            DetectError::permanent(FailureCode::Internal, "the object detector's outputs have unexpected sizes")
+        })?;
+        let timings =
+            Timings { decode: Duration::ZERO, preprocess: preprocessed - started, inference: preprocessed.elapsed() };
+        Ok((found, timings))
     }
 }
 
@@ -277,13 +395,15 @@ impl LabelDetector for OnnxDetector {
         let options = *options;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let (probabilities, timings) = inner.classify(&bytes, content_type)?;
+            let analysis = inner.analyse(&bytes, content_type)?;
             tracing::debug!(
-                decode_ms = timings.decode.as_secs_f64() * 1e3,
-                inference_ms = timings.inference.as_secs_f64() * 1e3,
-                "image classified"
+                decode_ms = analysis.classify.decode.as_secs_f64() * 1e3,
+                classify_ms = analysis.classify.inference.as_secs_f64() * 1e3,
+                objects_ms = analysis.detect_objects.inference.as_secs_f64() * 1e3,
+                objects = analysis.objects.len(),
+                "image analysed"
             );
-            Ok(inner.taxonomy.labels(&probabilities, &options))
+            Ok(inner.labels(&analysis, &options))
         })
         .await
         .map_err(|e| {

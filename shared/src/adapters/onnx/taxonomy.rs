@@ -5,21 +5,33 @@
 //! Rekognition-like categories. A node's confidence is the sum of the probabilities of the classes
 //! beneath it, so "Cat" gathers tabby, tiger cat, Egyptian cat, ... and a photo the model cannot
 //! pin to one breed still gets a confident "Cat".
+//!
+//! `shared/data/coco-labels.json` (written by hand) maps the object detector's 80 COCO classes
+//! onto the same nodes, adding the few the ImageNet table lacks ("Cup", "Toilet", ...) beneath
+//! its nodes, so a detected bus and a classified minibus meet in one "Bus" and one "Vehicle".
+//! A node found by both models takes the higher confidence of the two; a detected object's node
+//! carries its boxes as `instances`, and its ancestors the object's confidence.
 
 use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::domain::{Confidence, DetectOptions, Label, LabelName};
+use super::objects::Detection;
+use crate::domain::{Confidence, DetectOptions, Instance, Label, LabelName};
 
 /// The generated table, compiled in.
 pub const IMAGENET_LABELS: &str = include_str!("../../../data/imagenet-labels.json");
+/// The object detector's classes on the same nodes, compiled in.
+pub const COCO_LABELS: &str = include_str!("../../../data/coco-labels.json");
 
 #[derive(Deserialize)]
 struct RawTable {
     nodes: Vec<RawNode>,
     classes: Vec<String>,
 }
+
+/// The objects table has the same shape; its nodes may name the first table's as parents.
+type RawObjects = RawTable;
 
 #[derive(Deserialize)]
 struct RawNode {
@@ -44,8 +56,10 @@ struct Node {
 #[derive(Debug)]
 pub struct Taxonomy {
     nodes: Vec<Node>,
-    /// Node index of each model output, in output order.
+    /// Node index of each classifier output, in output order.
     classes: Vec<usize>,
+    /// Node index of each object detector class, in output order.
+    objects: Vec<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,27 +72,34 @@ pub enum TaxonomyError {
 
 impl Taxonomy {
     pub fn builtin() -> Result<Self, TaxonomyError> {
-        Self::parse(IMAGENET_LABELS)
+        Self::parse(IMAGENET_LABELS, COCO_LABELS)
     }
 
-    pub fn parse(json: &str) -> Result<Self, TaxonomyError> {
-        let raw: RawTable = serde_json::from_str(json)?;
-        let index: HashMap<&str, usize> = raw.nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+    /// Parses the classifier's table and the object detector's, which extends it.
+    pub fn parse(classifier: &str, objects: &str) -> Result<Self, TaxonomyError> {
+        let raw: RawTable = serde_json::from_str(classifier)?;
+        let extra: RawObjects = serde_json::from_str(objects)?;
+        let all: Vec<&RawNode> = raw.nodes.iter().chain(&extra.nodes).collect();
+        let mut index = HashMap::with_capacity(all.len());
+        for (i, node) in all.iter().enumerate() {
+            if index.insert(node.id.as_str(), i).is_some() {
+                return Err(TaxonomyError::Inconsistent(format!("node {:?} is defined twice", node.id)));
+            }
+        }
         let lookup = |id: &str| {
             index.get(id).copied().ok_or_else(|| TaxonomyError::Inconsistent(format!("unknown node {id:?}")))
         };
-        let parents = raw
-            .nodes
+        let parents = all
             .iter()
             .map(|n| n.parents.iter().map(|p| lookup(p)).collect::<Result<Vec<_>, _>>())
             .collect::<Result<Vec<_>, _>>()?;
 
-        let mut nodes = Vec::with_capacity(raw.nodes.len());
-        for (i, raw_node) in raw.nodes.iter().enumerate() {
+        let mut nodes = Vec::with_capacity(all.len());
+        for (i, raw_node) in all.iter().enumerate() {
             let ancestors = ancestors_of(i, &parents)?;
             let mut categories = Vec::new();
             for &n in std::iter::once(&i).chain(&ancestors) {
-                for c in &raw.nodes[n].categories {
+                for c in &all[n].categories {
                     if !categories.contains(c) {
                         categories.push(c.clone());
                     }
@@ -87,7 +108,8 @@ impl Taxonomy {
             nodes.push(Node { name: raw_node.name.clone(), ancestors, categories });
         }
         let classes = raw.classes.iter().map(|c| lookup(c)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { nodes, classes })
+        let objects = extra.classes.iter().map(|c| lookup(c)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { nodes, classes, objects })
     }
 
     pub fn class_count(&self) -> usize {
@@ -99,15 +121,39 @@ impl Taxonomy {
         self.classes.get(class).map(|&n| self.nodes[n].name.as_str())
     }
 
-    /// Labels for one image's class probabilities: every class and ancestor whose (summed)
-    /// confidence passes the options, most confident first; among equals, the more specific first.
-    pub fn labels(&self, probabilities: &[f32], options: &DetectOptions) -> Vec<Label> {
+    /// The number of object detector classes.
+    pub fn object_class_count(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// The name of object detector class `class`.
+    pub fn object_name(&self, class: usize) -> Option<&str> {
+        self.objects.get(class).map(|&n| self.nodes[n].name.as_str())
+    }
+
+    /// Labels for one image: the classifier's class probabilities (summed up the hierarchy) and
+    /// the detected objects (each with its confidence already calibrated, 0..=1; a node takes its
+    /// best object's, and gathers every object's box). Every node whose confidence passes the
+    /// options, most confident first; among equals, the more specific first.
+    pub fn labels(&self, probabilities: &[f32], objects: &[Detection], options: &DetectOptions) -> Vec<Label> {
         let mut score = vec![0f32; self.nodes.len()];
         for (&node, &p) in self.classes.iter().zip(probabilities) {
             score[node] += p;
             for &a in &self.nodes[node].ancestors {
                 score[a] += p;
             }
+        }
+        let mut instances: HashMap<usize, Vec<Instance>> = HashMap::new();
+        for object in objects {
+            let Some(&node) = self.objects.get(object.class) else { continue };
+            let confidence = object.score.clamp(0.0, 1.0);
+            for &n in std::iter::once(&node).chain(&self.nodes[node].ancestors) {
+                score[n] = score[n].max(confidence);
+            }
+            instances.entry(node).or_default().push(Instance {
+                bounding_box: object.bounding_box,
+                confidence: Confidence::from_probability(confidence),
+            });
         }
         let threshold = options.min_confidence.percent() / 100.0;
         let mut ranked: Vec<usize> =
@@ -119,7 +165,14 @@ impl Taxonomy {
                 .then_with(|| self.nodes[a].name.cmp(&self.nodes[b].name))
         });
         ranked.truncate(options.max_labels);
-        ranked.into_iter().map(|n| self.label(n, score[n])).collect()
+        ranked
+            .into_iter()
+            .map(|n| {
+                let mut label = self.label(n, score[n]);
+                label.instances = instances.remove(&n).unwrap_or_default();
+                label
+            })
+            .collect()
     }
 
     fn label(&self, n: usize, score: f32) -> Label {
@@ -172,14 +225,25 @@ mod tests {
         "classes": ["tabby", "tiger", "cup"]
     }"#;
 
+    const OBJECTS: &str = r#"{
+        "nodes": [{"id": "coco:cup", "name": "Mug", "parents": ["cup"], "categories": ["Kitchen and Dining"]}],
+        "classes": ["cat", "coco:cup"]
+    }"#;
+    const NO_OBJECTS: &str = r#"{"nodes": [], "classes": []}"#;
+
+    fn object(class: usize, score: f32, left: f32) -> Detection {
+        let bounding_box = crate::domain::BoundingBox { left, top: 0.1, width: 0.2, height: 0.3 };
+        Detection { class, score, bounding_box }
+    }
+
     fn options(max_labels: usize, min: f32) -> DetectOptions {
         DetectOptions { max_labels, min_confidence: Confidence::new(min).unwrap() }
     }
 
     #[test]
     fn parents_gather_the_confidence_of_their_classes() {
-        let t = Taxonomy::parse(TABLE).unwrap();
-        let labels = t.labels(&[0.4, 0.35, 0.25], &options(10, 1.0));
+        let t = Taxonomy::parse(TABLE, NO_OBJECTS).unwrap();
+        let labels = t.labels(&[0.4, 0.35, 0.25], &[], &options(10, 1.0));
         let got: Vec<(&str, i32)> =
             labels.iter().map(|l| (l.name.as_str(), l.confidence.percent().round() as i32)).collect();
         assert_eq!(got, [("Cat", 75), ("Animal", 75), ("Tabby Cat", 40), ("Tiger Cat", 35), ("Cup", 25)]);
@@ -190,18 +254,62 @@ mod tests {
 
     #[test]
     fn min_confidence_and_max_labels_are_honoured() {
-        let t = Taxonomy::parse(TABLE).unwrap();
-        let labels = t.labels(&[0.4, 0.35, 0.25], &options(10, 50.0));
+        let t = Taxonomy::parse(TABLE, NO_OBJECTS).unwrap();
+        let labels = t.labels(&[0.4, 0.35, 0.25], &[], &options(10, 50.0));
         assert_eq!(labels.len(), 2);
-        let labels = t.labels(&[0.4, 0.35, 0.25], &options(1, 1.0));
+        let labels = t.labels(&[0.4, 0.35, 0.25], &[], &options(1, 1.0));
         assert_eq!(labels.len(), 1);
     }
 
     #[test]
     fn a_cycle_or_an_unknown_parent_is_refused() {
         let cyclic = r#"{"nodes":[{"id":"a","name":"A","parents":["b"]},{"id":"b","name":"B","parents":["a"]}],"classes":["a"]}"#;
-        assert!(Taxonomy::parse(cyclic).is_err());
+        assert!(Taxonomy::parse(cyclic, NO_OBJECTS).is_err());
         let dangling = r#"{"nodes":[{"id":"a","name":"A","parents":["zz"]}],"classes":["a"]}"#;
-        assert!(Taxonomy::parse(dangling).is_err());
+        assert!(Taxonomy::parse(dangling, NO_OBJECTS).is_err());
+    }
+
+    #[test]
+    fn objects_join_the_classifiers_nodes_with_their_boxes_and_lift_their_ancestors() {
+        let t = Taxonomy::parse(TABLE, OBJECTS).unwrap();
+        assert_eq!(t.object_name(0), Some("Cat"));
+        // The classifier is unsure (Cat 30 %); the detector found two cats and a mug.
+        let objects = [object(0, 0.9, 0.0), object(0, 0.6, 0.5), object(1, 0.7, 0.3)];
+        let labels = t.labels(&[0.2, 0.1, 0.05], &objects, &options(10, 50.0));
+        let got: Vec<(&str, i32, usize)> = labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.confidence.percent().round() as i32, l.instances.len()))
+            .collect();
+        assert_eq!(got, [("Cat", 90, 2), ("Animal", 90, 0), ("Mug", 70, 1), ("Cup", 70, 0)]);
+        assert_eq!(labels[0].instances[0].bounding_box.left, 0.0);
+        assert_eq!(labels[0].instances[1].confidence.percent().round(), 60.0);
+        assert_eq!(labels[2].categories, [LabelName::new("Kitchen and Dining")]);
+    }
+
+    #[test]
+    fn a_label_found_by_both_models_takes_the_higher_confidence() {
+        let t = Taxonomy::parse(TABLE, OBJECTS).unwrap();
+        let labels = t.labels(&[0.5, 0.45, 0.05], &[object(0, 0.6, 0.0)], &options(1, 1.0));
+        assert_eq!(labels[0].name, "Cat");
+        assert_eq!(labels[0].confidence.percent().round(), 95.0);
+        assert_eq!(labels[0].instances.len(), 1);
+    }
+
+    #[test]
+    fn an_objects_node_defined_twice_or_an_unknown_class_is_refused() {
+        let twice = r#"{"nodes": [{"id": "cat", "name": "Cat"}], "classes": []}"#;
+        assert!(Taxonomy::parse(TABLE, twice).is_err());
+        let unknown = r#"{"nodes": [], "classes": ["dragon"]}"#;
+        assert!(Taxonomy::parse(TABLE, unknown).is_err());
+    }
+
+    #[test]
+    fn the_builtin_tables_give_every_object_class_a_name() {
+        let t = Taxonomy::builtin().unwrap();
+        assert_eq!(t.class_count(), 1000);
+        assert_eq!(t.object_class_count(), super::super::objects::CLASSES);
+        assert_eq!(t.object_name(0), Some("Person"));
+        assert_eq!(t.object_name(5), Some("Bus"));
+        assert_eq!(t.object_name(41), Some("Cup"));
     }
 }
