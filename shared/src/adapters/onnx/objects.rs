@@ -158,27 +158,6 @@ pub fn decode(scores: &[f32], distances: &[f32], threshold: f32) -> Option<Vec<D
     Some(kept)
 }
 
-/// The score at which a detection counts: NanoDet's own demo threshold, which on our photos keeps
-/// the people and vehicles a person sees and drops most of what they would not name.
-pub const DEFAULT_THRESHOLD: f32 = 0.35;
-
-/// A detection's score as a label confidence (0..=1). NanoDet's scores are trained to track box
-/// quality (IoU), so they run far lower than a classifier's probabilities: a clearly visible
-/// person scores 0.5-0.8. Mapped linearly piece by piece so that the operating threshold lands on
-/// 0.55, Rekognition's default `MinConfidence`, and a score of 1 on 1: a default request shows
-/// exactly the detections at or above the threshold, and a stricter `MinConfidence` keeps only
-/// the stronger ones.
-pub fn confidence(score: f32, threshold: f32) -> f32 {
-    const AT_THRESHOLD: f32 = 0.55;
-    let score = score.clamp(0.0, 1.0);
-    let threshold = threshold.clamp(f32::EPSILON, 1.0 - f32::EPSILON);
-    if score >= threshold {
-        AT_THRESHOLD + (1.0 - AT_THRESHOLD) * (score - threshold) / (1.0 - threshold)
-    } else {
-        AT_THRESHOLD * score / threshold
-    }
-}
-
 /// Intersection over union of two boxes.
 pub fn iou(a: &BoundingBox, b: &BoundingBox) -> f32 {
     let ix = ((a.left + a.width).min(b.left + b.width) - a.left.max(b.left)).max(0.0);
@@ -255,19 +234,6 @@ mod tests {
         let found = decode(&scores, &distances, 0.35).unwrap();
         let got: Vec<(usize, f32)> = found.iter().map(|d| (d.class, d.score)).collect();
         assert_eq!(got, [(0, 0.8), (2, 0.5)]);
-    }
-
-    #[test]
-    fn the_threshold_maps_to_55_percent_and_the_mapping_keeps_the_order() {
-        assert!((confidence(0.35, 0.35) - 0.55).abs() < 1e-6);
-        assert!((confidence(1.0, 0.35) - 1.0).abs() < 1e-6);
-        assert_eq!(confidence(0.0, 0.35), 0.0);
-        let mut last = -1.0;
-        for step in 0..=100 {
-            let c = confidence(step as f32 / 100.0, 0.35);
-            assert!(c > last && (0.0..=1.0).contains(&c));
-            last = c;
-        }
     }
 
     #[test]

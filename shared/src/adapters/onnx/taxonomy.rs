@@ -10,12 +10,16 @@
 //! onto the same nodes, adding the few the ImageNet table lacks ("Cup", "Toilet", ...) beneath
 //! its nodes, so a detected bus and a classified minibus meet in one "Bus" and one "Vehicle".
 //! A node found by both models takes the higher confidence of the two; a detected object's node
-//! carries its boxes as `instances`, and its ancestors the object's confidence.
+//! carries its boxes as `instances`. An object's ancestors are its label's `parents` but not
+//! labels of their own unless the classifier finds them: a false detection would otherwise bring
+//! its whole chain with it ("Vase", "Jar", "Vessel", "Container"), which the evaluation showed
+//! costs far more precision than the true chains add.
 
 use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use super::calibration::{Calibration, confidence};
 use super::objects::Detection;
 use crate::domain::{Confidence, DetectOptions, Instance, Label, LabelName};
 
@@ -132,10 +136,17 @@ impl Taxonomy {
     }
 
     /// Labels for one image: the classifier's class probabilities (summed up the hierarchy) and
-    /// the detected objects (each with its confidence already calibrated, 0..=1; a node takes its
-    /// best object's, and gathers every object's box). Every node whose confidence passes the
-    /// options, most confident first; among equals, the more specific first.
-    pub fn labels(&self, probabilities: &[f32], objects: &[Detection], options: &DetectOptions) -> Vec<Label> {
+    /// the detected objects with their raw scores, each model's put on one scale by `calibration`
+    /// (a node takes its best object's confidence, and gathers every object's box). Every node
+    /// whose confidence passes the options, most confident first; among equals, the more specific
+    /// first.
+    pub fn labels(
+        &self,
+        probabilities: &[f32],
+        objects: &[Detection],
+        calibration: Calibration,
+        options: &DetectOptions,
+    ) -> Vec<Label> {
         let mut score = vec![0f32; self.nodes.len()];
         for (&node, &p) in self.classes.iter().zip(probabilities) {
             score[node] += p;
@@ -143,13 +154,14 @@ impl Taxonomy {
                 score[a] += p;
             }
         }
+        for s in &mut score {
+            *s = confidence(*s, calibration.labels);
+        }
         let mut instances: HashMap<usize, Vec<Instance>> = HashMap::new();
         for object in objects {
             let Some(&node) = self.objects.get(object.class) else { continue };
-            let confidence = object.score.clamp(0.0, 1.0);
-            for &n in std::iter::once(&node).chain(&self.nodes[node].ancestors) {
-                score[n] = score[n].max(confidence);
-            }
+            let confidence = confidence(object.score, calibration.objects);
+            score[node] = score[node].max(confidence);
             instances.entry(node).or_default().push(Instance {
                 bounding_box: object.bounding_box,
                 confidence: Confidence::from_probability(confidence),
@@ -230,6 +242,8 @@ mod tests {
         "classes": ["cat", "coco:cup"]
     }"#;
     const NO_OBJECTS: &str = r#"{"nodes": [], "classes": []}"#;
+    /// Operating points at 55 %: every score is its own confidence.
+    const IDENTITY: Calibration = Calibration { labels: 0.55, objects: 0.55 };
 
     fn object(class: usize, score: f32, left: f32) -> Detection {
         let bounding_box = crate::domain::BoundingBox { left, top: 0.1, width: 0.2, height: 0.3 };
@@ -243,7 +257,7 @@ mod tests {
     #[test]
     fn parents_gather_the_confidence_of_their_classes() {
         let t = Taxonomy::parse(TABLE, NO_OBJECTS).unwrap();
-        let labels = t.labels(&[0.4, 0.35, 0.25], &[], &options(10, 1.0));
+        let labels = t.labels(&[0.4, 0.35, 0.25], &[], IDENTITY, &options(10, 1.0));
         let got: Vec<(&str, i32)> =
             labels.iter().map(|l| (l.name.as_str(), l.confidence.percent().round() as i32)).collect();
         assert_eq!(got, [("Cat", 75), ("Animal", 75), ("Tabby Cat", 40), ("Tiger Cat", 35), ("Cup", 25)]);
@@ -255,9 +269,9 @@ mod tests {
     #[test]
     fn min_confidence_and_max_labels_are_honoured() {
         let t = Taxonomy::parse(TABLE, NO_OBJECTS).unwrap();
-        let labels = t.labels(&[0.4, 0.35, 0.25], &[], &options(10, 50.0));
+        let labels = t.labels(&[0.4, 0.35, 0.25], &[], IDENTITY, &options(10, 50.0));
         assert_eq!(labels.len(), 2);
-        let labels = t.labels(&[0.4, 0.35, 0.25], &[], &options(1, 1.0));
+        let labels = t.labels(&[0.4, 0.35, 0.25], &[], IDENTITY, &options(1, 1.0));
         assert_eq!(labels.len(), 1);
     }
 
@@ -270,26 +284,29 @@ mod tests {
     }
 
     #[test]
-    fn objects_join_the_classifiers_nodes_with_their_boxes_and_lift_their_ancestors() {
+    fn objects_join_the_classifiers_nodes_with_their_boxes_and_list_their_ancestors_as_parents() {
         let t = Taxonomy::parse(TABLE, OBJECTS).unwrap();
         assert_eq!(t.object_name(0), Some("Cat"));
         // The classifier is unsure (Cat 30 %); the detector found two cats and a mug.
         let objects = [object(0, 0.9, 0.0), object(0, 0.6, 0.5), object(1, 0.7, 0.3)];
-        let labels = t.labels(&[0.2, 0.1, 0.05], &objects, &options(10, 50.0));
+        let labels = t.labels(&[0.2, 0.1, 0.05], &objects, IDENTITY, &options(10, 50.0));
         let got: Vec<(&str, i32, usize)> = labels
             .iter()
             .map(|l| (l.name.as_str(), l.confidence.percent().round() as i32, l.instances.len()))
             .collect();
-        assert_eq!(got, [("Cat", 90, 2), ("Animal", 90, 0), ("Mug", 70, 1), ("Cup", 70, 0)]);
+        // The ancestors (Animal, Cup) are parents, not labels: the classifier gives them 30 % and 5 %.
+        assert_eq!(got, [("Cat", 90, 2), ("Mug", 70, 1)]);
+        assert_eq!(labels[0].parents, [LabelName::new("Animal")]);
         assert_eq!(labels[0].instances[0].bounding_box.left, 0.0);
         assert_eq!(labels[0].instances[1].confidence.percent().round(), 60.0);
-        assert_eq!(labels[2].categories, [LabelName::new("Kitchen and Dining")]);
+        assert_eq!(labels[1].parents, [LabelName::new("Cup")]);
+        assert_eq!(labels[1].categories, [LabelName::new("Kitchen and Dining")]);
     }
 
     #[test]
     fn a_label_found_by_both_models_takes_the_higher_confidence() {
         let t = Taxonomy::parse(TABLE, OBJECTS).unwrap();
-        let labels = t.labels(&[0.5, 0.45, 0.05], &[object(0, 0.6, 0.0)], &options(1, 1.0));
+        let labels = t.labels(&[0.5, 0.45, 0.05], &[object(0, 0.6, 0.0)], IDENTITY, &options(1, 1.0));
         assert_eq!(labels[0].name, "Cat");
         assert_eq!(labels[0].confidence.percent().round(), 95.0);
         assert_eq!(labels[0].instances.len(), 1);
@@ -311,5 +328,17 @@ mod tests {
         assert_eq!(t.object_name(0), Some("Person"));
         assert_eq!(t.object_name(5), Some("Bus"));
         assert_eq!(t.object_name(41), Some("Cup"));
+    }
+
+    #[test]
+    fn each_models_scores_are_put_on_one_scale_by_its_operating_point() {
+        let t = Taxonomy::parse(TABLE, OBJECTS).unwrap();
+        // A cat at detector score 0.35 (its operating point) and a cup class at 0.3 (the
+        // classifier's): both land on 55 %.
+        let calibration = Calibration { labels: 0.3, objects: 0.35 };
+        let labels = t.labels(&[0.0, 0.0, 0.3], &[object(0, 0.35, 0.0)], calibration, &options(10, 55.0));
+        let got: Vec<(&str, i32)> =
+            labels.iter().map(|l| (l.name.as_str(), l.confidence.percent().round() as i32)).collect();
+        assert_eq!(got, [("Cat", 55), ("Cup", 55)]);
     }
 }
