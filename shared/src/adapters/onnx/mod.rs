@@ -6,7 +6,8 @@
 //!
 //! The model files are read once per process. Each of N session sets built from them runs one
 //! image at a time on one thread; a semaphore with N permits bounds decode + inference, which run
-//! on the blocking pool, so N workers use N cores and memory stays flat under any backlog.
+//! on N threads of their own at a lower priority ([`threads`]), so N workers use N cores, memory
+//! stays flat under any backlog, and the HTTP API stays responsive while the models are busy.
 //!
 //! The model directory (see `model/prepare.py`, which creates it) holds:
 //! `efficientnet-lite0.onnx` (input `input` `[batch, 3, 224, 224]`, output `probabilities`
@@ -17,6 +18,7 @@ mod decode;
 pub mod objects;
 mod preprocess;
 mod taxonomy;
+pub mod threads;
 
 pub use calibration::Calibration;
 pub use decode::{MAX_PIXELS, decode_rgb};
@@ -61,6 +63,8 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
+    #[error("could not start the inference threads")]
+    Threads(#[source] std::io::Error),
     #[error("ONNX Runtime failed to {action}")]
     Runtime {
         action: &'static str,
@@ -89,6 +93,9 @@ pub struct OnnxConfig {
     pub objects: bool,
     /// Each model's operating point (see [`calibration`]).
     pub calibration: Calibration,
+    /// The nice value of the threads [`LabelDetector::detect`] runs the models on (0: the
+    /// process's own priority).
+    pub nice: i32,
 }
 
 impl OnnxConfig {
@@ -101,6 +108,7 @@ impl OnnxConfig {
             classifier: true,
             objects: true,
             calibration: Calibration::DEFAULT,
+            nice: 10,
         }
     }
 }
@@ -139,6 +147,7 @@ struct Inner {
     taxonomy: Taxonomy,
     limits: ImageLimits,
     calibration: Calibration,
+    threads: threads::InferenceThreads,
 }
 
 /// One image's worth of models: what a permit checks out.
@@ -200,8 +209,10 @@ impl OnnxDetector {
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
         let taxonomy = Taxonomy::builtin()?;
+        let threads = threads::InferenceThreads::start(sessions.len(), config.nice).map_err(ModelError::Threads)?;
         Ok(Self {
             inner: Arc::new(Inner {
+                threads,
                 permits: Arc::new(Semaphore::new(sessions.len())),
                 sessions: Mutex::new(sessions),
                 taxonomy,
@@ -392,30 +403,26 @@ impl LabelDetector for OnnxDetector {
             self.inner.permits.clone().acquire_owned().await.map_err(|e| DetectError::Transient(Box::new(e)))?;
         let inner = self.inner.clone();
         let options = *options;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let analysis = inner.analyse(&bytes, content_type)?;
-            tracing::debug!(
-                decode_ms = analysis.classify.decode.as_secs_f64() * 1e3,
-                classify_ms = analysis.classify.inference.as_secs_f64() * 1e3,
-                objects_ms = analysis.detect_objects.inference.as_secs_f64() * 1e3,
-                objects = analysis.objects.len(),
-                "image analysed"
-            );
-            Ok(inner.labels(&analysis, &options))
-        })
-        .await
-        .map_err(|e| {
-            if e.is_panic() {
-                // A decoder bug on this image would panic again on every retry.
-                DetectError::Permanent {
-                    code: FailureCode::Internal,
-                    message: "the detector failed on this image".into(),
-                    source: Some(Box::new(e)),
-                }
-            } else {
-                DetectError::Transient(Box::new(e))
-            }
-        })?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.inner
+            .threads
+            .submit(move || {
+                let _permit = permit;
+                let labels = inner.analyse(&bytes, content_type).map(|analysis| {
+                    tracing::debug!(
+                        decode_ms = analysis.classify.decode.as_secs_f64() * 1e3,
+                        classify_ms = analysis.classify.inference.as_secs_f64() * 1e3,
+                        objects_ms = analysis.detect_objects.inference.as_secs_f64() * 1e3,
+                        objects = analysis.objects.len(),
+                        "image analysed"
+                    );
+                    inner.labels(&analysis, &options)
+                });
+                let _ = reply.send(labels);
+            })
+            .map_err(|e| DetectError::Transient(e.into()))?;
+        // The job drops its reply unsent only if it panicked: a decoder bug on this image would
+        // panic again on every retry.
+        answer.await.map_err(|_| DetectError::permanent(FailureCode::Internal, "the detector failed on this image"))?
     }
 }
