@@ -773,6 +773,10 @@ def convert_tfjs(graph: dict, blob: bytes):
     # One output per kind, the strides' positions in order: scores [1, N, 80], distances [1, N, 44].
     scores = [names[f"{DETECTOR_HEADS[s][0]}:0"] for s in DETECTOR_STRIDES]
     boxes = [names[f"{DETECTOR_HEADS[s][1]}:0"] for s in DETECTOR_STRIDES]
+    for stride, score, box in zip(DETECTOR_STRIDES, scores, boxes, strict=True):
+        cells = (-(-DETECTOR_SIDE // stride)) ** 2
+        if shapes[score] != [1, cells, DETECTOR_CLASSES] or shapes[box] != [1, cells, 4 * DETECTOR_BINS]:
+            raise PrepareError(f"the heads taken for stride {stride} have shapes {shapes[score]} and {shapes[box]}")
     total = sum(shapes[s][1] for s in scores)
     emit("Concat", scores, "scores", [1, total, DETECTOR_CLASSES], axis=1)
     emit("Concat", boxes, "distances", [1, total, 4 * DETECTOR_BINS], axis=1)

@@ -11,9 +11,9 @@
 //! (BENCHMARKS.md). Nothing is lost. The request-handler and the status-api serve one request at a
 //! time, so work done on the thread (the SDK's SHA-256 of an upload, which it signs, up to 4.3 MB)
 //! delays nothing else. A worker's records share the thread, but the long step, decoding and
-//! classifying an image, runs on the blocking pool, and the records still overlap on their I/O.
-//! The price: a record that blocked the thread or computed long on it would stall the batch's
-//! other records, so the worker keeps such work in `spawn_blocking`.
+//! labelling an image, runs on the built-in detector's own threads, and the records still overlap
+//! on their I/O. The price: a record that blocked the thread or computed long on it would stall the
+//! batch's other records, so the worker keeps such work off it.
 
 pub mod auth;
 pub mod drops;

@@ -94,7 +94,8 @@ pub struct OnnxConfig {
     /// Each model's operating point (see [`calibration`]).
     pub calibration: Calibration,
     /// The nice value of the threads [`LabelDetector::detect`] runs the models on (0: the
-    /// process's own priority).
+    /// process's own priority). With `threads_per_session` above 1, ONNX Runtime's own extra
+    /// threads (made when a session is built) keep the process's priority.
     pub nice: i32,
 }
 

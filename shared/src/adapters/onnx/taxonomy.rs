@@ -137,9 +137,9 @@ impl Taxonomy {
 
     /// Labels for one image: the classifier's class probabilities (summed up the hierarchy) and
     /// the detected objects with their raw scores, each model's put on one scale by `calibration`
-    /// (a node takes its best object's confidence, and gathers every object's box). Every node
-    /// whose confidence passes the options, most confident first; among equals, the more specific
-    /// first.
+    /// (a node takes its best object's confidence, and gathers the boxes whose confidence passes
+    /// the options). Every node whose confidence passes the options, most confident first; among
+    /// equals, the more specific first.
     pub fn labels(
         &self,
         probabilities: &[f32],
@@ -157,17 +157,20 @@ impl Taxonomy {
         for s in &mut score {
             *s = confidence(*s, calibration.labels);
         }
+        let threshold = options.min_confidence.percent() / 100.0;
         let mut instances: HashMap<usize, Vec<Instance>> = HashMap::new();
         for object in objects {
             let Some(&node) = self.objects.get(object.class) else { continue };
             let confidence = confidence(object.score, calibration.objects);
             score[node] = score[node].max(confidence);
-            instances.entry(node).or_default().push(Instance {
-                bounding_box: object.bounding_box,
-                confidence: Confidence::from_probability(confidence),
-            });
+            // A box below the request's MinConfidence is not shown, even on a label that passes.
+            if confidence >= threshold {
+                instances.entry(node).or_default().push(Instance {
+                    bounding_box: object.bounding_box,
+                    confidence: Confidence::from_probability(confidence),
+                });
+            }
         }
-        let threshold = options.min_confidence.percent() / 100.0;
         let mut ranked: Vec<usize> =
             (0..self.nodes.len()).filter(|&n| score[n] > 0.0 && score[n] >= threshold).collect();
         ranked.sort_by(|&a, &b| {
@@ -301,6 +304,16 @@ mod tests {
         assert_eq!(labels[0].instances[1].confidence.percent().round(), 60.0);
         assert_eq!(labels[1].parents, [LabelName::new("Cup")]);
         assert_eq!(labels[1].categories, [LabelName::new("Kitchen and Dining")]);
+    }
+
+    #[test]
+    fn boxes_below_min_confidence_are_left_out_of_a_label_that_passes() {
+        let t = Taxonomy::parse(TABLE, OBJECTS).unwrap();
+        let objects = [object(0, 0.9, 0.0), object(0, 0.3, 0.5)];
+        let labels = t.labels(&[0.0, 0.0, 0.0], &objects, IDENTITY, &options(10, 55.0));
+        assert_eq!(labels[0].name, "Cat");
+        assert_eq!(labels[0].instances.len(), 1, "{:?}", labels[0].instances);
+        assert_eq!(labels[0].instances[0].confidence.percent().round(), 90.0);
     }
 
     #[test]
