@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use labelq_e2e::bench::peak_rss_mb;
 use labelq_e2e::{model_dir, photos_dir, repo_root};
 use labelq_shared::adapters::onnx::{OnnxConfig, OnnxDetector, Timings};
 use labelq_shared::domain::ContentType;
@@ -26,16 +27,6 @@ const ROUNDS: usize = 20;
 fn median(mut v: Vec<Duration>) -> f64 {
     v.sort();
     v[v.len() / 2].as_secs_f64() * 1e3
-}
-
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
 }
 
 fn python_reference(paths: &[PathBuf], threads: usize) -> Value {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use labelq::embedded::Embedded;
 use labelq::server::Server;
-use labelq_e2e::bench::{ms, percentile};
+use labelq_e2e::bench::{ms, peak_rss_mb, percentile};
 use labelq_e2e::{StubDetector, model_dir, photo};
 use labelq_shared::adapters::onnx::{OnnxConfig, OnnxDetector};
 use labelq_shared::config::MaxReceives;
@@ -117,16 +117,6 @@ async fn run<D: LabelDetector + 'static>(name: &str, detector: D, workers: usize
         labelled as f64 / elapsed.as_secs_f64(),
     );
     server.shutdown().await;
-}
-
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
 }
 
 fn main() {

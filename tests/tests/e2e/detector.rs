@@ -182,15 +182,14 @@ fn exif_orientation_is_applied() {
     );
 }
 
-#[test]
-fn top_5_matches_onnx_runtime_in_python_to_1e_3() {
-    let names = ["chelsea.png", "coffee.png", "astronaut.png", "motorcycle_left.png", "camera.png", "pil123p.png"];
+/// `model/reference.py ARGS` on the named photos: one JSON document per photo.
+fn reference(args: &[&str], names: &[&str]) -> Vec<Value> {
     let paths: Vec<_> = names.iter().map(|n| photos_dir().join(n)).collect();
     let output = Command::new("python3")
         .arg(repo_root().join("model/reference.py"))
         .arg("--model-dir")
         .arg(model_dir())
-        .args(["--top", "5"])
+        .args(args)
         .args(&paths)
         .output()
         .expect("running model/reference.py");
@@ -198,6 +197,13 @@ fn top_5_matches_onnx_runtime_in_python_to_1e_3() {
     let lines: Vec<Value> =
         String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), names.len());
+    lines
+}
+
+#[test]
+fn top_5_matches_onnx_runtime_in_python_to_1e_3() {
+    let names = ["chelsea.png", "coffee.png", "astronaut.png", "motorcycle_left.png", "camera.png", "pil123p.png"];
+    let lines = reference(&["--top", "5"], &names);
 
     let detector = onnx_detector();
     for (name, reference) in names.iter().zip(&lines) {
@@ -219,19 +225,7 @@ fn top_5_matches_onnx_runtime_in_python_to_1e_3() {
 fn objects_match_onnx_runtime_in_python() {
     // PNGs decode identically in both; the street scene is a JPEG, whose decoders differ by a level.
     let names = ["chelsea.png", "coffee.png", "astronaut.png", "motorcycle_left.png", "bus.jpg"];
-    let paths: Vec<_> = names.iter().map(|n| photos_dir().join(n)).collect();
-    let output = Command::new("python3")
-        .arg(repo_root().join("model/reference.py"))
-        .arg("--model-dir")
-        .arg(model_dir())
-        .arg("--objects")
-        .args(&paths)
-        .output()
-        .expect("running model/reference.py");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let lines: Vec<Value> =
-        String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), names.len());
+    let lines = reference(&["--objects"], &names);
 
     // Both decode from the same floor (0.2). Compared from 0.31, clear of the floor and of every
     // score on these photos, so that a rounding cannot make the two lists differ in length.
