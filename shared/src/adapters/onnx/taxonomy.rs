@@ -34,9 +34,6 @@ struct RawTable {
     classes: Vec<String>,
 }
 
-/// The objects table has the same shape; its nodes may name the first table's as parents.
-type RawObjects = RawTable;
-
 #[derive(Deserialize)]
 struct RawNode {
     id: String,
@@ -82,7 +79,8 @@ impl Taxonomy {
     /// Parses the classifier's table and the object detector's, which extends it.
     pub fn parse(classifier: &str, objects: &str) -> Result<Self, TaxonomyError> {
         let raw: RawTable = serde_json::from_str(classifier)?;
-        let extra: RawObjects = serde_json::from_str(objects)?;
+        // The objects table has the same shape; its nodes may name the first table's as parents.
+        let extra: RawTable = serde_json::from_str(objects)?;
         let all: Vec<&RawNode> = raw.nodes.iter().chain(&extra.nodes).collect();
         let mut index = HashMap::with_capacity(all.len());
         for (i, node) in all.iter().enumerate() {
