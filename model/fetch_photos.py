@@ -50,6 +50,8 @@ SOURCES = {
     # Only the source distribution has Pillow's test images (pip prepares its metadata,
     # which needs setuptools from PyPI and takes a few seconds).
     "pillow": ("pillow==13.0.0", ["--no-binary", "pillow"], "pillow-13.0.0/Tests/images/"),
+    # OCRmyPDF's test resources, likewise only in its source distribution.
+    "ocrmypdf": ("ocrmypdf==17.13.0", ["--no-binary", "ocrmypdf"], "ocrmypdf-17.13.0/tests/resources/"),
 }
 
 # file name -> (source, sha256). The comments say what each one exercises.
@@ -67,6 +69,8 @@ PHOTOS = {
     "hopper_orientation_6.jpg": ("pillow", "2e78bb18895fa23eddbb2afa1228950700d97e4ef9d7bfae6935604d01eb1b61"),
     "pil_sample_cmyk.jpg": ("pillow", "1086f923d60bb5d6c4f2d3f7f56ba5d315d98e6f19ee8c8797dabac630c8ae80"),  # CMYK
     "pil123p.png": ("pillow", "9813e3a499eb5145c88dec52327de8493362155f43ced42737caad513db94de7"),  # palette
+    # a scanned printed page (a 1985 product sheet), 2550 x 3300
+    "linn.png": ("ocrmypdf", "dcd90f08a6b8a733612f818330153636c13283dd548e2e092cad1fe628ec7bf3"),
 }
 
 

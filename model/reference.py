@@ -11,6 +11,8 @@ purpose is to be the yardstick the Rust detector is compared with:
     python3 model/reference.py --dump-input x.npy photo.jpg  save the input tensor(s)
     python3 model/reference.py --objects photo.jpg ...       the object detector's objects
     python3 model/reference.py --objects --bench 20 ...      its median timings, JSON
+    python3 model/reference.py --text photo.jpg ...          the lines of text read
+    python3 model/reference.py --text --bench 20 ...         the text models' median timings
 
 Run it with any python3: it prepares the model if needed (model/prepare.py) and re-runs
 itself inside the tool venv that holds numpy, Pillow and onnxruntime.
@@ -146,17 +148,23 @@ def bilinear_taps(source_size: int, target_size: int):
     return first, np.minimum(first + 1, source_size - 1), (source - low).astype(np.float32)
 
 
+def bilinear(pixels, width: int, height: int):
+    """Pixels (H x W x 3) resized to height x width, bilinear, the horizontal pass first; float32."""
+    import numpy as np
+
+    values = pixels.astype(np.float32)
+    first, second, weight = bilinear_taps(values.shape[1], width)
+    values = values[:, first] * (1 - weight)[None, :, None] + values[:, second] * weight[None, :, None]
+    first, second, weight = bilinear_taps(values.shape[0], height)
+    return values[first] * (1 - weight)[:, None, None] + values[second] * weight[:, None, None]
+
+
 def preprocess_objects(pixels):
     """The object detector's input: the whole image resized to 416 x 416 (bilinear, horizontal
     pass first), channels B, G, R, each (v - mean) / std, as 1 x 3 x 416 x 416 float32 NCHW."""
     import numpy as np
 
-    side = prepare.DETECTOR_SIDE
-    values = pixels.astype(np.float32)
-    first, second, weight = bilinear_taps(values.shape[1], side)
-    values = values[:, first] * (1 - weight)[None, :, None] + values[:, second] * weight[None, :, None]
-    first, second, weight = bilinear_taps(values.shape[0], side)
-    values = values[first] * (1 - weight)[:, None, None] + values[second] * weight[:, None, None]
+    values = bilinear(pixels, prepare.DETECTOR_SIDE, prepare.DETECTOR_SIDE)
     mean = np.array([123.675, 116.28, 103.53], dtype=np.float32)
     std = np.array([58.395, 57.12, 57.375], dtype=np.float32)
     normalised = ((values - mean) / std)[:, :, ::-1]
@@ -202,6 +210,176 @@ def decode_objects(scores, distances, threshold: float, overlap: float = 0.5) ->
         }
         for score, cls, box in kept
     ]
+
+
+# The text models' settings, as shared/src/adapters/onnx/text.rs has them.
+TEXT_SIDE = 640
+TEXT_FINE_SIDE = 1280
+TEXT_SMALL_PRINT = 18.0
+TEXT_PIXEL_THRESHOLD = 0.3
+TEXT_BOX_THRESHOLD = 0.5
+TEXT_UNCLIP_RATIO = 1.6
+TEXT_MIN_REGION_SIDE = 3
+TEXT_LINE_HEIGHT = 48
+TEXT_MAX_LINE_WIDTH = 48 * 30
+TEXT_MAX_LINES = 50
+TEXT_LINE_FLOOR = 0.7
+
+
+def to_unit_bgr(values):
+    """H x W x 3 RGB float32 values -> 1 x 3 x H x W, channels B, G, R scaled to -1..1."""
+    import numpy as np
+
+    return np.ascontiguousarray((values / np.float32(127.5) - np.float32(1))[:, :, ::-1].transpose(2, 0, 1)[None])
+
+
+def text_detector_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """The longer side at most `side`, both sides multiples of 32."""
+    import numpy as np
+
+    scale = min(np.float32(side) / np.float32(max(width, height, 1)), np.float32(1.0))
+    # Rounded half away from zero, as Rust's f32::round.
+    return tuple(
+        max(int(np.floor(np.float32(v) * scale / np.float32(32) + np.float32(0.5))), 1) * 32 for v in (width, height)
+    )
+
+
+def preprocess_text(pixels, side: int = TEXT_SIDE):
+    height, width = pixels.shape[:2]
+    w, h = text_detector_size(width, height, side)
+    return to_unit_bgr(bilinear(pixels, w, h))
+
+
+def needs_closer_look(lines, width: int, height: int) -> bool:
+    heights = sorted(b - t for _, t, _, b in lines)
+    larger = text_detector_size(width, height, TEXT_FINE_SIDE) != text_detector_size(width, height, TEXT_SIDE)
+    return larger and bool(heights) and heights[len(heights) // 2] <= TEXT_SMALL_PRINT
+
+
+def find_text_lines(probability_map) -> list[tuple[float, float, float, float]]:
+    """8-connected regions above the pixel threshold whose mean passes the box threshold,
+    each box grown by area * ratio / perimeter, in map pixels (left, top, right, bottom)."""
+    height, width = probability_map.shape
+    above = (probability_map > TEXT_PIXEL_THRESHOLD).ravel().tolist()
+    values = probability_map.ravel().tolist()
+    seen = [False] * len(above)
+    lines = []
+    for start, on in enumerate(above):
+        if not on or seen[start]:
+            continue
+        seen[start] = True
+        stack, xs, ys, total = [start], [], [], 0.0
+        while stack:
+            at = stack.pop()
+            x, y = at % width, at // width
+            xs.append(x)
+            ys.append(y)
+            total += values[at]
+            for ny in range(max(y - 1, 0), min(y + 1, height - 1) + 1):
+                for nx in range(max(x - 1, 0), min(x + 1, width - 1) + 1):
+                    near = ny * width + nx
+                    if above[near] and not seen[near]:
+                        seen[near] = True
+                        stack.append(near)
+        w, h = max(xs) + 1 - min(xs), max(ys) + 1 - min(ys)
+        if min(w, h) < TEXT_MIN_REGION_SIDE or total / len(xs) < TEXT_BOX_THRESHOLD:
+            continue
+        grow = w * h * TEXT_UNCLIP_RATIO / (2 * (w + h))
+        lines.append(
+            (
+                max(min(xs) - grow, 0),
+                max(min(ys) - grow, 0),
+                min(max(xs) + 1 + grow, width),
+                min(max(ys) + 1 + grow, height),
+            )
+        )
+    return lines
+
+
+def text_regions(lines, map_size: tuple[int, int], image_size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """The largest lines as image pixel regions (left, top, width, height), in reading order."""
+    import math
+
+    lines = sorted(lines, key=lambda c: -(c[2] - c[0]) * (c[3] - c[1]))[:TEXT_MAX_LINES]
+    sx, sy = image_size[0] / map_size[0], image_size[1] / map_size[1]
+    regions = []
+    for left, top, right, bottom in lines:
+        x0 = min(math.floor(left * sx), image_size[0] - 1)
+        y0 = min(math.floor(top * sy), image_size[1] - 1)
+        x1 = min(max(math.ceil(right * sx), x0 + 1), image_size[0])
+        y1 = min(max(math.ceil(bottom * sy), y0 + 1), image_size[1])
+        regions.append((x0, y0, x1 - x0, y1 - y0))
+    regions.sort(key=lambda r: (r[1], r[0]))
+    for i in range(1, len(regions)):
+        j = i
+        while j > 0:
+            a, b = regions[j - 1], regions[j]
+            if abs(b[1] - a[1]) * 2 < min(a[3], b[3]) and b[0] < a[0]:
+                regions[j - 1], regions[j] = b, a
+                j -= 1
+            else:
+                break
+    return regions
+
+
+def read_text_line(steps, characters: list[str]) -> tuple[str, float] | None:
+    """Greedy CTC: the best class per step, repeats merged, blanks (class 0) dropped."""
+    best = steps.argmax(axis=1).tolist()
+    chosen = steps.max(axis=1).tolist()
+    text, kept, previous = [], [], 0
+    for index, probability in zip(best, chosen, strict=True):
+        if index not in (0, previous):
+            text.append(characters[index])
+            kept.append(probability)
+        previous = index
+    line = " ".join("".join(text).split())
+    legible = any(c.isalnum() for c in line)
+    return (line, sum(kept) / len(kept)) if legible and kept else None
+
+
+def load_characters(model_dir: Path) -> list[str]:
+    listed = (model_dir / prepare.TEXT_CHARACTERS_FILE).read_text(encoding="utf-8").split("\n")[:-1]
+    return ["", *listed, " "]
+
+
+def read_text(sessions, pixels, characters: list[str], timings: dict | None = None) -> list[dict]:
+    """The lines of text in an image, as the Rust detector reads them."""
+    detector, recogniser = sessions
+    height, width = pixels.shape[:2]
+    spent = {"preprocess": 0.0, "detect": 0.0}
+
+    def detect(side: int):
+        started = time.perf_counter()
+        tensor = preprocess_text(pixels, side)
+        prepared = time.perf_counter()
+        (probability_map,) = detector.run(None, {"x": tensor})
+        spent["preprocess"] += prepared - started
+        spent["detect"] += time.perf_counter() - prepared
+        return tensor, find_text_lines(probability_map[0, 0])
+
+    tensor, found = detect(TEXT_SIDE)
+    if needs_closer_look(found, width, height):
+        tensor, found = detect(TEXT_FINE_SIDE)
+    regions = text_regions(found, (tensor.shape[3], tensor.shape[2]), (width, height))
+    lines, reading = [], 0.0
+    for left, top, w, h in regions:
+        import math
+
+        line_width = min(max(math.ceil(TEXT_LINE_HEIGHT * w / h), 8), TEXT_MAX_LINE_WIDTH)
+        line = to_unit_bgr(bilinear(pixels[top : top + h, left : left + w], line_width, TEXT_LINE_HEIGHT))
+        before = time.perf_counter()
+        (steps,) = recogniser.run(None, {"x": line})
+        reading += time.perf_counter() - before
+        read = read_text_line(steps[0], characters)
+        if read and read[1] >= TEXT_LINE_FLOOR:
+            box = [left / width, top / height, w / width, h / height]
+            lines.append({"text": read[0], "confidence": round(read[1], 6), "box": [round(v, 6) for v in box]})
+    if timings is not None:
+        timings.setdefault("preprocess", []).append(spent["preprocess"])
+        timings.setdefault("detect", []).append(spent["detect"])
+        timings.setdefault("recognise", []).append(reading)
+        timings.setdefault("lines", []).append(len(regions))
+    return lines
 
 
 def iou(a, b) -> float:
@@ -296,6 +474,7 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
     parser.add_argument("--bench", type=int, metavar="N", help="time N rounds per image instead of printing labels")
     parser.add_argument("--objects", action="store_true", help="run the object detector instead of the classifier")
+    parser.add_argument("--text", action="store_true", help="run the text models instead of the classifier")
     parser.add_argument(
         "--dump-input", type=Path, metavar="PATH", help="save the preprocessed N x 3 x 224 x 224 float32 tensor as .npy"
     )
@@ -315,6 +494,26 @@ def main() -> int:
 
     def session_factory():
         return load_session(model_path, args.threads)
+
+    if args.text:
+        characters = load_characters(model_dir)
+        sessions = (
+            load_session(model_dir / prepare.TEXT_DETECTOR_FILE, args.threads),
+            load_session(model_dir / prepare.TEXT_RECOGNISER_FILE, args.threads),
+        )
+        if args.bench:
+            timings: dict = {}
+            for path in args.images:
+                pixels = decode(path)
+                read_text(sessions, pixels, characters)
+                for _ in range(args.bench):
+                    read_text(sessions, pixels, characters, timings)
+            summary = {k: milliseconds(v) for k, v in timings.items() if k != "lines"}
+            print(json.dumps({"threads": args.threads, "model": "text", "images": len(args.images), **summary}))
+            return 0
+        for path in args.images:
+            print(json.dumps({"image": str(path), "lines": read_text(sessions, decode(path), characters)}))
+        return 0
 
     if args.objects:
         detector_path = model_dir / prepare.DETECTOR_FILE

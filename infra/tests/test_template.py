@@ -24,7 +24,7 @@ INFRA = pathlib.Path(__file__).resolve().parent.parent
 REPO = INFRA.parent
 
 # The only actions that may be granted on Resource "*": they have no resource type in IAM.
-RESOURCELESS_ACTIONS = {"rekognition:DetectLabels"}
+RESOURCELESS_ACTIONS = {"rekognition:DetectLabels", "rekognition:DetectText"}
 
 # Topics allowed to stay unencrypted, with the reason (repeated in the template's checkov skip).
 UNENCRYPTED_TOPICS = {

@@ -118,10 +118,12 @@ struct DetectArgs {
     /// Only labels at least this confident, in percent (0..=100).
     #[arg(long, env = MinConfidence::VARIABLE, default_value = "55")]
     min_confidence: MinConfidence,
-    /// Which built-in models run: labels (the classifier), objects (people and objects with
-    /// their boxes), comma-separated.
-    #[arg(long, env = ModelFeatures::VARIABLE, default_value_t = ModelFeatures::ALL)]
-    features: ModelFeatures,
+    /// What the detector computes, comma-separated: labels (the classifier, which names the
+    /// scene), objects (people and objects with their boxes), text (lines of text), properties
+    /// (brightness, sharpness, contrast, dominant colours) [default: all four for the built-in
+    /// models; labels,objects for rekognition].
+    #[arg(long, env = ModelFeatures::VARIABLE)]
+    features: Option<ModelFeatures>,
 }
 
 impl DetectArgs {
@@ -379,7 +381,8 @@ fn callback_secrets(args: &ServeArgs, from_backend: Option<WebhookSecrets>) -> a
 async fn onnx_config(args: &DetectArgs, sessions: usize) -> anyhow::Result<DetectorConfig> {
     let model_dir = args.model_dir.clone();
     let model_dir = tokio::task::spawn_blocking(move || model::ensure(model_dir)).await??;
-    Ok(DetectorConfig::Onnx { model_dir, sessions, features: args.features })
+    let features = args.features.unwrap_or(ModelFeatures::default_for(DetectorKind::Onnx));
+    Ok(DetectorConfig::Onnx { model_dir, sessions, features })
 }
 
 #[cfg(feature = "aws")]
@@ -468,7 +471,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let (backends, sdk, resources, secrets) = aws::backends().await?;
             let config = match args.detector {
                 DetectorKind::Onnx => onnx_config(&args.detect, workers).await?,
-                DetectorKind::Rekognition => DetectorConfig::Rekognition { bucket: resources.bucket },
+                DetectorKind::Rekognition => DetectorConfig::Rekognition {
+                    bucket: resources.bucket,
+                    features: args.detect.features.unwrap_or(ModelFeatures::default_for(DetectorKind::Rekognition)),
+                },
             };
             (backends, DetectorBuilder::new(config).with_aws(&sdk).build().await?, secrets)
         }
@@ -578,7 +584,16 @@ async fn label_one(detector: &dyn LabelDetector, file: &PathBuf, options: &Detec
     };
     let image = ImageInput::Bytes { bytes: bytes.into(), content_type };
     match detector.detect(image, options).await {
-        Ok(labels) => (Exit::Ok, json!({ "file": file, "labels": labels })),
+        Ok(findings) => {
+            // The file, then what was found in it as a job's findings read (labels, and text
+            // and properties where those features ran).
+            let mut document = json!({ "file": file });
+            if let (Value::Object(fields), Ok(Value::Object(found))) = (&mut document, serde_json::to_value(&findings))
+            {
+                fields.extend(found);
+            }
+            (Exit::Ok, document)
+        }
         Err(DetectError::Permanent { code, message, .. }) => {
             (Exit::JobFailed, json!({ "file": file, "error": { "code": code, "message": message } }))
         }

@@ -53,31 +53,46 @@ impl Setting for DetectorKind {
     const VARIABLE: &'static str = "LABEL_DETECTOR";
 }
 
-/// Which of the built-in models run (`LABELQ_FEATURES`, `labelq serve --features`), as
-/// DetectLabels' `Features` chooses what Rekognition computes: `labels` (the classifier, which
-/// names the scene) and `objects` (the detector: people and objects with their boxes). A
-/// comma-separated list of at least one; both by default.
+/// What a detector computes (`LABELQ_FEATURES`, `labelq serve --features`), as DetectLabels'
+/// `Features` chooses what Rekognition computes: `labels` (the classifier, which names the
+/// scene), `objects` (people and objects with their boxes), `text` (lines of text, read where
+/// text was found) and `properties` (brightness, sharpness, contrast, dominant colours). A
+/// comma-separated list of at least one. Rekognition computes `labels` and `objects` in one
+/// DetectLabels call (either turns it on), `properties` as its IMAGE_PROPERTIES, and `text`
+/// with DetectText.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelFeatures {
     pub labels: bool,
     pub objects: bool,
+    pub text: bool,
+    pub properties: bool,
 }
 
 impl ModelFeatures {
-    pub const ALL: Self = Self { labels: true, objects: true };
-    const NAMES: [&'static str; 2] = ["labels", "objects"];
+    pub const ALL: Self = Self { labels: true, objects: true, text: true, properties: true };
+    const NONE: Self = Self { labels: false, objects: false, text: false, properties: false };
+    const NAMES: [&'static str; 4] = ["labels", "objects", "text", "properties"];
+
+    fn flags(self) -> [bool; 4] {
+        [self.labels, self.objects, self.text, self.properties]
+    }
 }
 
-impl Default for ModelFeatures {
-    fn default() -> Self {
-        Self::ALL
+impl ModelFeatures {
+    /// What a detector computes unless told: every feature for the built-in models (the
+    /// default set measured in BENCHMARKS.md); for Rekognition the one DetectLabels call of
+    /// labels and objects it always made, since properties and text each cost extra per image.
+    pub fn default_for(kind: DetectorKind) -> Self {
+        match kind {
+            DetectorKind::Onnx => Self::ALL,
+            DetectorKind::Rekognition => Self { labels: true, objects: true, ..Self::NONE },
+        }
     }
 }
 
 impl fmt::Display for ModelFeatures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let on = [self.labels, self.objects];
-        let names: Vec<&str> = Self::NAMES.iter().zip(on).filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+        let names: Vec<&str> = Self::NAMES.iter().zip(self.flags()).filter(|(_, on)| *on).map(|(n, _)| *n).collect();
         f.write_str(&names.join(","))
     }
 }
@@ -85,18 +100,20 @@ impl fmt::Display for ModelFeatures {
 impl FromStr for ModelFeatures {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut features = Self { labels: false, objects: false };
+        let mut features = Self::NONE;
         for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name.to_ascii_lowercase().as_str() {
                 "labels" => features.labels = true,
                 "objects" => features.objects = true,
+                "text" => features.text = true,
+                "properties" => features.properties = true,
                 _ => return Err(format!("{name:?} is not a feature: name some of {}", Self::NAMES.join(", "))),
             }
         }
-        if features.labels || features.objects {
-            Ok(features)
-        } else {
+        if features == Self::NONE {
             Err(format!("name at least one of {}", Self::NAMES.join(", ")))
+        } else {
+            Ok(features)
         }
     }
 }
@@ -112,7 +129,7 @@ pub enum DetectorConfig {
     /// per job run at once.
     Onnx { model_dir: PathBuf, sessions: usize, features: ModelFeatures },
     /// Rekognition on the images in `bucket` (in Rekognition's region).
-    Rekognition { bucket: String },
+    Rekognition { bucket: String, features: ModelFeatures },
 }
 
 impl DetectorConfig {
@@ -161,16 +178,16 @@ impl DetectorBuilder {
     pub async fn build(self) -> Result<Arc<dyn LabelDetector>, BuildError> {
         match self.config {
             DetectorConfig::Onnx { model_dir, sessions, features } => onnx(model_dir, sessions, features).await,
-            DetectorConfig::Rekognition { bucket } => {
+            DetectorConfig::Rekognition { bucket, features } => {
                 #[cfg(feature = "aws")]
                 {
                     let sdk = self.sdk.ok_or(BuildError::NeedsAws)?;
                     let client = aws_sdk_rekognition::Client::new(&sdk);
-                    Ok(Arc::new(crate::adapters::aws::RekognitionDetector::new(client, bucket)))
+                    Ok(Arc::new(crate::adapters::aws::RekognitionDetector::new(client, bucket, features)))
                 }
                 #[cfg(not(feature = "aws"))]
                 {
-                    let _ = bucket;
+                    let _ = (bucket, features);
                     Err(BuildError::NotBuiltIn { kind: DetectorKind::Rekognition, feature: "aws" })
                 }
             }
@@ -191,6 +208,8 @@ async fn onnx(
         let config = OnnxConfig {
             classifier: features.labels,
             objects: features.objects,
+            text: features.text,
+            properties: features.properties,
             ..OnnxConfig::new(&model_dir, sessions)
         };
         let detector = OnnxDetector::load(&config)?;
@@ -222,14 +241,13 @@ mod tests {
 
     #[test]
     fn features_parse_as_a_list_of_at_least_one_known_name() {
-        assert_eq!("labels,objects".parse(), Ok(ModelFeatures::ALL));
-        assert_eq!(" Objects ".parse(), Ok(ModelFeatures { labels: false, objects: true }));
-        assert_eq!("labels,,labels".parse(), Ok(ModelFeatures { labels: true, objects: false }));
-        assert_eq!(ModelFeatures::ALL.to_string(), "labels,objects");
-        assert_eq!(
-            ModelFeatures { labels: false, objects: true }.to_string().parse(),
-            Ok(ModelFeatures { labels: false, objects: true })
-        );
+        let objects = ModelFeatures { objects: true, ..ModelFeatures::NONE };
+        assert_eq!("labels,objects,text,properties".parse(), Ok(ModelFeatures::ALL));
+        assert_eq!(" Objects ".parse(), Ok(objects));
+        assert_eq!("labels,,labels".parse(), Ok(ModelFeatures { labels: true, ..ModelFeatures::NONE }));
+        assert_eq!(ModelFeatures::ALL.to_string(), "labels,objects,text,properties");
+        let some = ModelFeatures { text: true, ..objects };
+        assert_eq!(some.to_string().parse(), Ok(some));
         assert!("".parse::<ModelFeatures>().unwrap_err().contains("at least one"));
         assert!("labels,faces".parse::<ModelFeatures>().unwrap_err().contains("\"faces\" is not a feature"));
     }

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::domain::{
     CallbackUrl, ConnectionId, ContentType, CorrelationId, DeclaredUpload, DefaultCallback, DetectOptions, DropKey,
-    FailureCode, IdempotencyKey, ImageSubmitted, Job, JobId, JobStatus, Label, LiveConnection, Message, ObjectKey,
+    FailureCode, Findings, IdempotencyKey, ImageSubmitted, Job, JobId, JobStatus, LiveConnection, Message, ObjectKey,
     OwnerId, UploadTarget,
 };
 
@@ -330,11 +330,12 @@ impl DetectError {
     }
 }
 
-/// Turns an image into labels (the built-in ONNX model; Rekognition).
+/// Turns an image into labels, and where its features ask for them the image's text and
+/// properties (the built-in ONNX models; Rekognition).
 #[async_trait]
 pub trait LabelDetector: Send + Sync + fmt::Debug {
     fn input_kind(&self) -> InputKind;
-    async fn detect(&self, image: ImageInput, options: &DetectOptions) -> Result<Vec<Label>, DetectError>;
+    async fn detect(&self, image: ImageInput, options: &DetectOptions) -> Result<Findings, DetectError>;
 }
 
 /// One signed call to a callback receiver.

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use labelq_shared::domain::DefaultCallback;
 use labelq_shared::domain::{
-    Attempt, Callback, CallbackUrl, Clock, Confidence, ContentType, CorrelationId, Failure, FailureCode,
-    IdempotencyKey, ImageMeta, Job, JobId, JobStatus, Label, LabelName, NewJob, ObjectKey, OwnerId, SystemClock,
+    Attempt, BoundingBox, Callback, CallbackUrl, Clock, Confidence, ContentType, CorrelationId, DominantColor, Failure,
+    FailureCode, Findings, IdempotencyKey, ImageMeta, ImageProperties, ImageQuality, Job, JobId, JobStatus, Label,
+    LabelName, NewJob, ObjectKey, OwnerId, SystemClock, TextDetection,
 };
 use labelq_shared::domain::{ConnectionId, LiveConnection};
 use labelq_shared::ports::{
@@ -83,8 +84,20 @@ pub async fn job_store_contract(store: &dyn JobStore) {
     store.update(&claimed).await.expect("the first claim wins");
     let rival = first.claim(now, Duration::from_secs(60)).expect("claim");
     assert!(matches!(store.update(&rival).await, Err(UpdateError::Conflict)), "a stale claim loses");
-    let labels = vec![label("Tabby Cat", "Cat"), label("Sofa", "Furniture")];
-    let done = claimed.succeed(labels, now).expect("succeed");
+    // Everything a detector finds reads back as it was written: labels, text, properties.
+    let findings = Findings {
+        labels: vec![label("Tabby Cat", "Cat"), label("Sofa", "Furniture")],
+        text_detections: vec![TextDetection {
+            detected_text: "HOME SWEET HOME".into(),
+            confidence: Confidence::from_probability(0.97),
+            bounding_box: BoundingBox { width: 0.5, height: 0.125, left: 0.25, top: 0.5 },
+        }],
+        image_properties: Some(ImageProperties {
+            quality: ImageQuality { brightness: 62.5, sharpness: 81.25, contrast: 40.0 },
+            dominant_colors: vec![DominantColor::new(200, 150, 100, 37.5)],
+        }),
+    };
+    let done = claimed.succeed(findings, now).expect("succeed");
     store.update(&done).await.expect("succeed");
     assert_eq!(store.get(&first.id).await.expect("get"), Some(done.clone()));
 

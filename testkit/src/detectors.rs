@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use labelq_shared::domain::{Confidence, DetectOptions, Label};
+use labelq_shared::domain::{Confidence, DetectOptions, Findings, Label};
 use labelq_shared::ports::{DetectError, ImageInput, InputKind, LabelDetector};
 use rand::{Rng, SeedableRng};
 use tokio::sync::Notify;
@@ -66,17 +66,17 @@ impl LabelDetector for ScriptedDetector {
         InputKind::Bytes
     }
 
-    async fn detect(&self, _: ImageInput, _: &DetectOptions) -> Result<Vec<Label>, DetectError> {
+    async fn detect(&self, _: ImageInput, _: &DetectOptions) -> Result<Findings, DetectError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let behaviour = *self.behaviour.lock().unwrap_or_else(|p| p.into_inner());
         match behaviour {
-            Behaviour::Succeed => Ok(vec![label("Thing")]),
+            Behaviour::Succeed => Ok(Findings::labels(vec![label("Thing")])),
             Behaviour::FailTransiently => Err(DetectError::Transient("injected".into())),
             Behaviour::Panic => panic!("detector bug"),
             Behaviour::Block => {
                 self.entered.notify_one();
                 self.release.notified().await;
-                Ok(vec![label("Thing")])
+                Ok(Findings::labels(vec![label("Thing")]))
             }
         }
     }
@@ -100,9 +100,9 @@ impl LabelDetector for StubDetector {
         InputKind::Bytes
     }
 
-    async fn detect(&self, _: ImageInput, _: &DetectOptions) -> Result<Vec<Label>, DetectError> {
+    async fn detect(&self, _: ImageInput, _: &DetectOptions) -> Result<Findings, DetectError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(vec![Label { confidence: Confidence::from_probability(0.99), ..label("Stub") }])
+        Ok(Findings::labels(vec![Label { confidence: Confidence::from_probability(0.99), ..label("Stub") }]))
     }
 }
 
@@ -124,7 +124,7 @@ impl LabelDetector for FailFor {
         InputKind::Bytes
     }
 
-    async fn detect(&self, image: ImageInput, options: &DetectOptions) -> Result<Vec<Label>, DetectError> {
+    async fn detect(&self, image: ImageInput, options: &DetectOptions) -> Result<Findings, DetectError> {
         if let ImageInput::Bytes { bytes, .. } = &image
             && self.images.lock().unwrap_or_else(|p| p.into_inner()).contains(bytes)
         {
@@ -161,7 +161,7 @@ impl LabelDetector for FlakyDetector {
         self.inner.input_kind()
     }
 
-    async fn detect(&self, image: ImageInput, options: &DetectOptions) -> Result<Vec<Label>, DetectError> {
+    async fn detect(&self, image: ImageInput, options: &DetectOptions) -> Result<Findings, DetectError> {
         let fail = self.rng.lock().map(|mut r| r.random_bool(self.failure_rate)).unwrap_or(false);
         if fail {
             self.failures.fetch_add(1, Ordering::SeqCst);

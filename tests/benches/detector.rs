@@ -143,7 +143,43 @@ fn main() {
     objects_and_default_set(&paths, &images);
 }
 
-/// The object detector against Python, then the default set (both models) on one thread.
+/// The text models against Python on the same photos: detection (the first look, and the
+/// second where small print asks for it) and reading the lines found.
+fn text(paths: &[PathBuf], images: &[(Vec<u8>, ContentType)]) {
+    let python = python_bench(paths, 1, &["--text"]);
+    let text_only = OnnxDetector::load(&OnnxConfig {
+        classifier: false,
+        objects: false,
+        properties: false,
+        ..OnnxConfig::new(model_dir(), 1)
+    })
+    .expect("the text models");
+    let (mut prep, mut detect, mut read) = (Vec::new(), Vec::new(), Vec::new());
+    for (bytes, ct) in images {
+        text_only.analyse_blocking(bytes, *ct).expect("text");
+        for _ in 0..ROUNDS {
+            let a = text_only.analyse_blocking(bytes, *ct).expect("text");
+            prep.push(a.detect_text.preprocess);
+            detect.push(a.detect_text.inference);
+            read.push(a.read_text);
+        }
+    }
+    let py = |k: &str| python[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "text, onnxruntime (Python), 1 thread: preprocess {:.2} + detect {:.2}, read lines {:.2} (medians per image)",
+        py("preprocess"),
+        py("detect"),
+        py("recognise")
+    );
+    let (ours_detect, ours_read) = (median(detect), median(read));
+    println!(
+        "text, labelq, 1 thread              : preprocess {:.2} + detect {ours_detect:.2}, read lines {ours_read:.2}; detect ratio to Python {:.2}x",
+        median(prep),
+        ours_detect / py("detect")
+    );
+}
+
+/// The object detector against Python, then the default set (every feature) on one thread.
 fn objects_and_default_set(paths: &[PathBuf], images: &[(Vec<u8>, ContentType)]) {
     let python = python_bench(paths, 1, &["--objects"]);
     let load_started = Instant::now();
@@ -176,20 +212,22 @@ fn objects_and_default_set(paths: &[PathBuf], images: &[(Vec<u8>, ContentType)])
         ours / theirs
     );
 
-    // The default set as a job meets it: decode, classifier, detector, merged labels.
-    let both = OnnxDetector::load(&OnnxConfig::new(model_dir(), 1)).expect("the default set");
+    text(paths, images);
+
+    // The default set as a job meets it: decode, classifier, detector, text, properties, merged labels.
+    let all = OnnxDetector::load(&OnnxConfig::new(model_dir(), 1)).expect("the default set");
     let options = labelq_shared::domain::DetectOptions::default();
     let mut per_image = Vec::new();
     for (bytes, ct) in images {
-        both.labels_blocking(bytes, *ct, &options).expect("labels");
+        all.findings_blocking(bytes, *ct, &options).expect("findings");
         for _ in 0..ROUNDS {
             let started = Instant::now();
-            both.labels_blocking(bytes, *ct, &options).expect("labels");
+            all.findings_blocking(bytes, *ct, &options).expect("findings");
             per_image.push(started.elapsed());
         }
     }
     println!(
-        "default set (labels + objects), 1 thread: {:.2} ms/image incl. decode (median); peak RSS so far {:.1} MB",
+        "default set (labels,objects,text,properties), 1 thread: {:.2} ms/image incl. decode (median); peak RSS so far {:.1} MB",
         median(per_image),
         peak_rss_mb()
     );

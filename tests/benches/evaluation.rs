@@ -132,7 +132,7 @@ impl Models {
         match self {
             Self::Labels => "classifier alone (labels)",
             Self::Objects => "detector alone (objects)",
-            Self::Both => "both (labels,objects)",
+            Self::Both => "default (labels,objects,text)",
         }
     }
 }
@@ -146,7 +146,8 @@ fn labels_for(detector: &OnnxDetector, analysis: &Analysis, models: Models, cali
         Models::Labels => &[][..],
         _ => &analysis.objects[..],
     };
-    detector.taxonomy().labels(probabilities, objects, calibration, &DetectOptions::default())
+    let text = if matches!(models, Models::Both) { analysis.text_confidence() } else { 0.0 };
+    detector.taxonomy().labels(probabilities, objects, text, calibration, &DetectOptions::default())
 }
 
 fn score(

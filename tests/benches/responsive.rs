@@ -26,7 +26,7 @@ use labelq_e2e::bench::{ms, peak_rss_mb, percentile};
 use labelq_e2e::{StubDetector, model_dir, photo};
 use labelq_shared::adapters::onnx::{OnnxConfig, OnnxDetector};
 use labelq_shared::config::MaxReceives;
-use labelq_shared::domain::{DetectOptions, Label, SystemClock};
+use labelq_shared::domain::{DetectOptions, Findings, SystemClock};
 use labelq_shared::ports::{DetectError, ImageInput, InputKind, LabelDetector};
 
 const CLIENTS: usize = 16;
@@ -49,10 +49,10 @@ impl<D: LabelDetector> LabelDetector for Counting<D> {
         self.inner.input_kind()
     }
 
-    async fn detect(&self, image: ImageInput, options: &DetectOptions) -> Result<Vec<Label>, DetectError> {
-        let labels = self.inner.detect(image, options).await;
+    async fn detect(&self, image: ImageInput, options: &DetectOptions) -> Result<Findings, DetectError> {
+        let findings = self.inner.detect(image, options).await;
         self.done.fetch_add(1, Ordering::SeqCst);
-        labels
+        findings
     }
 }
 

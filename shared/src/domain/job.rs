@@ -22,6 +22,7 @@ use utoipa::ToSchema;
 
 use super::callback::{Callback, CallbackUrl};
 use super::drop::JobSource;
+use super::findings::Findings;
 use super::ids::{CorrelationId, IdempotencyKey, JobId, ObjectKey, OwnerId};
 use super::image::{ContentType, ImageInfo};
 use super::label::Label;
@@ -140,9 +141,8 @@ pub enum JobState {
         #[serde(with = "crate::domain::timestamp")]
         lease_expires_at: OffsetDateTime,
     },
-    Succeeded {
-        labels: Vec<Label>,
-    },
+    /// What the detector found (the labels, and the text and properties where asked for).
+    Succeeded(Findings),
     Failed {
         failure: Failure,
     },
@@ -274,8 +274,13 @@ impl Job {
     }
 
     pub fn labels(&self) -> Option<&[Label]> {
+        self.findings().map(|f| f.labels.as_slice())
+    }
+
+    /// Everything the detector found; `None` until the job succeeds.
+    pub fn findings(&self) -> Option<&Findings> {
         match &self.state {
-            JobState::Succeeded { labels } => Some(labels),
+            JobState::Succeeded(findings) => Some(findings),
             _ => None,
         }
     }
@@ -354,10 +359,10 @@ impl Job {
         Ok(next)
     }
 
-    /// Records the labels. Only the holder of a claim gets here.
-    pub fn succeed(&self, labels: Vec<Label>, now: OffsetDateTime) -> Result<Self, Refused> {
+    /// Records what the detector found. Only the holder of a claim gets here.
+    pub fn succeed(&self, findings: Findings, now: OffsetDateTime) -> Result<Self, Refused> {
         match &self.state {
-            JobState::Processing { .. } => Ok(self.next(JobState::Succeeded { labels }, now)),
+            JobState::Processing { .. } => Ok(self.next(JobState::Succeeded(findings), now)),
             other => Err(refuse(other.status(), JobStatus::Succeeded)),
         }
     }
@@ -378,7 +383,7 @@ impl Job {
     /// which holds only once that version is written.
     pub fn finish(&self, outcome: Outcome, now: OffsetDateTime) -> Result<(Self, JobFinished), Refused> {
         let next = match &outcome {
-            Outcome::Succeeded { labels } => self.succeed(labels.clone(), now)?,
+            Outcome::Succeeded(findings) => self.succeed(findings.clone(), now)?,
             Outcome::Failed { error } => self.fail(error.clone(), now)?,
         };
         let event = JobFinished::with_outcome(&next, outcome);
@@ -450,17 +455,17 @@ pub(crate) mod tests {
         assert_eq!((job.status(), job.version, job.attempts), (JobStatus::Pending, 1, 0));
         let claimed = job.claim(NOW, LEASE).unwrap();
         assert_eq!((claimed.status(), claimed.version, claimed.attempts), (JobStatus::Processing, 2, 1));
-        let done = claimed.succeed(vec![], NOW).unwrap();
+        let done = claimed.succeed(Findings::default(), NOW).unwrap();
         assert_eq!((done.status(), done.version), (JobStatus::Succeeded, 3));
         assert_eq!(done.expires_at, NOW + Duration::from_secs(24 * 3600));
     }
 
     #[test]
     fn a_finished_job_refuses_every_transition() {
-        let done = pending_job(NOW).claim(NOW, LEASE).unwrap().succeed(vec![], NOW).unwrap();
+        let done = pending_job(NOW).claim(NOW, LEASE).unwrap().succeed(Findings::default(), NOW).unwrap();
         let finished = Refused::Finished(JobStatus::Succeeded);
         assert_eq!(done.claim(NOW, LEASE), Err(finished.clone()));
-        assert_eq!(done.succeed(vec![], NOW), Err(finished.clone()));
+        assert_eq!(done.succeed(Findings::default(), NOW), Err(finished.clone()));
         assert_eq!(done.fail(Failure::new(FailureCode::Internal, "x"), NOW), Err(finished.clone()));
         assert_eq!(done.release(NOW), Err(finished));
     }
@@ -477,7 +482,7 @@ pub(crate) mod tests {
     #[test]
     fn only_a_claimed_job_can_succeed_or_be_released() {
         let job = pending_job(NOW);
-        assert!(matches!(job.succeed(vec![], NOW), Err(Refused::Invalid { .. })));
+        assert!(matches!(job.succeed(Findings::default(), NOW), Err(Refused::Invalid { .. })));
         assert!(matches!(job.release(NOW), Err(Refused::Invalid { .. })));
         let released = job.claim(NOW, LEASE).unwrap().release(NOW).unwrap();
         assert_eq!(released.status(), JobStatus::Pending);

@@ -22,10 +22,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::findings::Findings;
 use super::ids::{CorrelationId, JobId, ObjectKey, OwnerId};
 use super::image::ContentType;
 use super::job::{Failure, Job, JobState, JobStatus};
-use super::label::Label;
 
 /// A kind of message: its wire `type` and the version this build writes and reads.
 pub trait MessageKind: Serialize + DeserializeOwned {
@@ -72,7 +72,7 @@ impl ImageSubmitted {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Outcome {
-    Succeeded { labels: Vec<Label> },
+    Succeeded(Findings),
     Failed { error: Failure },
 }
 
@@ -115,7 +115,7 @@ impl JobFinished {
     /// The event for a job in its final state; `None` while it is unfinished.
     pub fn of(job: &Job) -> Option<Self> {
         let outcome = match &job.state {
-            JobState::Succeeded { labels } => Outcome::Succeeded { labels: labels.clone() },
+            JobState::Succeeded(findings) => Outcome::Succeeded(findings.clone()),
             JobState::Failed { failure } => Outcome::Failed { error: failure.clone() },
             JobState::AwaitingUpload | JobState::Pending | JobState::Processing { .. } => return None,
         };
@@ -256,7 +256,9 @@ impl Message {
 mod tests {
     use super::*;
     use crate::domain::job::tests::pending_job;
-    use crate::domain::{Confidence, FailureCode};
+    use crate::domain::{
+        BoundingBox, Confidence, DominantColor, FailureCode, ImageProperties, ImageQuality, Label, TextDetection,
+    };
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-11-23 12:00 UTC);
@@ -285,9 +287,21 @@ mod tests {
             categories: vec![],
             instances: vec![],
         };
+        let findings = Findings {
+            labels: vec![label],
+            text_detections: vec![TextDetection {
+                detected_text: "NO PARKING".into(),
+                confidence: Confidence::new(97.0).unwrap(),
+                bounding_box: BoundingBox { width: 0.5, height: 0.1, left: 0.25, top: 0.4 },
+            }],
+            image_properties: Some(ImageProperties {
+                quality: ImageQuality { brightness: 61.0, sharpness: 80.0, contrast: 40.0 },
+                dominant_colors: vec![DominantColor::new(250, 220, 20, 48.0)],
+            }),
+        };
         let claimed = pending_job(NOW).claim(NOW, std::time::Duration::from_secs(60)).unwrap();
         for finished in [
-            claimed.succeed(vec![label.clone()], NOW).unwrap(),
+            claimed.succeed(findings, NOW).unwrap(),
             claimed.fail(Failure::new(FailureCode::ImageUndecodable, "truncated"), NOW).unwrap(),
         ] {
             let event = JobFinished::of(&finished).expect("a final job has an event");

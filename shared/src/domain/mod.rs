@@ -2,6 +2,7 @@
 
 pub mod callback;
 pub mod drop;
+pub mod findings;
 pub mod ids;
 pub mod image;
 pub mod job;
@@ -12,6 +13,7 @@ pub mod upload;
 
 pub use callback::{Attempt, Callback, CallbackStatus, CallbackUrl, DefaultCallback, InvalidCallbackUrl};
 pub use drop::{DropKey, DropOwner, JobSource, MAX_DROP_BYTES, drop_idempotency_key};
+pub use findings::{DominantColor, Findings, ImageProperties, ImageQuality, TextDetection};
 pub use ids::{CorrelationId, IdempotencyKey, InvalidId, JobId, ObjectKey, OwnerId};
 pub use image::{ContentType, ImageInfo, ImageLimits, ImageRejection};
 pub use job::{Failure, FailureCode, ImageMeta, Job, JobState, JobStatus, NewJob, Refused};

@@ -8,7 +8,10 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::problem::Problem;
-use crate::domain::{CallbackStatus, ContentType, DeclaredUpload, Failure, Job, JobId, JobSource, JobStatus, Label};
+use crate::domain::{
+    CallbackStatus, ContentType, DeclaredUpload, Failure, ImageProperties, Job, JobId, JobSource, JobStatus, Label,
+    TextDetection,
+};
 use crate::ports::ListPosition;
 
 pub fn image_path(id: &JobId) -> String {
@@ -40,6 +43,16 @@ pub struct JobView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Label>>, nullable = false)]
     pub labels: Option<&'a [Label]>,
+    /// Present when the status is SUCCEEDED and the text feature found text: its lines, in
+    /// reading order, shaped like DetectText's `TextDetections` of type `LINE`.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    #[schema(value_type = Vec<TextDetection>)]
+    pub text_detections: &'a [TextDetection],
+    /// Present when the status is SUCCEEDED and the properties feature ran: the image's quality
+    /// and dominant colours, shaped like DetectLabels' `ImageProperties`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ImageProperties>, nullable = false)]
+    pub image_properties: Option<&'a ImageProperties>,
     /// Present when the status is FAILED: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Failure>, nullable = false)]
@@ -129,6 +142,8 @@ impl<'a> From<&'a Job> for JobView<'a> {
             },
             attempts: job.attempts,
             labels: job.labels(),
+            text_detections: job.findings().map(|f| f.text_detections.as_slice()).unwrap_or_default(),
+            image_properties: job.findings().and_then(|f| f.image_properties.as_ref()),
             error: job.failure(),
             callback: job.callback.as_ref().map(|c| CallbackView {
                 url: c.url.as_str(),

@@ -155,13 +155,15 @@ impl WorkerFunctionConfig {
         let max_labels = config::read::<MaxLabels>()?.unwrap_or(MaxLabels::DEFAULT);
         let min_confidence = config::read::<MinConfidence>()?.unwrap_or_default();
         let concurrency = config::read::<Concurrency>()?.unwrap_or(Concurrency::FOUR);
-        let detector = match config::read::<DetectorKind>()?.unwrap_or(DetectorKind::Rekognition) {
+        let kind = config::read::<DetectorKind>()?.unwrap_or(DetectorKind::Rekognition);
+        let features = config::read::<ModelFeatures>()?.unwrap_or(ModelFeatures::default_for(kind));
+        let detector = match kind {
             DetectorKind::Onnx => DetectorConfig::Onnx {
                 model_dir: config::optional("LABELQ_MODEL_DIR")?.unwrap_or_else(|| "/opt/labelq-model".into()),
                 sessions: concurrency.get(),
-                features: config::read::<ModelFeatures>()?.unwrap_or_default(),
+                features,
             },
-            DetectorKind::Rekognition => DetectorConfig::Rekognition { bucket: resources.bucket.clone() },
+            DetectorKind::Rekognition => DetectorConfig::Rekognition { bucket: resources.bucket.clone(), features },
         };
         Ok(Self {
             resources,

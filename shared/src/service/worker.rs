@@ -41,8 +41,8 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use super::Stores;
 use crate::config::MaxReceives;
 use crate::domain::{
-    Clock, DetectOptions, Failure, FailureCode, ImageLimits, ImageSubmitted, InvalidMessage, Job, JobFinished, JobId,
-    JobSource, JobStatus, Label, MAX_UPLOAD_BYTES, Message, Outcome, Refused,
+    Clock, DetectOptions, Failure, FailureCode, Findings, ImageLimits, ImageSubmitted, InvalidMessage, Job,
+    JobFinished, JobId, JobSource, JobStatus, MAX_UPLOAD_BYTES, Message, Outcome, Refused,
 };
 use crate::ports::{
     BackendError, Delivery, DetectError, DropResults, Envelope, ImageInput, ImageStore, InputKind, JobStore,
@@ -383,8 +383,8 @@ impl WorkerService {
 
         let retry = Disposition::Retry(self.config.backoff.delay(delivery.receive_count));
         let disposition = match self.detect(&claimed, read).await {
-            Ok(labels) => {
-                self.conclude(&claimed, Outcome::Succeeded { labels }, delivery, (Disposition::Ack, retry)).await?
+            Ok(findings) => {
+                self.conclude(&claimed, Outcome::Succeeded(findings), delivery, (Disposition::Ack, retry)).await?
             }
             Err(DetectError::Permanent { code, message: reason, source }) => {
                 debug!(%code, %reason, cause = ?source, "the image cannot be labelled");
@@ -459,7 +459,7 @@ impl WorkerService {
     }
 
     /// Labels the job's image: `read` if its bytes were read already, else from the store.
-    async fn detect(&self, job: &Job, read: Option<Bytes>) -> Result<Vec<Label>, DetectError> {
+    async fn detect(&self, job: &Job, read: Option<Bytes>) -> Result<Findings, DetectError> {
         let content_type = job.image.content_type;
         let input = match (self.detector.input_kind(), read) {
             (InputKind::Stored, _) => ImageInput::Stored { key: job.image.object_key.clone(), content_type },
@@ -509,9 +509,10 @@ impl WorkerService {
             Ok(()) => {
                 self.after_final(&next, event.clone()).await?;
                 match &event.outcome {
-                    Outcome::Succeeded { labels } => {
-                        info!(job_id = %next.id, labels = labels.len(), attempts = next.attempts, "job succeeded")
-                    }
+                    Outcome::Succeeded(findings) => info!(
+                        job_id = %next.id, labels = findings.labels.len(), lines = findings.text_detections.len(),
+                        attempts = next.attempts, "job succeeded"
+                    ),
                     Outcome::Failed { error } => info!(
                         job_id = %next.id, code = %error.code, reason = %error.message, attempts = next.attempts,
                         "job failed"

@@ -10,7 +10,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::domain::{Failure, JobFinished, JobId, JobStatus, Label, Outcome};
+use crate::domain::{Failure, Findings, JobFinished, JobId, JobStatus, Outcome};
 
 /// `webhook-id`: one per job, since a job finishes once; the same on every retry, so a receiver
 /// can drop a repeat.
@@ -38,8 +38,9 @@ pub struct EventData<'a> {
     #[serde(with = "crate::domain::timestamp")]
     pub finished_at: OffsetDateTime,
     pub links: EventLinks,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub labels: Option<&'a [Label]>,
+    /// The labels, and the text and image properties where they were asked for.
+    #[serde(flatten)]
+    pub findings: Option<&'a Findings>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a Failure>,
 }
@@ -53,8 +54,8 @@ pub struct EventLinks {
 
 impl<'a> WebhookEvent<'a> {
     pub fn of(finished: &'a JobFinished, timestamp: OffsetDateTime) -> Self {
-        let (kind, labels, error) = match &finished.outcome {
-            Outcome::Succeeded { labels } => ("job.succeeded", Some(labels.as_slice()), None),
+        let (kind, findings, error) = match &finished.outcome {
+            Outcome::Succeeded(findings) => ("job.succeeded", Some(findings), None),
             Outcome::Failed { error } => ("job.failed", None, Some(error)),
         };
         Self {
@@ -68,7 +69,7 @@ impl<'a> WebhookEvent<'a> {
                 created_at: finished.created_at,
                 finished_at: finished.finished_at,
                 links: EventLinks { self_: crate::http::views::image_path(&finished.job_id) },
-                labels,
+                findings,
                 error,
             },
         }

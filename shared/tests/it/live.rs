@@ -16,8 +16,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use labelq_shared::adapters::aws::ApiGatewayLiveSender;
 use labelq_shared::adapters::oidc::OidcTokenVerifier;
 use labelq_shared::domain::{
-    Clock, ConnectionId, ContentType, CorrelationId, ImageMeta, Job, JobId, LiveConnection, NewJob, ObjectKey, Outcome,
-    OwnerId, SystemClock,
+    Clock, ConnectionId, ContentType, CorrelationId, Findings, ImageMeta, Job, JobId, LiveConnection, NewJob,
+    ObjectKey, Outcome, OwnerId, SystemClock,
 };
 use labelq_shared::http::relay::{Pushed, SocketRelay};
 use labelq_shared::http::websocket::{MAX_CLIENT_MESSAGE, MAX_SUBSCRIPTIONS};
@@ -121,7 +121,7 @@ impl Relay {
 
 /// `job` succeeded (not stored), and the live queue's message saying so.
 fn finished(claimed: &Job) -> (Job, Delivery) {
-    let outcome = Outcome::Succeeded { labels: vec![label("Cat")] };
+    let outcome = Outcome::Succeeded(Findings::labels(vec![label("Cat")]));
     let (done, finished) = claimed.finish(outcome, SystemClock.now()).expect("finish");
     let envelope = Envelope::new(finished, CorrelationId::new());
     let delivery = Delivery {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use labelq_shared::config::MaxReceives;
 use labelq_shared::domain::{
-    Attempt, CallbackUrl, Clock, Failure, FailureCode, IdempotencyKey, Job, JobId, JobStatus, Message, Outcome,
+    Attempt, CallbackUrl, Clock, Failure, FailureCode, Findings, IdempotencyKey, Job, JobId, JobStatus, Message,
+    Outcome,
 };
 use labelq_shared::ports::{Delivery, ImageStore, JobStore};
 use labelq_shared::service::{
@@ -102,10 +103,10 @@ async fn finish_says_whether_its_write_won_and_the_winner_carries_the_event() {
     let claimed = job.claim(f.clock.now(), LEASE).unwrap();
     f.jobs.update(&claimed).await.unwrap();
 
-    let won = f.worker.finish(&claimed, Outcome::Succeeded { labels: vec![label("Cat")] }, "m-1").await.unwrap();
+    let won = f.worker.finish(&claimed, Outcome::Succeeded(Findings::labels(vec![label("Cat")])), "m-1").await.unwrap();
     let Finish::Won(event) = won else { panic!("the first final write wins: {won:?}") };
     assert_eq!((event.job_id, &event.owner, &event.correlation_id), (job.id, &job.owner, &job.correlation_id));
-    assert_eq!(event.outcome, Outcome::Succeeded { labels: vec![label("Cat")] });
+    assert_eq!(event.outcome, Outcome::Succeeded(Findings::labels(vec![label("Cat")])));
     assert_eq!((event.attempts, event.created_at), (1, job.created_at));
     assert_eq!(f.jobs.snapshot(&job.id).unwrap().finished_by.as_deref(), Some("m-1"));
 
@@ -192,7 +193,7 @@ async fn an_unreadable_message_for_a_job_another_worker_holds_waits_for_that_wor
     assert!(matches!(f.worker.handle(&poison).await, Disposition::Retry(_)));
     assert_eq!(f.jobs.snapshot(&job.id).unwrap(), claimed, "the holder's work is not failed under it");
     // Once the holder has finished, the poison message is simply done.
-    f.jobs.update(&claimed.succeed(vec![], f.clock.now()).unwrap()).await.unwrap();
+    f.jobs.update(&claimed.succeed(Findings::default(), f.clock.now()).unwrap()).await.unwrap();
     assert_eq!(f.worker.handle(&poison).await, Disposition::Ack);
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use labelq_shared::domain::{Clock, Failure, FailureCode, Job, JobStatus, OwnerId};
+use labelq_shared::domain::{Clock, Failure, FailureCode, Findings, Job, JobStatus, OwnerId};
 use labelq_shared::ports::JobStore;
 use labelq_shared::service::{
     Change, JobChanges, JobFeed, OwnerChange, OwnerFeed, QueryService, Stores, SubmitConfig, SubmitService,
@@ -68,7 +68,7 @@ async fn a_feed_gives_the_current_state_then_each_new_one_and_ends_after_a_finis
     f.watched.update(&claimed).await.unwrap();
     // The same version told twice is given once.
     f.changes.announce(|| Change::Written(Arc::new(claimed.clone())));
-    let done = claimed.succeed(Vec::new(), f.clock.now()).unwrap();
+    let done = claimed.succeed(Findings::default(), f.clock.now()).unwrap();
     f.watched.update(&done).await.unwrap();
 
     assert_eq!(next(&mut feed).await.as_ref().map(status_and_version), Some((JobStatus::Processing, 2)));

@@ -21,7 +21,8 @@ fn content_type(bytes: &[u8]) -> ContentType {
 
 fn labels_of(name: &str, opts: &DetectOptions) -> Vec<Label> {
     let bytes = photo(name);
-    onnx_detector().labels_blocking(&bytes, content_type(&bytes), opts).unwrap_or_else(|e| panic!("{name}: {e}"))
+    let findings = onnx_detector().findings_blocking(&bytes, content_type(&bytes), opts);
+    findings.unwrap_or_else(|e| panic!("{name}: {e}")).labels
 }
 
 fn has_parent(label: &Label, parent: &str) -> bool {
@@ -128,7 +129,7 @@ fn the_object_detector_can_be_turned_off() {
     let detector =
         OnnxDetector::load(&OnnxConfig { objects: false, ..OnnxConfig::new(model_dir(), 1) }).expect("the model");
     let bytes = photo("bus.jpg");
-    let labels = detector.labels_blocking(&bytes, content_type(&bytes), &DetectOptions::default()).unwrap();
+    let labels = detector.findings_blocking(&bytes, content_type(&bytes), &DetectOptions::default()).unwrap().labels;
     assert!(labels.iter().all(|l| l.instances.is_empty() && l.name != "Person"), "{}", describe(&labels));
 }
 
@@ -256,6 +257,87 @@ fn objects_match_onnx_runtime_in_python() {
         }
     }
     assert!(compared >= 8, "enough objects compared: {compared}");
+}
+
+#[test]
+fn a_printed_page_gets_text_with_its_words_in_reading_order() {
+    let bytes = photo("linn.png");
+    let findings = onnx_detector().findings_blocking(&bytes, content_type(&bytes), &DetectOptions::default()).unwrap();
+    let text = findings.labels.iter().find(|l| l.name == "Text");
+    assert!(text.is_some_and(|t| t.confidence.percent() >= 90.0), "{}", describe(&findings.labels));
+    let lines: Vec<&str> = findings.text_detections.iter().map(|l| l.detected_text.as_str()).collect();
+    // The headline first, then the body's first line, word for word (the page's own text).
+    assert_eq!(&lines[..2], ["The LinnSequencer", "32 Track MIDI Sequence Recorder"], "{lines:#?}");
+    assert!(lines.contains(&"· One or all tracks may be TRANSPOSED at the touch of a key."), "{lines:#?}");
+    // Small print read at the second look: most words of the body are right.
+    let page = lines.join(" ");
+    let words = ["state-of-the-art", "polyphonic", "synthesizers!", "TIMING", "overdubbed!", "LinnDrum", "fadeout."];
+    let read = words.iter().filter(|w| page.contains(*w)).count();
+    assert!(read >= 6, "{read} of {words:?} in {page}");
+    let headline = &findings.text_detections[0];
+    let expected = bbox(0.34, 0.04, 0.33, 0.03);
+    assert!(iou(&headline.bounding_box, &expected) > 0.5, "{:?}", headline.bounding_box);
+}
+
+#[test]
+fn photos_without_print_get_no_text_and_the_bus_its_slogan() {
+    // Down to a MinConfidence of 10, so that even a weak "Text" would show.
+    for name in ["chelsea.png", "astronaut.png", "zidane.jpg", "rocket.jpg"] {
+        let bytes = photo(name);
+        let findings = onnx_detector().findings_blocking(&bytes, content_type(&bytes), &options(10, 10.0)).unwrap();
+        assert!(findings.labels.iter().all(|l| l.name != "Text"), "{name}: {}", describe(&findings.labels));
+        assert!(!findings.labels.is_empty(), "{name}: still general labels");
+    }
+    let bytes = photo("bus.jpg");
+    let findings = onnx_detector().findings_blocking(&bytes, content_type(&bytes), &DetectOptions::default()).unwrap();
+    let lines: Vec<&str> = findings.text_detections.iter().map(|l| l.detected_text.as_str()).collect();
+    assert!(lines.contains(&"emisiones"), "the bus's 'cero emisiones': {lines:?}");
+    let properties = findings.image_properties.expect("properties are on by default");
+    assert!(properties.quality.brightness > 20.0 && !properties.dominant_colors.is_empty(), "{properties:?}");
+}
+
+#[test]
+fn text_matches_onnx_runtime_in_python() {
+    let names = ["linn.png", "bus.jpg", "coffee.png"];
+    let lines = reference(&["--text"], &names);
+    let detector = onnx_detector();
+    let mut compared = 0;
+    for (name, reference) in names.iter().zip(&lines) {
+        let bytes = photo(name);
+        let ours = detector.analyse_blocking(&bytes, content_type(&bytes)).unwrap().text;
+        let theirs = reference["lines"].as_array().unwrap();
+        // A JPEG decodes a level apart in the two; PNGs alike, so the pages must agree line by line.
+        let agree = ours.iter().zip(theirs).filter(|(o, t)| t["text"] == o.detected_text.as_str()).count();
+        let needed =
+            if name.ends_with(".png") { ours.len().max(theirs.len()) } else { ours.len().max(theirs.len()) - 1 };
+        assert!(agree >= needed, "{name}: {agree} of {} lines agree: ours {ours:#?} vs {theirs:#?}", ours.len());
+        for (o, t) in ours.iter().zip(theirs) {
+            let confidence = t["confidence"].as_f64().unwrap() as f32 * 100.0;
+            if t["text"] == o.detected_text.as_str() {
+                assert!((o.confidence.percent() - confidence).abs() < 1.0, "{name}: {o:?} vs {t}");
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 40, "enough lines compared: {compared}");
+}
+
+#[test]
+fn text_and_properties_can_be_turned_off() {
+    let config = OnnxConfig { text: false, properties: false, ..OnnxConfig::new(model_dir(), 1) };
+    let detector = OnnxDetector::load(&config).expect("the model");
+    let bytes = photo("bus.jpg");
+    let findings = detector.findings_blocking(&bytes, content_type(&bytes), &DetectOptions::default()).unwrap();
+    assert!(findings.text_detections.is_empty() && findings.image_properties.is_none());
+    assert!(findings.labels.iter().all(|l| l.name != "Text"));
+    let only_text =
+        OnnxConfig { classifier: false, objects: false, properties: false, ..OnnxConfig::new(model_dir(), 1) };
+    let findings = OnnxDetector::load(&only_text)
+        .expect("the text models alone")
+        .findings_blocking(&bytes, content_type(&bytes), &DetectOptions::default())
+        .unwrap();
+    assert!(!findings.text_detections.is_empty());
+    assert!(findings.labels.iter().all(|l| l.name == "Text"), "{}", describe(&findings.labels));
 }
 
 async fn detect_error(bytes: Vec<u8>, content_type: ContentType) -> (FailureCode, String) {

@@ -21,7 +21,10 @@ use labelq_shared::adapters::aws::{
 };
 use labelq_shared::config::{Concurrency, MaxReceives};
 use labelq_shared::detectors::{DetectorConfig, ModelFeatures};
-use labelq_shared::domain::{Confidence, DetectOptions, JobId, JobStatus, Label, LabelName, Message, SystemClock};
+use labelq_shared::domain::{
+    BoundingBox, Confidence, DetectOptions, DominantColor, Findings, ImageProperties, ImageQuality, JobId, JobStatus,
+    Label, LabelName, Message, SystemClock, TextDetection,
+};
 use labelq_shared::http::{ApiState, Uploads, router};
 use labelq_shared::lambda::{
     ApiGatewayJwt, RequestHandlerConfig, WorkerFunction, WorkerFunctionConfig, record_from_sdk, request_handler_app,
@@ -402,7 +405,20 @@ async fn results_too_large_for_an_item_are_kept_in_s3_behind_a_pointer() {
         .collect();
     let done = job.claim(job.created_at, Duration::from_secs(60)).expect("claim");
     adapters.jobs.update(&done).await.expect("claim");
-    let done = done.succeed(labels.clone(), done.updated_at).expect("succeed");
+    // Text and properties travel with the labels, to S3 and back.
+    let text_detections = (0..50)
+        .map(|i| TextDetection {
+            detected_text: format!("line {i}"),
+            confidence: Confidence::new(90.0).expect("90"),
+            bounding_box: BoundingBox { width: 0.5, height: 0.01, left: 0.1, top: i as f32 / 60.0 },
+        })
+        .collect();
+    let image_properties = Some(ImageProperties {
+        quality: ImageQuality { brightness: 50.0, sharpness: 75.0, contrast: 25.0 },
+        dominant_colors: vec![DominantColor::new(10, 20, 30, 50.0)],
+    });
+    let findings = Findings { labels, text_detections, image_properties };
+    let done = done.succeed(findings, done.updated_at).expect("succeed");
 
     adapters.jobs.update(&done).await.expect("a large result is stored");
 
@@ -410,6 +426,7 @@ async fn results_too_large_for_an_item_are_kept_in_s3_behind_a_pointer() {
     assert_eq!(item.get("labels_ref").and_then(|v| v.as_s().ok()), Some(&format!("results/{id}.json")));
     let read = adapters.jobs.get(&id).await.expect("get").expect("the job");
     assert_eq!(read.labels().map(<[Label]>::len), Some(2500));
+    assert!(!item.contains_key("text_detections"), "the text went to S3 with the labels");
     assert_eq!(read, done);
     let owner = read.owner.clone();
     adapters.jobs.delete(&owner, &id).await.expect("delete");

@@ -12,7 +12,8 @@
 //! - The `owner-created-index` (`owner`, `created_key` = creation time + id) lists an owner's
 //!   jobs newest first; idempotency items lack both attributes and stay out of it.
 //! - `ttl` (epoch seconds) lets DynamoDB expire jobs; reads hide expired jobs before that happens.
-//! - Labels over [`OFFLOAD_BYTES`] go to S3 as `results/{id}.json` and the item keeps a pointer,
+//! - Findings (labels, text, properties) over [`OFFLOAD_BYTES`] go to S3 as `results/{id}.json`
+//!   and the item keeps a pointer,
 //!   since an item may not exceed 400 KB.
 
 use std::collections::HashMap;
@@ -27,10 +28,10 @@ use aws_sdk_s3::types::ServerSideEncryption;
 use sha2::{Digest, Sha256};
 
 use super::{LazyClient, classify, service_code};
-use crate::domain::{IdempotencyKey, Job, JobId, JobState, Label, OwnerId, timestamp};
+use crate::domain::{Findings, IdempotencyKey, Job, JobId, JobState, Label, OwnerId, timestamp};
 use crate::ports::{BackendError, Created, JobStore, ListPosition, ListQuery, Page, UpdateError};
 
-/// Labels whose JSON exceeds this go to S3: well under the 400 KB item limit with room for the
+/// Findings whose JSON exceeds this go to S3: well under the 400 KB item limit with room for the
 /// rest of the record.
 pub const OFFLOAD_BYTES: usize = 300 * 1024;
 pub const OWNER_INDEX: &str = "owner-created-index";
@@ -124,8 +125,8 @@ impl DynamoJobStore {
         if !names.is_empty() {
             item.insert("label_names".into(), AttributeValue::Ss(names));
         }
-        if let Some(labels) = job.labels() {
-            let json = serde_json::to_vec(labels).map_err(|e| corrupt("encode labels", e))?;
+        if let Some(findings) = job.findings() {
+            let json = serde_json::to_vec(findings).map_err(|e| corrupt("encode findings", e))?;
             if json.len() > OFFLOAD_BYTES {
                 let key = results_key(&job.id);
                 self.s3
@@ -139,20 +140,22 @@ impl DynamoJobStore {
                     .await
                     .map_err(|e| classify("S3 PutObject (results)", e))?;
                 item.insert("labels".into(), AttributeValue::L(Vec::new()));
+                item.remove("text_detections");
+                item.remove("image_properties");
                 item.insert("labels_ref".into(), s(key));
             }
         }
         Ok(item)
     }
 
-    /// An item back to a job, fetching offloaded labels.
+    /// An item back to a job, fetching offloaded findings.
     async fn decode_item(&self, mut item: Item) -> Result<Job, BackendError> {
         let labels_ref = match item.remove("labels_ref") {
             Some(AttributeValue::S(key)) => Some(key),
             _ => None,
         };
         let mut job: Job = serde_dynamo::from_item(item).map_err(|e| corrupt("decode job item", e))?;
-        if let (Some(key), JobState::Succeeded { labels }) = (labels_ref, &mut job.state) {
+        if let (Some(key), JobState::Succeeded(findings)) = (labels_ref, &mut job.state) {
             let object = self
                 .s3
                 .get_object()
@@ -162,8 +165,14 @@ impl DynamoJobStore {
                 .await
                 .map_err(|e| classify("S3 GetObject (results)", e))?;
             let bytes = object.body.collect().await.map_err(|e| BackendError::transient("S3 GetObject body", e))?;
-            *labels =
-                serde_json::from_slice::<Vec<Label>>(&bytes.into_bytes()).map_err(|e| corrupt("decode results", e))?;
+            let bytes = bytes.into_bytes();
+            // Results offloaded before text and properties existed are a bare list of labels.
+            *findings = match serde_json::from_slice::<Findings>(&bytes) {
+                Ok(offloaded) => offloaded,
+                Err(e) => Findings::labels(
+                    serde_json::from_slice::<Vec<Label>>(&bytes).map_err(|_| corrupt("decode results", e))?,
+                ),
+            };
         }
         Ok(job)
     }

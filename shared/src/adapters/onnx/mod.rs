@@ -1,8 +1,10 @@
-//! [`OnnxDetector`]: the built-in offline label detector. Two models run on the CPU by ONNX
+//! [`OnnxDetector`]: the built-in offline label detector. Its models run on the CPU by ONNX
 //! Runtime, loaded at run time from the shared library of the PyPI `onnxruntime` wheel (`ort`
 //! with `load-dynamic`), so it builds from the registries alone: EfficientNet-Lite0 (ImageNet-1k)
-//! names the scene, and NanoDet (COCO-80, [`objects`]) finds people and objects with their boxes.
-//! Both see the same decoded image; [`Taxonomy`] merges what they found into one set of labels.
+//! names the scene, NanoDet (COCO-80, [`objects`]) finds people and objects with their boxes, and
+//! PP-OCRv4 ([`text`]) finds lines of text and reads them. All see the same decoded image, which
+//! also gives the image's [`properties`]; [`Taxonomy`] merges what the models found into one set
+//! of labels ("Text" among them when lines were read). Which of them run is the config's choice.
 //!
 //! The model files are read once per process. Each of N session sets built from them runs one
 //! image at a time on one thread; a semaphore with N permits bounds decode + inference, which run
@@ -11,13 +13,17 @@
 //!
 //! The model directory (see `model/prepare.py`, which creates it) holds:
 //! `efficientnet-lite0.onnx` (input `input` `[batch, 3, 224, 224]`, output `probabilities`
-//! `[batch, 1000]`), `nanodet.onnx` (see [`objects`]) and `libonnxruntime.so`.
+//! `[batch, 1000]`), `nanodet.onnx` (see [`objects`]), the text models and their character list
+//! (see [`text`]) and `libonnxruntime.so`.
 
 pub mod calibration;
 mod decode;
 pub mod objects;
 mod preprocess;
+pub mod properties;
+pub mod resize;
 mod taxonomy;
+pub mod text;
 pub mod threads;
 
 pub use calibration::Calibration;
@@ -37,14 +43,17 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 use tokio::sync::Semaphore;
 
-use crate::domain::{ContentType, DetectOptions, FailureCode, ImageLimits, Label};
+use crate::domain::{
+    ContentType, DetectOptions, FailureCode, Findings, ImageLimits, ImageProperties, Label, TextDetection,
+};
 use crate::ports::{DetectError, ImageInput, InputKind, LabelDetector};
 
 pub const MODEL_FILE: &str = "efficientnet-lite0.onnx";
 pub const OBJECTS_FILE: &str = "nanodet.onnx";
 pub const RUNTIME_FILE: &str = "libonnxruntime.so";
 /// Every file a prepared model directory holds that the detector loads.
-pub const MODEL_FILES: [&str; 3] = [MODEL_FILE, OBJECTS_FILE, RUNTIME_FILE];
+pub const MODEL_FILES: [&str; 6] =
+    [MODEL_FILE, OBJECTS_FILE, text::DETECTOR_FILE, text::RECOGNISER_FILE, text::CHARACTERS_FILE, RUNTIME_FILE];
 const INPUT: &str = "input";
 const OUTPUT: &str = "probabilities";
 const OBJECT_SCORES: &str = "scores";
@@ -89,8 +98,12 @@ pub struct OnnxConfig {
     pub limits: ImageLimits,
     /// Whether the classifier runs.
     pub classifier: bool,
-    /// Whether the object detector runs. At least one of the two must.
+    /// Whether the object detector runs.
     pub objects: bool,
+    /// Whether the text models run (the recogniser only on the lines the detector found).
+    pub text: bool,
+    /// Whether the image's properties are measured. At least one of the four must be on.
+    pub properties: bool,
     /// Each model's operating point (see [`calibration`]).
     pub calibration: Calibration,
     /// The nice value of the threads [`LabelDetector::detect`] runs the models on (0: the
@@ -108,6 +121,8 @@ impl OnnxConfig {
             limits: ImageLimits::default(),
             classifier: true,
             objects: true,
+            text: true,
+            properties: true,
             calibration: Calibration::DEFAULT,
             nice: 10,
         }
@@ -122,7 +137,7 @@ pub struct Timings {
     pub inference: Duration,
 }
 
-/// What both models found in one image.
+/// What the models found in one image.
 #[derive(Debug, Clone)]
 pub struct Analysis {
     /// The classifier's 1000 class probabilities (none if the classifier is off).
@@ -134,6 +149,21 @@ pub struct Analysis {
     pub classify: Timings,
     /// The object detector's preprocessing and inference (zero if off).
     pub detect_objects: Timings,
+    /// The lines of text read from [`text::LINE_FLOOR`] up, in reading order (none if text is off).
+    pub text: Vec<TextDetection>,
+    /// The text detector's preprocessing and inference (zero if off).
+    pub detect_text: Timings,
+    /// Reading the lines the text detector found, all of them (zero if off or none found).
+    pub read_text: Duration,
+    /// The image's properties (none if off).
+    pub properties: Option<ImageProperties>,
+}
+
+impl Analysis {
+    /// The most confident line's confidence (0..=1), the "Text" label's; 0 if none was read.
+    pub fn text_confidence(&self) -> f32 {
+        self.text.iter().map(|l| l.confidence.percent() / 100.0).fold(0.0, f32::max)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +179,9 @@ struct Inner {
     limits: ImageLimits,
     calibration: Calibration,
     threads: threads::InferenceThreads,
+    /// The recogniser's classes, when text is on.
+    characters: Option<text::Characters>,
+    properties: bool,
 }
 
 /// One image's worth of models: what a permit checks out.
@@ -156,6 +189,8 @@ struct Inner {
 struct Sessions {
     classifier: Option<Session>,
     objects: Option<Session>,
+    /// The text detector and recogniser.
+    text: Option<(Session, Session)>,
 }
 
 /// ONNX Runtime's environment is process-wide and its library can be loaded only once.
@@ -183,30 +218,42 @@ impl OnnxDetector {
             let path = dir.join(file);
             if path.is_file() { Ok(path) } else { Err(ModelError::Missing { dir: dir.clone(), file }) }
         };
-        if !config.classifier && !config.objects {
-            return Err(ModelError::Graph("neither the classifier nor the object detector is turned on".into()));
+        if !(config.classifier || config.objects || config.text || config.properties) {
+            return Err(ModelError::Graph("no feature is turned on".into()));
         }
         let read = |path: PathBuf| std::fs::read(&path).map_err(|source| ModelError::Io { path, source });
         let classifier = if config.classifier { Some(read(require(MODEL_FILE)?)?) } else { None };
         let objects = if config.objects { Some(read(require(OBJECTS_FILE)?)?) } else { None };
+        let (text_detector, recogniser, characters) = if config.text {
+            let characters = read(require(text::CHARACTERS_FILE)?)?;
+            let characters = text::Characters::parse(&String::from_utf8_lossy(&characters));
+            if characters.is_empty() {
+                return Err(ModelError::Graph(format!("{} lists no characters", text::CHARACTERS_FILE)));
+            }
+            (Some(read(require(text::DETECTOR_FILE)?)?), Some(read(require(text::RECOGNISER_FILE)?)?), Some(characters))
+        } else {
+            (None, None, None)
+        };
         let library = require(RUNTIME_FILE)?;
         let env = environment(&library)?;
 
-        let session = |model: &Option<Vec<u8>>, outputs: &[&str]| {
+        let session = |model: &Option<Vec<u8>>, input: &str, outputs: &[&str]| {
             model
                 .as_deref()
                 .map(|bytes| {
                     let session = build_session(&env, bytes, config.threads_per_session)?;
-                    check_graph(&session, &[INPUT], outputs)?;
+                    check_graph(&session, &[input], outputs)?;
                     Ok::<_, ModelError>(session)
                 })
                 .transpose()
         };
         let sessions = (0..config.sessions.max(1))
             .map(|_| {
-                let classifier = session(&classifier, &[OUTPUT])?;
-                let objects = session(&objects, &[OBJECT_SCORES, OBJECT_DISTANCES])?;
-                Ok(Sessions { classifier, objects })
+                let classifier = session(&classifier, INPUT, &[OUTPUT])?;
+                let objects = session(&objects, INPUT, &[OBJECT_SCORES, OBJECT_DISTANCES])?;
+                let detector = session(&text_detector, text::INPUT, &[text::DETECTOR_OUTPUT])?;
+                let recogniser = session(&recogniser, text::INPUT, &[text::RECOGNISER_OUTPUT])?;
+                Ok(Sessions { classifier, objects, text: detector.zip(recogniser) })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
         let taxonomy = Taxonomy::builtin()?;
@@ -219,6 +266,8 @@ impl OnnxDetector {
                 taxonomy,
                 limits: config.limits,
                 calibration: config.calibration,
+                characters,
+                properties: config.properties,
             }),
         })
     }
@@ -251,15 +300,15 @@ impl OnnxDetector {
         self.inner.analyse(bytes, content_type)
     }
 
-    /// Labels for one image, on the calling thread. Blocks.
-    pub fn labels_blocking(
+    /// What [`LabelDetector::detect`] answers for one image, on the calling thread. Blocks.
+    pub fn findings_blocking(
         &self,
         bytes: &[u8],
         content_type: ContentType,
         options: &DetectOptions,
-    ) -> Result<Vec<Label>, DetectError> {
+    ) -> Result<Findings, DetectError> {
         let analysis = self.inner.analyse(bytes, content_type)?;
-        Ok(self.inner.labels(&analysis, options))
+        Ok(self.inner.findings(analysis, options))
     }
 }
 
@@ -335,11 +384,74 @@ impl Inner {
             Some(session) => self.detect_objects(session, &image)?,
             None => (Vec::new(), Timings::default()),
         };
-        Ok(Analysis { probabilities, objects, classify, detect_objects })
+        let (text, detect_text, read_text) = match (sessions.text.as_mut(), &self.characters) {
+            (Some((detector, recogniser)), Some(characters)) => {
+                self.read_text(detector, recogniser, characters, &image)?
+            }
+            _ => (Vec::new(), Timings::default(), Duration::ZERO),
+        };
+        let properties = self.properties.then(|| properties::measure(&image));
+        Ok(Analysis { probabilities, objects, classify, detect_objects, text, detect_text, read_text, properties })
     }
 
     fn labels(&self, analysis: &Analysis, options: &DetectOptions) -> Vec<Label> {
-        self.taxonomy.labels(&analysis.probabilities, &analysis.objects, self.calibration, options)
+        let text = analysis.text_confidence();
+        self.taxonomy.labels(&analysis.probabilities, &analysis.objects, text, self.calibration, options)
+    }
+
+    fn findings(&self, analysis: Analysis, options: &DetectOptions) -> Findings {
+        let labels = self.labels(&analysis, options);
+        Findings { labels, text_detections: analysis.text, image_properties: analysis.properties }
+    }
+
+    /// Finds the lines of text, then reads each (see [`text`]).
+    fn read_text(
+        &self,
+        detector: &mut Session,
+        recogniser: &mut Session,
+        characters: &text::Characters,
+        image: &image::RgbImage,
+    ) -> Result<(Vec<TextDetection>, Timings, Duration), DetectError> {
+        let transient = |e: ort::Error| DetectError::Transient(Box::new(e));
+        let unexpected =
+            || DetectError::permanent(FailureCode::Internal, "the text models' outputs have unexpected sizes");
+        let size = (image.width(), image.height());
+        let (mut preprocess, mut inference) = (Duration::ZERO, Duration::ZERO);
+        let mut detect = |side: usize| {
+            let started = Instant::now();
+            let (input, width, height) = text::detector_input(image, side);
+            let preprocessed = Instant::now();
+            let tensor = TensorRef::from_array_view(([1usize, 3, height, width], &input[..])).map_err(transient)?;
+            let outputs = detector.run(ort::inputs![text::INPUT => tensor]).map_err(transient)?;
+            let (_, map) = outputs[text::DETECTOR_OUTPUT].try_extract_tensor::<f32>().map_err(transient)?;
+            let candidates = text::find_lines(map, width, height).ok_or_else(unexpected)?;
+            preprocess += preprocessed - started;
+            inference += preprocessed.elapsed();
+            Ok::<_, DetectError>((candidates, (width, height)))
+        };
+        let (mut candidates, mut map) = detect(text::SIDE)?;
+        if text::needs_closer_look(&candidates, size) {
+            (candidates, map) = detect(text::FINE_SIDE)?;
+        }
+        let detected = Instant::now();
+        let mut lines = Vec::new();
+        for region in text::line_regions(candidates, map, size) {
+            let (input, line_width) = text::recogniser_input(image, region);
+            let tensor = TensorRef::from_array_view(([1usize, 3, text::LINE_HEIGHT, line_width], &input[..]))
+                .map_err(transient)?;
+            let outputs = recogniser.run(ort::inputs![text::INPUT => tensor]).map_err(transient)?;
+            let (shape, probabilities) =
+                outputs[text::RECOGNISER_OUTPUT].try_extract_tensor::<f32>().map_err(transient)?;
+            if shape.last().copied() != Some(characters.len() as i64) {
+                return Err(unexpected());
+            }
+            if let Some((line, confidence)) = text::read_line(probabilities, characters)
+                && confidence >= text::LINE_FLOOR
+            {
+                lines.push(text::detection(line, confidence, region, size));
+            }
+        }
+        Ok((lines, Timings { decode: Duration::ZERO, preprocess, inference }, detected.elapsed()))
     }
 
     fn classify(&self, session: &mut Session, image: &image::RgbImage) -> Result<(Vec<f32>, Timings), DetectError> {
@@ -396,7 +508,7 @@ impl LabelDetector for OnnxDetector {
         InputKind::Bytes
     }
 
-    async fn detect(&self, image: ImageInput, options: &DetectOptions) -> Result<Vec<Label>, DetectError> {
+    async fn detect(&self, image: ImageInput, options: &DetectOptions) -> Result<Findings, DetectError> {
         let ImageInput::Bytes { bytes, content_type } = image else {
             return Err(DetectError::permanent(FailureCode::Internal, "the built-in detector needs the image bytes"));
         };
@@ -409,17 +521,20 @@ impl LabelDetector for OnnxDetector {
             .threads
             .submit(move || {
                 let _permit = permit;
-                let labels = inner.analyse(&bytes, content_type).map(|analysis| {
+                let findings = inner.analyse(&bytes, content_type).map(|analysis| {
                     tracing::debug!(
                         decode_ms = analysis.classify.decode.as_secs_f64() * 1e3,
                         classify_ms = analysis.classify.inference.as_secs_f64() * 1e3,
                         objects_ms = analysis.detect_objects.inference.as_secs_f64() * 1e3,
                         objects = analysis.objects.len(),
+                        text_ms = analysis.detect_text.inference.as_secs_f64() * 1e3,
+                        read_ms = analysis.read_text.as_secs_f64() * 1e3,
+                        lines = analysis.text.len(),
                         "image analysed"
                     );
-                    inner.labels(&analysis, &options)
+                    inner.findings(analysis, &options)
                 });
-                let _ = reply.send(labels);
+                let _ = reply.send(findings);
             })
             .map_err(|e| DetectError::Transient(e.into()))?;
         // The job drops its reply unsent only if it panicked: a decoder bug on this image would

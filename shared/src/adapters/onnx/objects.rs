@@ -18,6 +18,7 @@
 
 use image::RgbImage;
 
+use super::resize::{self, Region};
 use crate::domain::BoundingBox;
 
 pub const SIDE: usize = 416;
@@ -44,53 +45,15 @@ pub struct Detection {
     pub bounding_box: BoundingBox,
 }
 
-/// For each output coordinate of a 1-D bilinear resize: the two source taps and the second's weight.
-fn taps(src: usize, dst: usize) -> Vec<(usize, usize, f32)> {
-    let scale = src as f32 / dst as f32;
-    let last = src.saturating_sub(1) as f32;
-    (0..dst)
-        .map(|d| {
-            let centre = ((d as f32 + 0.5) * scale - 0.5).clamp(0.0, last);
-            let lo = centre.floor();
-            let lo_index = lo as usize;
-            (lo_index, (lo_index + 1).min(src - 1), centre - lo)
-        })
-        .collect()
-}
-
 /// Turns an upright RGB image into the detector's `[1, 3, 416, 416]` input, row-major.
 pub fn to_input(image: &RgbImage) -> Vec<f32> {
-    let (width, height) = (image.width() as usize, image.height() as usize);
-    let pixels = image.as_raw();
-    let across = taps(width, SIDE);
-    let down = taps(height, SIDE);
-
-    // Horizontal pass: height x 416 x 3, interleaved RGB.
-    let mut rows = vec![0f32; height * SIDE * 3];
-    for y in 0..height {
-        let row = &pixels[y * width * 3..(y + 1) * width * 3];
-        for (x, &(lo, hi, t)) in across.iter().enumerate() {
-            for c in 0..3 {
-                let (a, b) = (f32::from(row[lo * 3 + c]), f32::from(row[hi * 3 + c]));
-                rows[(y * SIDE + x) * 3 + c] = a * (1.0 - t) + b * t;
-            }
+    let mut planes = resize::bgr_planes(image, Region::whole(image), SIDE, SIDE);
+    for (bgr, plane) in planes.chunks_exact_mut(SIDE * SIDE).enumerate() {
+        for v in plane {
+            *v = (*v - MEAN_BGR[bgr]) / STD_BGR[bgr];
         }
     }
-
-    // Vertical pass, writing planar B, G, R, normalised.
-    let plane = SIDE * SIDE;
-    let mut out = vec![0f32; 3 * plane];
-    for (y, &(lo, hi, t)) in down.iter().enumerate() {
-        for x in 0..SIDE {
-            for c in 0..3 {
-                let (a, b) = (rows[(lo * SIDE + x) * 3 + c], rows[(hi * SIDE + x) * 3 + c]);
-                let v = a * (1.0 - t) + b * t;
-                let bgr = 2 - c;
-                out[bgr * plane + y * SIDE + x] = (v - MEAN_BGR[bgr]) / STD_BGR[bgr];
-            }
-        }
-    }
-    out
+    planes
 }
 
 /// The expected distance of one side, in bins: softmax over the bins, then its mean.
@@ -190,16 +153,6 @@ mod tests {
         // Plane 0 is blue, plane 2 red.
         assert!(plane(0).iter().all(|v| (v - (50.0 - 103.53) / 57.375).abs() < 1e-5));
         assert!(plane(2).iter().all(|v| (v - (200.0 - 123.675) / 58.395).abs() < 1e-5));
-    }
-
-    #[test]
-    fn bilinear_taps_have_half_pixel_centres_and_clamp_at_the_edges() {
-        // Upscaling 2 -> 4: centres at -0.25 (clamped to 0), 0.25, 0.75, 1.25 (clamped to 1).
-        let t = taps(2, 4);
-        assert_eq!(t[0], (0, 1, 0.0));
-        assert_eq!(t[1], (0, 1, 0.25));
-        assert_eq!(t[2], (0, 1, 0.75));
-        assert_eq!(t[3], (1, 1, 0.0));
     }
 
     #[test]

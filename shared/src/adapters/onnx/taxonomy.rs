@@ -27,6 +27,8 @@ use crate::domain::{Confidence, DetectOptions, Instance, Label, LabelName};
 pub const IMAGENET_LABELS: &str = include_str!("../../../data/imagenet-labels.json");
 /// The object detector's classes on the same nodes, compiled in.
 pub const COCO_LABELS: &str = include_str!("../../../data/coco-labels.json");
+/// The label of an image the text reader read lines in.
+pub const TEXT: &str = "Text";
 
 #[derive(Deserialize)]
 struct RawTable {
@@ -61,6 +63,8 @@ pub struct Taxonomy {
     classes: Vec<usize>,
     /// Node index of each object detector class, in output order.
     objects: Vec<usize>,
+    /// The node the text reader's finding is (named "Text"), if the tables have one.
+    text: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +115,8 @@ impl Taxonomy {
         }
         let classes = raw.classes.iter().map(|c| lookup(c)).collect::<Result<Vec<_>, _>>()?;
         let objects = extra.classes.iter().map(|c| lookup(c)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { nodes, classes, objects })
+        let text = nodes.iter().position(|n| n.name == TEXT);
+        Ok(Self { nodes, classes, objects, text })
     }
 
     pub fn class_count(&self) -> usize {
@@ -142,6 +147,7 @@ impl Taxonomy {
         &self,
         probabilities: &[f32],
         objects: &[Detection],
+        text: f32,
         calibration: Calibration,
         options: &DetectOptions,
     ) -> Vec<Label> {
@@ -168,6 +174,9 @@ impl Taxonomy {
                     confidence: Confidence::from_probability(confidence),
                 });
             }
+        }
+        if let Some(node) = self.text {
+            score[node] = score[node].max(text);
         }
         let mut ranked: Vec<usize> =
             (0..self.nodes.len()).filter(|&n| score[n] > 0.0 && score[n] >= threshold).collect();
@@ -258,7 +267,7 @@ mod tests {
     #[test]
     fn parents_gather_the_confidence_of_their_classes() {
         let t = Taxonomy::parse(TABLE, NO_OBJECTS).unwrap();
-        let labels = t.labels(&[0.4, 0.35, 0.25], &[], IDENTITY, &options(10, 1.0));
+        let labels = t.labels(&[0.4, 0.35, 0.25], &[], 0.0, IDENTITY, &options(10, 1.0));
         let got: Vec<(&str, i32)> =
             labels.iter().map(|l| (l.name.as_str(), l.confidence.percent().round() as i32)).collect();
         assert_eq!(got, [("Cat", 75), ("Animal", 75), ("Tabby Cat", 40), ("Tiger Cat", 35), ("Cup", 25)]);
@@ -270,10 +279,22 @@ mod tests {
     #[test]
     fn min_confidence_and_max_labels_are_honoured() {
         let t = Taxonomy::parse(TABLE, NO_OBJECTS).unwrap();
-        let labels = t.labels(&[0.4, 0.35, 0.25], &[], IDENTITY, &options(10, 50.0));
+        let labels = t.labels(&[0.4, 0.35, 0.25], &[], 0.0, IDENTITY, &options(10, 50.0));
         assert_eq!(labels.len(), 2);
-        let labels = t.labels(&[0.4, 0.35, 0.25], &[], IDENTITY, &options(1, 1.0));
+        let labels = t.labels(&[0.4, 0.35, 0.25], &[], 0.0, IDENTITY, &options(1, 1.0));
         assert_eq!(labels.len(), 1);
+    }
+
+    #[test]
+    fn text_read_in_the_image_is_a_text_label_ranked_with_the_others() {
+        let objects = r#"{"nodes": [{"id": "labelq:text", "name": "Text", "categories": ["Text and Documents"]}], "classes": []}"#;
+        let t = Taxonomy::parse(TABLE, objects).unwrap();
+        let labels = t.labels(&[0.4, 0.35, 0.25], &[], 0.9, IDENTITY, &options(2, 1.0));
+        let names: Vec<&str> = labels.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["Text", "Cat"]);
+        assert_eq!(labels[0].categories, [LabelName::new("Text and Documents")]);
+        let labels = t.labels(&[0.4, 0.35, 0.25], &[], 0.0, IDENTITY, &options(10, 1.0));
+        assert!(labels.iter().all(|l| l.name != "Text"), "no text read, no Text label");
     }
 
     #[test]
@@ -290,7 +311,7 @@ mod tests {
         assert_eq!(t.object_name(0), Some("Cat"));
         // The classifier is unsure (Cat 30 %); the detector found two cats and a mug.
         let objects = [object(0, 0.9, 0.0), object(0, 0.6, 0.5), object(1, 0.7, 0.3)];
-        let labels = t.labels(&[0.2, 0.1, 0.05], &objects, IDENTITY, &options(10, 50.0));
+        let labels = t.labels(&[0.2, 0.1, 0.05], &objects, 0.0, IDENTITY, &options(10, 50.0));
         let got: Vec<(&str, i32, usize)> = labels
             .iter()
             .map(|l| (l.name.as_str(), l.confidence.percent().round() as i32, l.instances.len()))
@@ -308,7 +329,7 @@ mod tests {
     fn boxes_below_min_confidence_are_left_out_of_a_label_that_passes() {
         let t = Taxonomy::parse(TABLE, OBJECTS).unwrap();
         let objects = [object(0, 0.9, 0.0), object(0, 0.3, 0.5)];
-        let labels = t.labels(&[0.0, 0.0, 0.0], &objects, IDENTITY, &options(10, 55.0));
+        let labels = t.labels(&[0.0, 0.0, 0.0], &objects, 0.0, IDENTITY, &options(10, 55.0));
         assert_eq!(labels[0].name, "Cat");
         assert_eq!(labels[0].instances.len(), 1, "{:?}", labels[0].instances);
         assert_eq!(labels[0].instances[0].confidence.percent().round(), 90.0);
@@ -317,7 +338,7 @@ mod tests {
     #[test]
     fn a_label_found_by_both_models_takes_the_higher_confidence() {
         let t = Taxonomy::parse(TABLE, OBJECTS).unwrap();
-        let labels = t.labels(&[0.5, 0.45, 0.05], &[object(0, 0.6, 0.0)], IDENTITY, &options(1, 1.0));
+        let labels = t.labels(&[0.5, 0.45, 0.05], &[object(0, 0.6, 0.0)], 0.0, IDENTITY, &options(1, 1.0));
         assert_eq!(labels[0].name, "Cat");
         assert_eq!(labels[0].confidence.percent().round(), 95.0);
         assert_eq!(labels[0].instances.len(), 1);
@@ -347,7 +368,7 @@ mod tests {
         // A cat at detector score 0.35 (its operating point) and a cup class at 0.3 (the
         // classifier's): both land on 55 %.
         let calibration = Calibration { labels: 0.3, objects: 0.35 };
-        let labels = t.labels(&[0.0, 0.0, 0.3], &[object(0, 0.35, 0.0)], calibration, &options(10, 55.0));
+        let labels = t.labels(&[0.0, 0.0, 0.3], &[object(0, 0.35, 0.0)], 0.0, calibration, &options(10, 55.0));
         let got: Vec<(&str, i32)> =
             labels.iter().map(|l| (l.name.as_str(), l.confidence.percent().round() as i32)).collect();
         assert_eq!(got, [("Cat", 55), ("Cup", 55)]);

@@ -301,7 +301,7 @@ mod tests {
 
     use super::*;
     use crate::domain::job::tests::pending_job;
-    use crate::domain::{Clock, SystemClock};
+    use crate::domain::{Clock, Findings, SystemClock};
 
     #[tokio::test]
     async fn a_departed_holders_claims_are_given_back_and_no_one_elses() {
@@ -320,7 +320,7 @@ mod tests {
             claims.push(claimed);
         }
         // One of the departed holder's jobs finished before it went: nothing to give back.
-        let done = claims[1].succeed(vec![], now).unwrap();
+        let done = claims[1].succeed(Findings::default(), now).unwrap();
         gone.update(&done).await.unwrap();
 
         let reopened = SqliteJobStore::open(&path).unwrap();
