@@ -1100,7 +1100,7 @@ def test_every_check_has_a_mutation():
 def test_rekognition_is_granted_only_when_it_is_the_detector(templates):
     grant = role_statements(templates["template"], "WorkerRole")[-1]
     assert grant["Fn::If"][0] == "UseRekognitionDetector"
-    assert grant["Fn::If"][1]["Action"] == "rekognition:DetectLabels"
+    assert grant["Fn::If"][1]["Action"] == ["rekognition:DetectLabels", "rekognition:DetectText"]
     assert grant["Fn::If"][2] == {"Ref": "AWS::NoValue"}
 
 
